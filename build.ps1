@@ -1,0 +1,47 @@
+# CudaDream build entry point on Windows; does what build.sh does.
+#   .\build.ps1                 restore, build Release, leave the CLI at artifacts\cudadream.cmd
+#   .\build.ps1 test [-Slow]    build, run every test project, end with "N passed, N failed, N skipped"
+param([string]$Command = "build", [switch]$Slow)
+$ErrorActionPreference = "Stop"
+Set-Location $PSScriptRoot
+$Art = Join-Path $PSScriptRoot "artifacts"
+$env:DOTNET_CLI_TELEMETRY_OPTOUT = "1"; $env:DOTNET_NOLOGO = "1"
+
+function Invoke-Build {
+    dotnet build CudaDream.sln -c Release -nologo -v q -clp:NoSummary
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    dotnet publish src/CudaDream.Cli/CudaDream.Cli.csproj -c Release --no-build -nologo -v q -o (Join-Path $Art "bin")
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    Set-Content -Path (Join-Path $Art "cudadream.cmd") -Value "@dotnet `"%~dp0bin\cudadream.dll`" %*"
+    Write-Host "built: $Art\cudadream.cmd"
+}
+
+function Invoke-Tests {
+    $results = Join-Path $Art "test-results"
+    if (Test-Path $results) { Remove-Item -Recurse -Force $results }
+    New-Item -ItemType Directory -Force $results | Out-Null
+    $filter = if ($Slow) { "" } else { "Category!=Slow" }
+    $rc = 0
+    foreach ($proj in Get-ChildItem tests/*.Tests/*.Tests.csproj) {
+        $name = $proj.BaseName
+        Write-Host "== $name"
+        $args = @("test", $proj.FullName, "-c", "Release", "--no-build", "-nologo", "--logger", "trx;LogFileName=$name.trx", "--results-directory", $results)
+        if ($filter) { $args += @("--filter", $filter) }
+        dotnet @args
+        if ($LASTEXITCODE -ne 0) { $rc = 1 }
+    }
+    $p = 0; $f = 0; $s = 0
+    foreach ($trx in Get-ChildItem "$results/*.trx") {
+        [xml]$x = Get-Content $trx
+        $c = $x.TestRun.ResultSummary.Counters
+        $p += [int]$c.passed; $f += [int]$c.failed; $s += [int]$c.notExecuted
+    }
+    Write-Host "$p passed, $f failed, $s skipped"
+    if ($f -ne 0 -or $rc -ne 0) { exit 1 }
+}
+
+switch ($Command) {
+    "build" { Invoke-Build }
+    "test" { Invoke-Build; Invoke-Tests }
+    default { Write-Error "usage: .\build.ps1 [build|test [-Slow]]"; exit 2 }
+}
