@@ -42,11 +42,32 @@ public static class Specializer
         {
             var schema = OpSchemas.Get(node);
             schema.InferShapes(node);
+            if (node.Op is "Shape" or "Size")
+            {
+                // Only the input's (now static) shape is read, never its data.
+                var r = node.Op == "Shape"
+                    ? Tensor.FromArray(ShapeSlice(node).Select(d => (long)d).ToArray(), node.Outputs[0].Shape!)
+                    : Tensor.FromArray(new[] { node.Input(0).Numel }, Array.Empty<int>());
+                node.Outputs[0].Constant = r;
+                g.Remove(node);
+                folded++;
+                continue;
+            }
             if (!schema.Deterministic || !node.Inputs.All(i => i == null || i.HasKnownData)) continue;
             if (TryFold(g, node, schema, evaluator, options)) folded++;
         }
         int dead = g.RemoveDeadNodes();
         return new SpecializeReport(folded, dead, CountShapeArithmetic(g));
+    }
+
+    private static int[] ShapeSlice(Node n)
+    {
+        var s = n.Input(0).Shape!;
+        int rank = s.Length;
+        long start = n.Attributes.Int("start", 0), end = n.Attributes.Int("end", rank);
+        start = Math.Clamp(start < 0 ? start + rank : start, 0, rank);
+        end = Math.Clamp(end < 0 ? end + rank : end, 0, rank);
+        return s[(int)start..(int)Math.Max(start, end)];
     }
 
     private static int[] ResolveInputShape(ComputeGraph g, Value input, int[]? given)

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using Tensor = CudaDream.Engine.Tensors.Tensor;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;

@@ -3,7 +3,7 @@ using System.Numerics;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
-using CudaDream.Engine.Random;
+using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Backends.Cpu.Ops;
