@@ -123,14 +123,15 @@ public static class Fuser
     /// <summary>A constant shaped [C,1,...,1] (per-channel affine of NCHW) viewed as [C]; null if it is not one.</summary>
     private static Value? ChannelVector(Value v, int c, int rank)
     {
-        if (!v.IsConstant || v.Constant == null) return null;
+        if (!v.IsConstant || (v.Constant == null && !v.IsWeight)) return null;
         var s = v.Shape!;
         int lead = s.Length - (rank - 1);
         if (s.Length > rank || (lead == 0 && s.Length == 0)) return null;
         // Allowed: [C, 1, ..., 1] with rank-1 dims, optionally with leading 1s.
         var trimmed = s.SkipWhile((d, i) => i < s.Length - (rank - 1) && d == 1).ToArray();
         if (trimmed.Length != rank - 1 || trimmed[0] != c || trimmed.Skip(1).Any(d => d != 1)) return null;
-        return new Value(v.Name, v.DType, new[] { c }) { Constant = v.Constant.Reshape(c), IsWeight = v.IsWeight };
+        // A weight whose data was not loaded (inspect) keeps its place with the new shape.
+        return new Value(v.Name, v.DType, new[] { c }) { Constant = v.Constant?.Reshape(c), IsWeight = v.IsWeight };
     }
 
     /// <summary>opset-17 LayerNormalization over the last axis → LayerNorm.</summary>
