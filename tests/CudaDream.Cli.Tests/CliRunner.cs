@@ -1,3 +1,5 @@
+using Xunit;
+
 namespace CudaDream.Cli.Tests;
 
 /// <summary>Runs CLI verbs in-process with Console.Out/Error captured. Every CLI test class joins this

@@ -7,8 +7,8 @@ namespace CudaDream.Diffusion.Tokenizers;
 
 /// <summary>
 /// CLIPTokenizer's ftfy path: <c>whitespace_clean(ftfy.fix_text(text)).lower()</c>. fix_text's default
-/// fixes are applied in ftfy 6's order and repeated until the text stops changing (so "&amp;amp;" ends
-/// as "&amp;"→"&amp;" like ftfy): HTML entities (skipped when the text holds a literal '&lt;', ftfy's "auto"),
+/// fixes are applied in ftfy 6's order and repeated until the text stops changing, as ftfy's
+/// fix_and_explain loop does (so a doubly escaped "&amp;amp;" ends as "&amp;"): HTML entities (skipped when the text holds a literal '&lt;', ftfy's "auto"),
 /// Latin ligatures, fullwidth/halfwidth forms, curly quotes, terminal escapes, control characters, NFC.
 /// Not done: ftfy's mojibake detection (fix_encoding, C1 controls as Windows-1252), which is a heuristic
 /// over encoding tables; text that is not mojibake is unaffected by it.

@@ -59,6 +59,18 @@ public class ClipTokenizerTests
     }
 
     [Fact]
+    public void RealClipVocabularyBasicPathDiffersOnlyWhereBasicTokenizerSplitsIdeographs()
+    {
+        var basic = ClipTokenizer.FromFolder(Fixtures.Path("clip-tokenizer"), new ClipTokenizerOptions { Cleaning = TextCleaning.Basic });
+        foreach (var c in RealCases())
+        {
+            var ids = basic.Encode(c.Text).Ids;
+            if (c.Text == "日本の猫") Assert.NotEqual(c.Ids, ids); // BasicTokenizer pads 日, 本, 猫 with spaces: four words
+            else Assert.True(c.Ids.SequenceEqual(ids), c.Text);
+        }
+    }
+
+    [Fact]
     public void TinyVocabularyBasicPathReproducesThePipelineTokenization()
     {
         var tokenizer = TinyBasic.Value;
