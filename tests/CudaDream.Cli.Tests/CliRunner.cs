@@ -2,30 +2,28 @@ using Xunit;
 
 namespace CudaDream.Cli.Tests;
 
-/// <summary>Runs the CLI in-process with Console redirected. Tests that use it share one collection so redirections never overlap.</summary>
+/// <summary>Runs CLI verbs in-process with Console.Out/Error captured. Every CLI test class joins this
+/// collection: Console redirection is process-wide, so these must not run in parallel.</summary>
+[CollectionDefinition("Console", DisableParallelization = true)]
+public sealed class ConsoleCollection;
+
 public static class CliRunner
 {
-    private static readonly object Gate = new();
-
-    public static (int code, string stdout, string stderr) Run(params string[] args)
+    public static (int Code, string Out, string Err) Run(params string[] args)
     {
-        lock (Gate)
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        try
         {
-            var oldOut = Console.Out;
-            var oldErr = Console.Error;
-            var o = new StringWriter();
-            var e = new StringWriter();
-            Console.SetOut(o);
-            Console.SetError(e);
-            try { return (Program.Run(args), o.ToString(), e.ToString()); }
-            finally
-            {
-                Console.SetOut(oldOut);
-                Console.SetError(oldErr);
-            }
+            Console.SetOut(stdout);
+            Console.SetError(stderr);
+            int code = Program.Run(args);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
         }
     }
 }
-
-[CollectionDefinition("Console", DisableParallelization = true)]
-public sealed class ConsoleCollection { }
