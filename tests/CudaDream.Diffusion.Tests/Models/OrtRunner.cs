@@ -8,7 +8,7 @@ namespace CudaDream.Diffusion.Tests.Models;
 /// <summary>Runs an ONNX file on ONNX Runtime's CPU execution provider with tensors in and out.</summary>
 internal static class OrtRunner
 {
-    public static Dictionary<string, Tensor> Run(string modelPath, IReadOnlyDictionary<string, Tensor> inputs)
+    public static Dictionary<string, Tensor> Run(string modelPath, Dictionary<string, Tensor> inputs)
     {
         using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = 2 };
         using var session = new InferenceSession(modelPath, options);
