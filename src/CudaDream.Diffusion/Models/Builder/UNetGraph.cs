@@ -14,6 +14,7 @@ public sealed class UNetGraph : GraphLayers
 {
     private readonly UNetConfig _c;
     private string _temb = "";
+    private string? _tembActivated;
     private string _context = "";
 
     private UNetGraph(UNetConfig config, IWeightSource? weights, GraphBuildOptions options)
@@ -138,7 +139,9 @@ public sealed class UNetGraph : GraphLayers
         var h = GroupNorm(x, "norm1", inCh, _c.NormGroups, _c.NormEps);
         h = SiLU(h);
         h = Conv(h, "conv1", inCh, outCh, 3);
-        var t = Gemm(SiLU(_temb), "time_emb_proj", _c.TimeEmbedDim, outCh);
+        // SiLU(temb) is the same for every resnet: computed once, as the torch export does after CSE.
+        _tembActivated ??= SiLU(_temb);
+        var t = Gemm(_tembActivated, "time_emb_proj", _c.TimeEmbedDim, outCh);
         h = G.Op("Add", h, G.Op("Unsqueeze", t, Ints(2, 3)));
         h = GroupNorm(h, "norm2", outCh, _c.NormGroups, _c.NormEps);
         h = SiLU(h);
