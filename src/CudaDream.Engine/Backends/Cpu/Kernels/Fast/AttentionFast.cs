@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace CudaDream.Engine.Backends.Cpu.Kernels;
@@ -15,6 +16,8 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// accumulate dV += Pᵀ·dO and dK += dSᵀ·Q in the tile, and add dQ += dS·K; D = rowsum(dO ⊙ O) replaces
 /// the softmax Jacobian. The GPU version adds dQ with atomics; here a head's key blocks run in one task
 /// (or, when there are fewer heads than threads, in a few tasks with private dQ buffers summed at the end).
+/// Q, K, V, dO rows are read in place through their row stride H·d; only Kᵀ (and Vᵀ for the backward)
+/// is laid out once per call so that the logit tiles are plain row-major products.
 /// </summary>
 public static unsafe class AttentionFast
 {
@@ -27,11 +30,20 @@ public static unsafe class AttentionFast
         var shape = a;
         int queryBlocks = (a.QueryLength + BlockQ - 1) / BlockQ;
         int tasks = a.Batch * a.Heads * queryBlocks;
-        int scratch = BlockQ * a.HeadDim + a.HeadDim * BlockK + BlockK * a.ValueDim + BlockQ * BlockK + BlockQ * a.ValueDim + 2 * BlockQ;
-        fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse)
+        int scratch = BlockQ * BlockK + BlockQ * a.ValueDim + 2 * BlockQ;
+        float[] kTransposed = ArrayPool<float>.Shared.Rent((int)a.KeyLengthTotal);
+        try
         {
-            var t = new Tensors((nint)pq, (nint)pk, (nint)pv, (nint)po, lse.IsEmpty ? 0 : (nint)pl);
-            ForTasks(tasks, scratch, (task, buffer) => ForwardBlock(shape, t, task / queryBlocks, task % queryBlocks, buffer));
+            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pkt = kTransposed)
+            {
+                TransposePerHead(a, pk, a.HeadDim, pkt);
+                var t = new Tensors((nint)pq, (nint)pk, (nint)pv, (nint)po, lse.IsEmpty ? 0 : (nint)pl, (nint)pkt, 0);
+                ForTasks(tasks, scratch, (task, buffer) => ForwardBlock(shape, t, task / queryBlocks, task % queryBlocks, buffer));
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(kTransposed);
         }
     }
 
@@ -50,17 +62,19 @@ public static unsafe class AttentionFast
         int keyBlocks = (a.KeyLength + BlockK - 1) / BlockK;
         int degree = CpuKernelOptions.MaxDegreeOfParallelism;
         int chunks = Math.Clamp((degree + heads - 1) / heads, 1, keyBlocks);
-        int d = a.HeadDim, dvDim = a.ValueDim;
-        int scratch = 3 * BlockK * d + 2 * BlockK * dvDim          // K, Kᵀ, dK; Vᵀ, dV tiles
-            + BlockQ * d + BlockQ * dvDim + 4 * BlockQ * BlockK     // Q, dO; P, Pᵀ, dS, dSᵀ tiles
-            + a.QueryLength;                                        // D for every query
-        float[]? partialArray = chunks > 1 ? ArrayPool<float>.Shared.Rent(heads * chunks * a.QueryLength * d) : null;
+        int scratch = BlockK * a.HeadDim + BlockK * a.ValueDim + 2 * BlockQ * BlockK + a.QueryLength;
+        float[] kTransposed = ArrayPool<float>.Shared.Rent((int)a.KeyLengthTotal);
+        float[] vTransposed = ArrayPool<float>.Shared.Rent((int)a.ValueLengthTotal);
+        float[]? partialArray = chunks > 1 ? ArrayPool<float>.Shared.Rent(heads * chunks * a.QueryLength * a.HeadDim) : null;
         try
         {
             dq.Clear();
-            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pdo = dout, pdq = dq, pdk = dk, pdv = dv, pPartial = partialArray)
+            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pdo = dout, pdq = dq, pdk = dk, pdv = dv,
+                   pkt = kTransposed, pvt = vTransposed, pPartial = partialArray)
             {
-                var t = new Tensors((nint)pq, (nint)pk, (nint)pv, (nint)po, (nint)pl);
+                TransposePerHead(a, pk, a.HeadDim, pkt);
+                TransposePerHead(a, pv, a.ValueDim, pvt);
+                var t = new Tensors((nint)pq, (nint)pk, (nint)pv, (nint)po, (nint)pl, (nint)pkt, (nint)pvt);
                 var g = new Gradients((nint)pdo, (nint)pdq, (nint)pdk, (nint)pdv, (nint)pPartial);
                 ForTasks(heads * chunks, scratch, (task, buffer) => BackwardChunk(shape, t, g, task / chunks, task % chunks, chunks, buffer));
                 if (chunks > 1) ReducePartialDq(shape, chunks, pPartial, pdq);
@@ -68,11 +82,14 @@ public static unsafe class AttentionFast
         }
         finally
         {
+            ArrayPool<float>.Shared.Return(kTransposed);
+            ArrayPool<float>.Shared.Return(vTransposed);
             if (partialArray != null) ArrayPool<float>.Shared.Return(partialArray);
         }
     }
 
-    private readonly record struct Tensors(nint Q, nint K, nint V, nint O, nint Lse);
+    /// <summary>Raw pointers to the tensors (spans cannot be captured by the parallel bodies). KT/VT: [B·H, width, M].</summary>
+    private readonly record struct Tensors(nint Q, nint K, nint V, nint O, nint Lse, nint KT, nint VT);
     private readonly record struct Gradients(nint DOut, nint DQ, nint DK, nint DV, nint PartialDQ);
 
     /// <summary>Runs body(task, scratch) for every task, each worker renting one scratch buffer of the given size.</summary>
@@ -102,61 +119,76 @@ public static unsafe class AttentionFast
             buffer => ArrayPool<float>.Shared.Return(buffer));
     }
 
+    /// <summary>dst[(b·H + h), e, j] = src[b, j, h, e]: each head's keys (or values) as a width × M matrix.</summary>
+    private static void TransposePerHead(in AttentionShape a, float* src, int width, float* dst)
+    {
+        int m = a.KeyLength, heads = a.Heads;
+        nint s = (nint)src, d = (nint)dst;
+        int batch = a.Batch;
+        void Head(int head)
+        {
+            int b = head / heads, h = head % heads;
+            float* from = (float*)s + ((long)b * m * heads + h) * width;
+            float* to = (float*)d + (long)head * width * m;
+            for (int j = 0; j < m; j++, from += (long)heads * width)
+                for (int e = 0; e < width; e++) to[(long)e * m + j] = from[e];
+        }
+        int degree = CpuKernelOptions.MaxDegreeOfParallelism;
+        if (degree > 1 && batch * heads > 1 && (long)batch * m * heads * width > 1 << 16)
+            Parallel.For(0, batch * heads, CpuKernelOptions.ParallelOptions(degree), Head);
+        else
+            for (int head = 0; head < batch * heads; head++) Head(head);
+    }
+
     private static void ForwardBlock(in AttentionShape a, in Tensors t, int head, int queryBlock, nint scratch)
     {
-        int b = head / a.Heads, h = head % a.Heads, d = a.HeadDim, dv = a.ValueDim;
+        int b = head / a.Heads, h = head % a.Heads, d = a.HeadDim, dv = a.ValueDim, m = a.KeyLength;
         int i0 = queryBlock * BlockQ, br = Math.Min(BlockQ, a.QueryLength - i0);
-        float* qTile = (float*)scratch;                 // [br × d], pre-multiplied by the scale
-        float* kT = qTile + BlockQ * d;                 // [d × BlockK]
-        float* vTile = kT + d * BlockK;                 // [BlockK × dv]
-        float* s = vTile + BlockK * dv;                 // [br × BlockK] logits, then probabilities
+        float* s = (float*)scratch;                     // [br × BlockK] logits, then probabilities
         float* acc = s + BlockQ * BlockK;               // [br × dv] unnormalised output
         float* rowMax = acc + BlockQ * dv;              // m
         float* rowSum = rowMax + BlockQ;                // l
         float scale = (float)a.Scale;
-        for (int i = 0; i < br; i++)
-            TensorPrimitives.Multiply(Row(t.Q, a.QueryLength, a.Heads, d, b, i0 + i, h), scale, new Span<float>(qTile + i * d, d));
+        float* qRows = (float*)t.Q + (((long)b * a.QueryLength + i0) * a.Heads + h) * d;
+        float* kT = (float*)t.KT + (long)head * d * m;
+        int qStride = a.Heads * d, vStride = a.Heads * dv;
         new Span<float>(acc, br * dv).Clear();
         new Span<float>(rowMax, br).Fill(float.NegativeInfinity);
         new Span<float>(rowSum, br).Clear();
 
-        int keyEnd = a.Causal ? Math.Min(a.KeyLength, i0 + br) : a.KeyLength;
+        int keyEnd = a.Causal ? Math.Min(m, i0 + br) : m;
         for (int j0 = 0; j0 < keyEnd; j0 += BlockK)
         {
             int bc = Math.Min(BlockK, keyEnd - j0);
-            for (int j = 0; j < bc; j++)
-            {
-                var kr = Row(t.K, a.KeyLength, a.Heads, d, b, j0 + j, h);
-                for (int e = 0; e < d; e++) kT[e * BlockK + j] = kr[e];
-                Row(t.V, a.KeyLength, a.Heads, dv, b, j0 + j, h).CopyTo(new Span<float>(vTile + j * dv, dv));
-            }
-            for (int i = 0; i < br; i++) new Span<float>(s + i * BlockK, bc).Clear();
-            SmallGemm.MultiplyAdd(br, bc, d, qTile, d, kT, BlockK, s, BlockK);
-            if (a.Causal) MaskFuture(s, BlockK, i0, br, j0, bc, float.NegativeInfinity);
+            SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT + j0, m, s, BlockK, accumulate: false);
             for (int i = 0; i < br; i++)
             {
-                var row = new Span<float>(s + i * BlockK, bc);
-                float mNew = MathF.Max(rowMax[i], TensorPrimitives.Max(row));
-                if (float.IsNegativeInfinity(mNew)) { row.Clear(); continue; } // nothing visible yet
+                float* row = s + i * BlockK;
+                int visible = a.Causal ? Math.Clamp(i0 + i + 1 - j0, 0, bc) : bc;
+                float tileMax = ScaleMaskMax(row, bc, visible, scale);
+                float mNew = MathF.Max(rowMax[i], tileMax);
+                if (float.IsNegativeInfinity(mNew)) continue; // nothing visible yet: the row stays −inf, exp → 0
                 float correction = MathF.Exp(rowMax[i] - mNew);
-                TensorPrimitives.Subtract(row, mNew, row);
-                TensorPrimitives.Exp(row, row);
-                rowSum[i] = rowSum[i] * correction + TensorPrimitives.Sum(row);
+                AddScalar(row, bc, -mNew);
                 if (correction != 1f)
                 {
                     var accRow = new Span<float>(acc + i * dv, dv);
                     TensorPrimitives.Multiply(accRow, correction, accRow);
                 }
+                rowSum[i] *= correction;
                 rowMax[i] = mNew;
             }
-            SmallGemm.MultiplyAdd(br, dv, bc, s, BlockK, vTile, dv, acc, dv);
+            ExpTile(s, br, bc);
+            for (int i = 0; i < br; i++) rowSum[i] += TensorPrimitives.Sum(new ReadOnlySpan<float>(s + i * BlockK, bc));
+            float* vRows = (float*)t.V + (((long)b * m + j0) * a.Heads + h) * dv;
+            SmallGemm.Multiply(br, dv, bc, s, BlockK, 1, vRows, vStride, acc, dv, accumulate: true);
         }
 
         float* lse = (float*)t.Lse;
         for (int i = 0; i < br; i++)
         {
             float l = rowSum[i];
-            var outRow = Row(t.O, a.QueryLength, a.Heads, dv, b, i0 + i, h);
+            var outRow = new Span<float>((float*)t.O + (((long)b * a.QueryLength + i0 + i) * a.Heads + h) * dv, dv);
             TensorPrimitives.Multiply(new ReadOnlySpan<float>(acc + i * dv, dv), l > 0 ? 1f / l : 0f, outRow);
             if (lse != null) lse[((long)b * a.Heads + h) * a.QueryLength + i0 + i] = l > 0 ? rowMax[i] + MathF.Log(l) : float.NegativeInfinity;
         }
@@ -164,52 +196,44 @@ public static unsafe class AttentionFast
 
     private static void BackwardChunk(in AttentionShape a, in Tensors t, in Gradients g, int head, int chunk, int chunks, nint scratch)
     {
-        int b = head / a.Heads, h = head % a.Heads, d = a.HeadDim, dvDim = a.ValueDim, n = a.QueryLength;
+        int b = head / a.Heads, h = head % a.Heads, d = a.HeadDim, dvDim = a.ValueDim, n = a.QueryLength, m = a.KeyLength;
         float scale = (float)a.Scale;
-        float* kTile = (float*)scratch;                 // [BlockK × d]
-        float* kT = kTile + BlockK * d;                 // [d × BlockK]
-        float* vT = kT + d * BlockK;                    // [dv × BlockK]
-        float* dkTile = vT + dvDim * BlockK;            // [BlockK × d]
+        float* dkTile = (float*)scratch;                // [BlockK × d]
         float* dvTile = dkTile + BlockK * d;            // [BlockK × dv]
-        float* qTile = dvTile + BlockK * dvDim;         // [BlockQ × d]
-        float* doTile = qTile + BlockQ * d;             // [BlockQ × dv]
-        float* p = doTile + BlockQ * dvDim;             // [BlockQ × BlockK]
-        float* pT = p + BlockQ * BlockK;                // [BlockK × BlockQ]
-        float* ds = pT + BlockK * BlockQ;               // [BlockQ × BlockK] dP, then scale·dS
-        float* dsT = ds + BlockQ * BlockK;              // [BlockK × BlockQ]
-        float* rowDot = dsT + BlockK * BlockQ;          // D_i = dO_i·O_i for every query of this head
+        float* p = dvTile + BlockK * dvDim;             // [BlockQ × BlockK] probabilities
+        float* ds = p + BlockQ * BlockK;                // [BlockQ × BlockK] dP, then scale·dS
+        float* rowDot = ds + BlockQ * BlockK;           // D_i = dO_i·O_i for every query of this head
         float* lse = (float*)t.Lse + ((long)b * a.Heads + h) * n;
+        int qStride = a.Heads * d, vStride = a.Heads * dvDim;
+        float* qHead = (float*)t.Q + ((long)b * n * a.Heads + h) * d;
+        float* doHead = (float*)g.DOut + ((long)b * n * a.Heads + h) * dvDim;
+        float* oHead = (float*)t.O + ((long)b * n * a.Heads + h) * dvDim;
+        float* kT = (float*)t.KT + (long)head * d * m;
+        float* vT = (float*)t.VT + (long)head * dvDim * m;
 
         for (int i = 0; i < n; i++)
-            rowDot[i] = TensorPrimitives.Dot(Row(g.DOut, n, a.Heads, dvDim, b, i, h), Row(t.O, n, a.Heads, dvDim, b, i, h));
+            rowDot[i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(doHead + (long)i * vStride, dvDim), new ReadOnlySpan<float>(oHead + (long)i * vStride, dvDim));
 
         // dQ goes straight into dq (this task owns the head) or into this task's private buffer.
-        float* dqBase;
-        long dqRowStride;
+        float* dqHead;
+        int dqStride;
         if (chunks == 1)
         {
-            dqBase = (float*)g.DQ + ((long)b * n * a.Heads + h) * d;
-            dqRowStride = (long)a.Heads * d;
+            dqHead = (float*)g.DQ + ((long)b * n * a.Heads + h) * d;
+            dqStride = qStride;
         }
         else
         {
-            dqBase = (float*)g.PartialDQ + ((long)head * chunks + chunk) * n * d;
-            dqRowStride = d;
-            new Span<float>(dqBase, n * d).Clear();
+            dqHead = (float*)g.PartialDQ + ((long)head * chunks + chunk) * n * d;
+            dqStride = d;
+            new Span<float>(dqHead, n * d).Clear();
         }
 
-        int keyBlocks = (a.KeyLength + BlockK - 1) / BlockK;
+        int keyBlocks = (m + BlockK - 1) / BlockK;
         for (int kb = chunk; kb < keyBlocks; kb += chunks)
         {
-            int j0 = kb * BlockK, bc = Math.Min(BlockK, a.KeyLength - j0);
-            for (int j = 0; j < bc; j++)
-            {
-                var kr = Row(t.K, a.KeyLength, a.Heads, d, b, j0 + j, h);
-                kr.CopyTo(new Span<float>(kTile + j * d, d));
-                for (int e = 0; e < d; e++) kT[e * BlockK + j] = kr[e];
-                var vr = Row(t.V, a.KeyLength, a.Heads, dvDim, b, j0 + j, h);
-                for (int e = 0; e < dvDim; e++) vT[e * BlockK + j] = vr[e];
-            }
+            int j0 = kb * BlockK, bc = Math.Min(BlockK, m - j0);
+            float* kRows = (float*)t.K + (((long)b * m + j0) * a.Heads + h) * d;
             new Span<float>(dkTile, bc * d).Clear();
             new Span<float>(dvTile, bc * dvDim).Clear();
 
@@ -217,43 +241,28 @@ public static unsafe class AttentionFast
             for (int i0 = firstQuery; i0 < n; i0 += BlockQ)
             {
                 int br = Math.Min(BlockQ, n - i0);
+                float* qRows = qHead + (long)i0 * qStride;
+                float* doRows = doHead + (long)i0 * vStride;
+                // P = exp(scale·Q·Kᵀ − lse), 0 where masked
+                SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT + j0, m, p, BlockK, accumulate: false);
                 for (int i = 0; i < br; i++)
                 {
-                    Row(t.Q, n, a.Heads, d, b, i0 + i, h).CopyTo(new Span<float>(qTile + i * d, d));
-                    Row(g.DOut, n, a.Heads, dvDim, b, i0 + i, h).CopyTo(new Span<float>(doTile + i * dvDim, dvDim));
-                    new Span<float>(p + i * BlockK, bc).Clear();
-                    new Span<float>(ds + i * BlockK, bc).Clear();
-                }
-                // P = exp(scale·Q·Kᵀ − lse)
-                SmallGemm.MultiplyAdd(br, bc, d, qTile, d, kT, BlockK, p, BlockK);
-                for (int i = 0; i < br; i++)
-                {
-                    var row = new Span<float>(p + i * BlockK, bc);
                     float l = lse[i0 + i];
-                    if (float.IsNegativeInfinity(l)) { row.Clear(); continue; }
-                    VectorMath.Affine(row, scale, -l, row);
-                    TensorPrimitives.Exp(row, row);
+                    int visible = float.IsNegativeInfinity(l) ? 0 : a.Causal ? Math.Clamp(i0 + i + 1 - j0, 0, bc) : bc;
+                    ScaleMaskMax(p + i * BlockK, bc, visible, scale);
+                    AddScalar(p + i * BlockK, visible, -l);
                 }
-                if (a.Causal) MaskFuture(p, BlockK, i0, br, j0, bc, 0f);
-                Transpose(p, BlockK, br, bc, pT, BlockQ);
-                SmallGemm.MultiplyAdd(bc, dvDim, br, pT, BlockQ, doTile, dvDim, dvTile, dvDim);   // dV += Pᵀ·dO
-                SmallGemm.MultiplyAdd(br, bc, dvDim, doTile, dvDim, vT, BlockK, ds, BlockK);      // dP = dO·Vᵀ
-                for (int i = 0; i < br; i++)
-                {
-                    // scale·dS = scale·P ⊙ (dP − D)
-                    var dsRow = new Span<float>(ds + i * BlockK, bc);
-                    TensorPrimitives.Subtract(dsRow, rowDot[i0 + i], dsRow);
-                    TensorPrimitives.Multiply(dsRow, new ReadOnlySpan<float>(p + i * BlockK, bc), dsRow);
-                    TensorPrimitives.Multiply(dsRow, scale, dsRow);
-                }
-                SmallGemm.MultiplyAdd(br, d, bc, ds, BlockK, kTile, d, dqBase + i0 * dqRowStride, (int)dqRowStride); // dQ += dS·K
-                Transpose(ds, BlockK, br, bc, dsT, BlockQ);
-                SmallGemm.MultiplyAdd(bc, d, br, dsT, BlockQ, qTile, d, dkTile, d);            // dK += dSᵀ·Q
+                ExpTile(p, br, bc);
+                SmallGemm.Multiply(bc, dvDim, br, p, 1, BlockK, doRows, vStride, dvTile, dvDim, accumulate: true);   // dV += Pᵀ·dO
+                SmallGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT + j0, m, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
+                for (int i = 0; i < br; i++) SoftmaxGradient(ds + i * BlockK, p + i * BlockK, bc, rowDot[i0 + i], scale);
+                SmallGemm.Multiply(br, d, bc, ds, BlockK, 1, kRows, qStride, dqHead + (long)i0 * dqStride, dqStride, accumulate: true); // dQ += dS·K
+                SmallGemm.Multiply(bc, d, br, ds, 1, BlockK, qRows, qStride, dkTile, d, accumulate: true);            // dK += dSᵀ·Q
             }
             for (int j = 0; j < bc; j++)
             {
-                new ReadOnlySpan<float>(dkTile + j * d, d).CopyTo(Row(g.DK, a.KeyLength, a.Heads, d, b, j0 + j, h));
-                new ReadOnlySpan<float>(dvTile + j * dvDim, dvDim).CopyTo(Row(g.DV, a.KeyLength, a.Heads, dvDim, b, j0 + j, h));
+                new ReadOnlySpan<float>(dkTile + j * d, d).CopyTo(new Span<float>((float*)g.DK + (((long)b * m + j0 + j) * a.Heads + h) * d, d));
+                new ReadOnlySpan<float>(dvTile + j * dvDim, dvDim).CopyTo(new Span<float>((float*)g.DV + (((long)b * m + j0 + j) * a.Heads + h) * dvDim, dvDim));
             }
         }
     }
@@ -276,24 +285,60 @@ public static unsafe class AttentionFast
         }
     }
 
-    /// <summary>Row (b, position, h) of a BNHD tensor with sequence length len and width width.</summary>
-    private static Span<float> Row(nint tensor, int len, int heads, int width, int b, int position, int h) =>
-        new((float*)tensor + (((long)b * len + position) * heads + h) * width, width);
-
-    /// <summary>Sets tile entries whose key index j0+j exceeds the query index i0+i.</summary>
-    private static void MaskFuture(float* tile, int ld, int i0, int br, int j0, int bc, float value)
+    /// <summary>row[0..visible) *= scale, row[visible..count) = −inf; returns the max of the visible entries (−inf if none).</summary>
+    private static float ScaleMaskMax(float* row, int count, int visible, float scale)
     {
-        if (j0 + bc - 1 <= i0) return; // the whole tile is at or below the diagonal
+        int w = Vector<float>.Count, j = 0;
+        var vs = new Vector<float>(scale);
+        var vmax = new Vector<float>(float.NegativeInfinity);
+        for (; j + w <= visible; j += w)
+        {
+            var x = Vector.Load(row + j) * vs;
+            x.Store(row + j);
+            vmax = Vector.Max(vmax, x);
+        }
+        float max = float.NegativeInfinity;
+        for (int e = 0; e < w; e++) max = MathF.Max(max, vmax[e]);
+        for (; j < visible; j++)
+        {
+            row[j] *= scale;
+            max = MathF.Max(max, row[j]);
+        }
+        for (j = visible; j < count; j++) row[j] = float.NegativeInfinity;
+        return max;
+    }
+
+    private static void AddScalar(float* row, int count, float value)
+    {
+        int w = Vector<float>.Count, j = 0;
+        var vv = new Vector<float>(value);
+        for (; j + w <= count; j += w) (Vector.Load(row + j) + vv).Store(row + j);
+        for (; j < count; j++) row[j] += value;
+    }
+
+    /// <summary>e^x over the first bc columns of br tile rows; one vectorised call when the rows are contiguous.</summary>
+    private static void ExpTile(float* tile, int br, int bc)
+    {
+        if (bc == BlockK)
+        {
+            var all = new Span<float>(tile, br * BlockK);
+            TensorPrimitives.Exp(all, all);
+            return;
+        }
         for (int i = 0; i < br; i++)
         {
-            int firstHidden = Math.Max(0, i0 + i + 1 - j0);
-            if (firstHidden < bc) new Span<float>(tile + i * ld + firstHidden, bc - firstHidden).Fill(value);
+            var row = new Span<float>(tile + i * BlockK, bc);
+            TensorPrimitives.Exp(row, row);
         }
     }
 
-    private static void Transpose(float* src, int ldSrc, int rows, int cols, float* dst, int ldDst)
+    /// <summary>ds ← scale·p ⊙ (ds − D): the softmax backward of one row, dP already in ds.</summary>
+    private static void SoftmaxGradient(float* ds, float* p, int count, float rowDot, float scale)
     {
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) dst[j * ldDst + i] = src[i * ldSrc + j];
+        int w = Vector<float>.Count, j = 0;
+        var vd = new Vector<float>(rowDot);
+        var vs = new Vector<float>(scale);
+        for (; j + w <= count; j += w) (vs * Vector.Load(p + j) * (Vector.Load(ds + j) - vd)).Store(ds + j);
+        for (; j < count; j++) ds[j] = scale * p[j] * (ds[j] - rowDot);
     }
 }
