@@ -127,7 +127,7 @@ public class GradientRuleTests
         var u = c.Node1("Unsqueeze", r, c.ConstLongs(new long[] { 0 }));
         var e = c.Node1("Expand", u, c.ConstLongs(new long[] { 3, 4, 6 }));
         var s = c.Node1("Slice", e, c.ConstLongs(new long[] { 1 }), c.ConstLongs(new long[] { 5 }), c.ConstLongs(new long[] { 2 }));
-        var cat = c.Node1("Concat", A().Set("axis", 1L), s, e);
+        var cat = c.Node1("Concat", A().Set("axis", 2L), s, e);
         c.Check(cat);
     }
 
