@@ -77,7 +77,7 @@ public sealed class EmuLibrary
             Directory.CreateDirectory(System.IO.Path.GetDirectoryName(p)!);
             File.WriteAllText(p, text);
         }
-        var units = sources.Keys.Where(n => n.EndsWith(".cu") && !n.Contains('/')).Append("emu/runtime.cpp").ToList();
+        var units = sources.Keys.Where(n => n.EndsWith(".cu") && !n.Contains('/')).Append("emu/runtime.cpp").Append("emu/selftest.cu").ToList();
         var objects = new string[units.Count];
         var errors = new System.Collections.Concurrent.ConcurrentBag<string>();
         Parallel.For(0, units.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount) }, i =>
