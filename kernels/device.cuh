@@ -147,7 +147,7 @@ CD_DEVICE u16 float_to_half(float f)
         if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
         return (u16)(sign | q);
     }
-    u32 r = a + 0x07ffu + ((a >> 13) & 1) - 0x38000000u; // rebias 127->15 then round
+    u32 r = a + 0x0fffu + ((a >> 13) & 1) - 0x38000000u; // rebias 127->15, round to nearest even at bit 13
     return (u16)(sign | (r >> 13));
 }
 
