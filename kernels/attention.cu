@@ -18,6 +18,16 @@
 //   attention_backward_dkv_<t>(AttentionShape s, q, k, v, dout, lse, delta, T* dk, T* dv, int tile)
 //       grid (ceil(Nk/W), H, B), dynamic smem = (2*T*D + 2*T + 4*W*D) floats
 // dO/dQ/dK/dV use the strides of O/Q/K/V respectively.
+//
+// Narrow heads (D <= 32: CLIP, small UNets, VAE-sized single heads) use row-per-thread variants: one
+// thread owns a query (or key) row in registers, the block stages K/V (or Q/dO) tiles in shared
+// memory, and no warp collective is needed (a warp per row would leave most lanes idle at D = 8).
+// Launcher contract: R = 128 threads per block, one row each; T = 64 tile rows; M = 16 or 32 >= D.
+//   attention_rows_forward_d<M>_<t>(same arguments as attention_forward)
+//       grid (ceil(Nq/R), H, B), dynamic smem = 2*T*D floats
+//   attention_rows_backward_dot_<t>(same arguments as attention_backward_dot)      grid (ceil(Nq/R), H, B)
+//   attention_rows_backward_dq_d<M>_<t>(same as attention_backward_dq)              grid (ceil(Nq/R), H, B), smem 2*T*D
+//   attention_rows_backward_dkv_d<M>_<t>(same as attention_backward_dkv)            grid (ceil(Nk/R), H, B), smem 2*T*D + 2*T
 #include "device.cuh"
 
 struct AttentionShape
@@ -226,7 +236,179 @@ __global__ void attention_backward_dkv(AttentionShape s, const T* __restrict__ q
     for (int d = lane_id(); d < D; d += CD_WARP) { dko[d] = from_f32<T>(dk_acc[d]); dvo[d] = from_f32<T>(dv_acc[d]); }
 }
 
+// ------------------------------------------------------------------ row-per-thread variants
+template <int M, class T> CD_DEVICE void load_row_registers(float (&dst)[M], const T* src, int D)
+{
+    for (int d = 0; d < M; d++) dst[d] = d < D ? to_f32(src[d]) : 0.0f;
+}
+
+template <int M> CD_DEVICE float row_dot(const float (&a)[M], const float* b, int D)
+{
+    float s = 0.0f;
+    for (int d = 0; d < M; d++)
+        if (d < D) s += a[d] * b[d];
+    return s;
+}
+
+template <class T, int M>
+__global__ void attention_rows_forward(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                       T* __restrict__ o, float* __restrict__ lse, int tile)
+{
+    const int D = s.head_dim, b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * blockDim.x + threadIdx.x;
+    float* ks = dynamic_smem<float>();
+    float* vs = ks + tile * D;
+    const bool active = row < s.q_len;
+    float qr[M], acc[M];
+    for (int d = 0; d < M; d++) { qr[d] = 0.0f; acc[d] = 0.0f; }
+    if (active) load_row_registers(qr, q + row_offset(s.q_stride, b, h, row), D);
+    float m = -3.402823466e38f, l = 0.0f;
+    const int kv_end = s.causal ? min(s.kv_len, (int)((blockIdx.x + 1) * blockDim.x)) : s.kv_len;
+    for (int j0 = 0; j0 < kv_end; j0 += tile)
+    {
+        __syncthreads(); // the previous tile is no longer read
+        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
+        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
+        __syncthreads();
+        if (!active) continue;
+        const int jn = min(tile, s.kv_len - j0);
+        for (int jj = 0; jj < jn; jj++)
+        {
+            if (s.causal && j0 + jj > row) break;
+            const float score = row_dot(qr, ks + jj * D, D) * s.scale;
+            const float m_new = fmaxf(m, score);
+            const float corr = expf(m - m_new), p = expf(score - m_new);
+            l = l * corr + p;
+            for (int d = 0; d < M; d++)
+                if (d < D) acc[d] = acc[d] * corr + p * vs[jj * D + d];
+            m = m_new;
+        }
+    }
+    if (!active) return;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T* orow = o + row_offset(s.o_stride, b, h, row);
+    for (int d = 0; d < M; d++)
+        if (d < D) orow[d] = from_f32<T>(acc[d] * inv);
+    lse[((i64)b * s.heads + h) * s.q_len + row] = l > 0.0f ? m + logf(l) : -3.402823466e38f;
+}
+
+template <class T>
+__global__ void attention_rows_backward_dot(AttentionShape s, const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta)
+{
+    const int b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= s.q_len) return;
+    const T* orow = o + row_offset(s.o_stride, b, h, row);
+    const T* drow = dout + row_offset(s.o_stride, b, h, row);
+    float acc = 0.0f;
+    for (int d = 0; d < s.head_dim; d++) acc += to_f32(orow[d]) * to_f32(drow[d]);
+    delta[((i64)b * s.heads + h) * s.q_len + row] = acc;
+}
+
+template <class T, int M>
+__global__ void attention_rows_backward_dq(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                           const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                                           T* __restrict__ dq, int tile)
+{
+    const int D = s.head_dim, b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * blockDim.x + threadIdx.x;
+    float* ks = dynamic_smem<float>();
+    float* vs = ks + tile * D;
+    const bool active = row < s.q_len;
+    float qr[M], dor[M], acc[M];
+    for (int d = 0; d < M; d++) { qr[d] = 0.0f; dor[d] = 0.0f; acc[d] = 0.0f; }
+    float L = 0.0f, Di = 0.0f;
+    if (active)
+    {
+        load_row_registers(qr, q + row_offset(s.q_stride, b, h, row), D);
+        load_row_registers(dor, dout + row_offset(s.o_stride, b, h, row), D);
+        const i64 st = ((i64)b * s.heads + h) * s.q_len + row;
+        L = lse[st];
+        Di = delta[st];
+    }
+    const int kv_end = s.causal ? min(s.kv_len, (int)((blockIdx.x + 1) * blockDim.x)) : s.kv_len;
+    for (int j0 = 0; j0 < kv_end; j0 += tile)
+    {
+        __syncthreads();
+        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
+        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
+        __syncthreads();
+        if (!active) continue;
+        const int jn = min(tile, s.kv_len - j0);
+        for (int jj = 0; jj < jn; jj++)
+        {
+            if (s.causal && j0 + jj > row) break;
+            const float p = expf(row_dot(qr, ks + jj * D, D) * s.scale - L);
+            const float ds = p * (row_dot(dor, vs + jj * D, D) - Di) * s.scale;
+            for (int d = 0; d < M; d++)
+                if (d < D) acc[d] += ds * ks[jj * D + d];
+        }
+    }
+    if (!active) return;
+    T* out = dq + row_offset(s.q_stride, b, h, row);
+    for (int d = 0; d < M; d++)
+        if (d < D) out[d] = from_f32<T>(acc[d]);
+}
+
+template <class T, int M>
+__global__ void attention_rows_backward_dkv(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                            const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                                            T* __restrict__ dk, T* __restrict__ dv, int tile)
+{
+    const int D = s.head_dim, b = blockIdx.z, h = blockIdx.y, col = blockIdx.x * blockDim.x + threadIdx.x;
+    float* qs = dynamic_smem<float>();
+    float* dos = qs + tile * D;
+    float* ls = dos + tile * D;
+    float* ds_ = ls + tile;
+    const bool active = col < s.kv_len;
+    float kr[M], vr[M], dk_acc[M], dv_acc[M];
+    for (int d = 0; d < M; d++) { kr[d] = 0.0f; vr[d] = 0.0f; dk_acc[d] = 0.0f; dv_acc[d] = 0.0f; }
+    if (active)
+    {
+        load_row_registers(kr, k + row_offset(s.k_stride, b, h, col), D);
+        load_row_registers(vr, v + row_offset(s.v_stride, b, h, col), D);
+    }
+    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
+    const int i_begin = s.causal ? ((int)(blockIdx.x * blockDim.x) / tile) * tile : 0;
+    for (int i0 = i_begin; i0 < s.q_len; i0 += tile)
+    {
+        __syncthreads();
+        stage_rows(qs, q, s.q_stride, b, h, i0, tile, s.q_len, D);
+        stage_rows(dos, dout, s.o_stride, b, h, i0, tile, s.q_len, D);
+        for (int e = threadIdx.x; e < tile; e += blockDim.x)
+        {
+            const bool in = i0 + e < s.q_len;
+            ls[e] = in ? lse[stat + i0 + e] : 0.0f;
+            ds_[e] = in ? delta[stat + i0 + e] : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
+        const int in_ = min(tile, s.q_len - i0);
+        for (int ii = 0; ii < in_; ii++)
+        {
+            if (s.causal && i0 + ii < col) continue;
+            const float p = expf(row_dot(kr, qs + ii * D, D) * s.scale - ls[ii]);
+            const float dsc = p * (row_dot(vr, dos + ii * D, D) - ds_[ii]) * s.scale;
+            for (int d = 0; d < M; d++)
+                if (d < D)
+                {
+                    dv_acc[d] += p * dos[ii * D + d];
+                    dk_acc[d] += dsc * qs[ii * D + d];
+                }
+        }
+    }
+    if (!active) return;
+    T* dko = dk + row_offset(s.k_stride, b, h, col);
+    T* dvo = dv + row_offset(s.v_stride, b, h, col);
+    for (int d = 0; d < M; d++)
+        if (d < D) { dko[d] = from_f32<T>(dk_acc[d]); dvo[d] = from_f32<T>(dv_acc[d]); }
+}
+
 CD_EXPORT(attention_forward_f32, attention_forward<float>)
+CD_EXPORT(attention_rows_forward_d16_f32, attention_rows_forward<float, 16>)
+CD_EXPORT(attention_rows_forward_d32_f32, attention_rows_forward<float, 32>)
+CD_EXPORT(attention_rows_backward_dot_f32, attention_rows_backward_dot<float>)
+CD_EXPORT(attention_rows_backward_dq_d16_f32, attention_rows_backward_dq<float, 16>)
+CD_EXPORT(attention_rows_backward_dq_d32_f32, attention_rows_backward_dq<float, 32>)
+CD_EXPORT(attention_rows_backward_dkv_d16_f32, attention_rows_backward_dkv<float, 16>)
+CD_EXPORT(attention_rows_backward_dkv_d32_f32, attention_rows_backward_dkv<float, 32>)
 CD_EXPORT(attention_backward_dot_f32, attention_backward_dot<float>)
 CD_EXPORT(attention_backward_dq_f32, attention_backward_dq<float>)
 CD_EXPORT(attention_backward_dkv_f32, attention_backward_dkv<float>)

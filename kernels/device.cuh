@@ -215,9 +215,11 @@ enum UnaryOp
 {
     U_IDENTITY = 0, U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_SIGMOID, U_SILU, U_TANH, U_RELU, U_ABS,
     U_ERF, U_SIN, U_COS, U_GELU_ERF, U_GELU_TANH, U_QUICK_GELU, U_SCALE, U_ADD_SCALAR, U_RECIPROCAL,
-    U_SQUARE, U_POW_SCALAR
+    U_SQUARE, U_POW_SCALAR, U_FLOOR, U_CEIL, U_CLAMP_MIN, U_CLAMP_MAX
 };
-enum BinaryOp { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_POW };
+// B_MOD is ONNX Mod with fmod = 0 (the divisor's sign); B_AND..B_XOR are for bool (u8) operands.
+enum BinaryOp { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_POW, B_MOD, B_AND, B_OR, B_XOR };
+enum CompareOp { C_EQUAL = 0, C_LESS, C_GREATER, C_LESS_EQUAL, C_GREATER_EQUAL };
 
 // Broadcast geometry: output shape and per-operand element strides (0 on broadcast axes).
 #define CD_MAX_RANK 6
@@ -228,3 +230,18 @@ struct BroadcastShape
     i64 stride_a[CD_MAX_RANK];
     i64 stride_b[CD_MAX_RANK];
 };
+
+// Element offsets of output element i in the two operands of a BroadcastShape.
+CD_DEVICE void broadcast_offsets(const BroadcastShape& s, i64 i, i64& ia, i64& ib)
+{
+    i64 rest = i;
+    ia = 0;
+    ib = 0;
+    for (int d = s.rank - 1; d >= 0; d--)
+    {
+        const i64 c = rest % s.shape[d];
+        rest /= s.shape[d];
+        ia += c * s.stride_a[d];
+        ib += c * s.stride_b[d];
+    }
+}

@@ -4,7 +4,7 @@
 //
 // Launcher contract (KernelLaunchers.Gather*): 1-D grid-stride, block 256.
 //   gather_forward_<t>_<i>(const T* x, const I* idx, T* y, i64 outer, int len, i64 inner, i64 count, int* bad_index)
-//       y is [outer, count, inner]
+//       y is [outer, count, inner]; t = f32, or u8/u16/u64 for other element widths (a bit copy)
 //   gather_backward_<t>_<i>(const T* dy, const I* idx, float* dx, i64 outer, int len, i64 inner, i64 count)
 //       dx (fp32, zeroed by the caller) += dy scattered with atomicAdd
 #include "device.cuh"
@@ -24,7 +24,7 @@ __global__ void gather_forward(const T* __restrict__ x, const I* __restrict__ id
     {
         const i64 in = o % inner, k = (o / inner) % count, a = o / (inner * count);
         const i64 j = gather_index(idx, k, len);
-        if (j < 0 || j >= len) { y[o] = from_f32<T>(0.0f); *bad_index = 1; continue; }
+        if (j < 0 || j >= len) { y[o] = T(); *bad_index = 1; continue; }
         y[o] = x[(a * len + j) * inner + in];
     }
 }
@@ -45,5 +45,11 @@ __global__ void gather_backward(const T* __restrict__ dy, const I* __restrict__ 
 
 CD_EXPORT(gather_forward_f32_i32, gather_forward<float, int>)
 CD_EXPORT(gather_forward_f32_i64, gather_forward<float, i64>)
+CD_EXPORT(gather_forward_u8_i32, gather_forward<u8, int>)
+CD_EXPORT(gather_forward_u8_i64, gather_forward<u8, i64>)
+CD_EXPORT(gather_forward_u16_i32, gather_forward<u16, int>)
+CD_EXPORT(gather_forward_u16_i64, gather_forward<u16, i64>)
+CD_EXPORT(gather_forward_u64_i32, gather_forward<u64, int>)
+CD_EXPORT(gather_forward_u64_i64, gather_forward<u64, i64>)
 CD_EXPORT(gather_backward_f32_i32, gather_backward<float, int>)
 CD_EXPORT(gather_backward_f32_i64, gather_backward<float, i64>)

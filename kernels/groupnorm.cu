@@ -3,7 +3,8 @@
 // Launcher contract (KernelLaunchers.GroupNorm*): block 256, no dynamic shared memory.
 //   groupnorm_forward_<t>(const T* x, const float* gamma, const float* beta, T* y, float* mean,
 //                         float* rstd, int N, int C, i64 S, int G, float eps, int silu)      grid (N*G)
-//       mean/rstd: [N, G] fp32, saved for the backward. y = silu?(xhat*gamma[c] + beta[c]).
+//       mean/rstd: [N, G] fp32, saved for the backward. y = silu?(xhat*gamma[c] + beta[c]);
+//       gamma and beta may be null (1 and 0).
 //   groupnorm_backward_dx_<t>(const T* x, const T* dy, const float* gamma, const float* beta,
 //                         const float* mean, const float* rstd, T* dx, int N, int C, i64 S, int G, int silu)
 //                                                                                             grid (N*G)
@@ -13,6 +14,8 @@
 #include "device.cuh"
 
 CD_DEVICE float gn_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+CD_DEVICE float gn_gamma(const float* gamma, int c) { return gamma ? gamma[c] : 1.0f; }
+CD_DEVICE float gn_beta(const float* beta, int c) { return beta ? beta[c] : 0.0f; }
 
 template <class T>
 __global__ void groupnorm_forward(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -32,7 +35,7 @@ __global__ void groupnorm_forward(const T* __restrict__ x, const float* __restri
     for (i64 i = threadIdx.x; i < count; i += blockDim.x)
     {
         const int c = g * cpg + (int)(i / S);
-        float z = (to_f32(x[base + i]) - mean) * rstd * gamma[c] + beta[c];
+        float z = (to_f32(x[base + i]) - mean) * rstd * gn_gamma(gamma, c) + gn_beta(beta, c);
         if (silu) z = z * gn_sigmoid(z);
         y[base + i] = from_f32<T>(z);
     }
@@ -46,7 +49,7 @@ CD_DEVICE float gn_dz(const T* x, const T* dy, const float* gamma, const float* 
     float d = to_f32(dy[idx]);
     if (silu)
     {
-        const float z = (to_f32(x[idx]) - mean) * rstd * gamma[c] + beta[c];
+        const float z = (to_f32(x[idx]) - mean) * rstd * gn_gamma(gamma, c) + gn_beta(beta, c);
         const float sg = gn_sigmoid(z);
         d *= sg * (1.0f + z * (1.0f - sg));
     }
@@ -68,7 +71,7 @@ __global__ void groupnorm_backward_dx(const T* __restrict__ x, const T* __restri
     for (i64 i = threadIdx.x; i < count; i += blockDim.x)
     {
         const int c = g * cpg + (int)(i / S);
-        const float dxhat = gn_dz(x, dy, gamma, beta, base + i, c, mean, rstd, silu) * gamma[c];
+        const float dxhat = gn_dz(x, dy, gamma, beta, base + i, c, mean, rstd, silu) * gn_gamma(gamma, c);
         const float xhat = (to_f32(x[base + i]) - mean) * rstd;
         s1 += dxhat;
         s2 += dxhat * xhat;
@@ -78,7 +81,7 @@ __global__ void groupnorm_backward_dx(const T* __restrict__ x, const T* __restri
     for (i64 i = threadIdx.x; i < count; i += blockDim.x)
     {
         const int c = g * cpg + (int)(i / S);
-        const float dxhat = gn_dz(x, dy, gamma, beta, base + i, c, mean, rstd, silu) * gamma[c];
+        const float dxhat = gn_dz(x, dy, gamma, beta, base + i, c, mean, rstd, silu) * gn_gamma(gamma, c);
         const float xhat = (to_f32(x[base + i]) - mean) * rstd;
         dx[base + i] = from_f32<T>(rstd * (dxhat - m1 - xhat * m2));
     }
@@ -106,7 +109,11 @@ __global__ void groupnorm_backward_affine(const T* __restrict__ x, const T* __re
     }
     sg = block_sum(sg, scratch);
     sb = block_sum(sb, scratch);
-    if (threadIdx.x == 0) { dgamma[c] = sg; dbeta[c] = sb; }
+    if (threadIdx.x == 0)
+    {
+        if (dgamma) dgamma[c] = sg;
+        if (dbeta) dbeta[c] = sb;
+    }
 }
 
 CD_EXPORT(groupnorm_forward_f32, groupnorm_forward<float>)

@@ -111,9 +111,26 @@ public static partial class KernelLaunchers
         if (bytes > 48 * 1024) throw new NotSupportedException($"attention head width {headDim} needs {bytes} bytes of shared memory (> 48 KiB)");
     }
 
-    /// <summary>o = softmax(scale·q·kᵀ)·v per (batch, head), lse [B, H, Nq] saved for the backward.</summary>
-    public static void AttentionForward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse)
+    /// <summary>Threads (one row each) per block and tile rows of the row-per-thread attention kernels.</summary>
+    private const int AttentionRowsBlock = 128, AttentionRowsTile = 64;
+
+    /// <summary>The register width (16 or 32) of the row-per-thread kernels for head width D, or 0 when D needs the warp kernels.</summary>
+    public static int AttentionRowsWidth(int headDim) => headDim <= 16 ? 16 : headDim <= 32 ? 32 : 0;
+
+    /// <summary>
+    /// o = softmax(scale·q·kᵀ)·v per (batch, head), lse [B, H, Nq] saved for the backward. Heads up to 32
+    /// wide run the row-per-thread kernels unless <paramref name="warpPerRow"/> forces the warp kernels.
+    /// </summary>
+    public static void AttentionForward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse, bool warpPerRow = false)
     {
+        int width = AttentionRowsWidth(s.HeadDim);
+        if (width > 0 && !warpPerRow)
+        {
+            var rowsGrid = new Dim3((uint)((s.QueryLength + AttentionRowsBlock - 1) / AttentionRowsBlock), (uint)s.Heads, (uint)s.Batch);
+            d.Launch($"attention_rows_forward_d{width}_f32", rowsGrid, new Dim3(AttentionRowsBlock), 2 * AttentionRowsTile * s.HeadDim * 4,
+                new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(o).Ptr(lse).I32(AttentionRowsTile));
+            return;
+        }
         var (warps, tile) = AttentionTiling(s.HeadDim);
         int smem = (2 * tile * s.HeadDim + 2 * warps * s.HeadDim) * 4;
         CheckShared(smem, s.HeadDim);
@@ -126,8 +143,22 @@ public static partial class KernelLaunchers
     /// <paramref name="delta"/> is a [B, H, Nq] fp32 scratch. dO/dQ/dK/dV share the strides of O/Q/K/V.
     /// </summary>
     public static void AttentionBackward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr dout,
-        DevicePtr lse, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv)
+        DevicePtr lse, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, bool warpPerRow = false)
     {
+        int width = AttentionRowsWidth(s.HeadDim);
+        if (width > 0 && !warpPerRow)
+        {
+            var rowsBlock = new Dim3(AttentionRowsBlock);
+            var qRows = new Dim3((uint)((s.QueryLength + AttentionRowsBlock - 1) / AttentionRowsBlock), (uint)s.Heads, (uint)s.Batch);
+            var kRows = new Dim3((uint)((s.KeyLength + AttentionRowsBlock - 1) / AttentionRowsBlock), (uint)s.Heads, (uint)s.Batch);
+            int tileBytes = 2 * AttentionRowsTile * s.HeadDim * 4;
+            d.Launch("attention_rows_backward_dot_f32", qRows, rowsBlock, 0, new KernelArgs().Value(s).Ptr(o).Ptr(dout).Ptr(delta));
+            d.Launch($"attention_rows_backward_dq_d{width}_f32", qRows, rowsBlock, tileBytes,
+                new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dq).I32(AttentionRowsTile));
+            d.Launch($"attention_rows_backward_dkv_d{width}_f32", kRows, rowsBlock, tileBytes + 2 * AttentionRowsTile * 4,
+                new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dk).Ptr(dv).I32(AttentionRowsTile));
+            return;
+        }
         var (warps, tile) = AttentionTiling(s.HeadDim);
         var block = new Dim3((uint)(32 * warps));
         var qGrid = new Dim3((uint)((s.QueryLength + warps - 1) / warps), (uint)s.Heads, (uint)s.Batch);

@@ -7,13 +7,16 @@ namespace CudaDream.Engine.Backends;
 public enum UnaryOp
 {
     Identity = 0, Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Silu, Tanh, Relu, Abs, Erf, Sin, Cos, GeluErf, GeluTanh, QuickGelu,
-    Scale, AddScalar, Reciprocal, Square, PowScalar,
+    Scale, AddScalar, Reciprocal, Square, PowScalar, Floor, Ceil, ClampMin, ClampMax,
 }
 
-/// <summary>device.cuh BinaryOp codes.</summary>
-public enum BinaryOp { Add = 0, Sub, Mul, Div, Max, Min, Pow }
+/// <summary>device.cuh BinaryOp codes (Mod: ONNX Mod, the divisor's sign; And/Or/Xor: bool operands).</summary>
+public enum BinaryOp { Add = 0, Sub, Mul, Div, Max, Min, Pow, Mod, And, Or, Xor }
 
-public enum ReduceOp { Sum = 0, Mean = 1, Max = 2, SumOfSquares = 3 }
+/// <summary>device.cuh CompareOp codes.</summary>
+public enum CompareOp { Equal = 0, Less, Greater, LessOrEqual, GreaterOrEqual }
+
+public enum ReduceOp { Sum = 0, Mean = 1, Max = 2, SumOfSquares = 3, Min = 4 }
 
 /// <summary>
 /// Typed launchers of kernels/*.cu, written once against <see cref="IKernelDevice"/> so the cuda
@@ -28,6 +31,12 @@ public static partial class KernelLaunchers
     private static readonly Dim3 Block256 = new(Threads);
 
     internal static Dim3 Grid1D(long n) => new((uint)Math.Clamp((n + Threads - 1) / Threads, 1, 4096));
+
+    /// <summary>
+    /// Block for a kernel that reduces one row per block: the row length rounded up to whole warps, at
+    /// most 256, so short rows (LayerNorm over 32 channels, softmax over 77 keys) leave no thread idle.
+    /// </summary>
+    internal static Dim3 RowBlock(long rowLength) => new((uint)Math.Clamp((rowLength + 31) / 32 * 32, 32, Threads));
 
     private static string Suffix(DType t) => t switch
     {
@@ -57,7 +66,14 @@ public static partial class KernelLaunchers
         d.Launch("geglu_backward_" + Suffix(t), Grid1D(rows * half), Block256, 0, new KernelArgs().Ptr(x).Ptr(dy).Ptr(dx).I64(rows).I32(half));
 
     /// <summary>y = a op b with NumPy broadcasting of the two shapes.</summary>
-    public static unsafe void Binary(IKernelDevice d, BinaryOp op, DevicePtr a, int[] aShape, DevicePtr b, int[] bShape, DevicePtr y, DType t = DType.F32)
+    public static void Binary(IKernelDevice d, BinaryOp op, DevicePtr a, int[] aShape, DevicePtr b, int[] bShape, DevicePtr y, DType t = DType.F32)
+    {
+        var (s, n) = Broadcast(aShape, bShape);
+        d.Launch("binary_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(a).Ptr(b).Ptr(y).Value(s).I64(n));
+    }
+
+    /// <summary>The kernel geometry of broadcasting two shapes, and the output's element count.</summary>
+    internal static unsafe (BroadcastShape Shape, long Count) Broadcast(int[] aShape, int[] bShape)
     {
         var outShape = Shapes.Broadcast(aShape, bShape) ?? throw new ArgumentException($"shapes {Shapes.Format(aShape)} and {Shapes.Format(bShape)} do not broadcast");
         if (outShape.Length > BroadcastShape.MaxRank) throw new NotSupportedException($"broadcast of rank {outShape.Length} > {BroadcastShape.MaxRank}");
@@ -66,11 +82,10 @@ public static partial class KernelLaunchers
         var sb = BroadcastStrides(bShape, outShape);
         if (outShape.Length == 0) { s.Shape[0] = 1; }
         for (int i = 0; i < outShape.Length; i++) { s.Shape[i] = outShape[i]; s.StrideA[i] = sa[i]; s.StrideB[i] = sb[i]; }
-        long n = Shapes.Numel(outShape);
-        d.Launch("binary_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(a).Ptr(b).Ptr(y).Value(s).I64(n));
+        return (s, Shapes.Numel(outShape));
     }
 
-    private static long[] BroadcastStrides(int[] shape, int[] outShape)
+    internal static long[] BroadcastStrides(int[] shape, int[] outShape)
     {
         var own = Shapes.Strides(shape);
         var r = new long[outShape.Length];
@@ -87,16 +102,16 @@ public static partial class KernelLaunchers
     public static void Reduce(IKernelDevice d, ReduceOp op, DevicePtr x, DevicePtr y, long outer, int len, long inner, DType t = DType.F32)
     {
         var args = new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(outer).I32(len).I64(inner);
-        if (inner == 1) d.Launch("reduce_rows_" + Suffix(t), new Dim3(checked((uint)outer)), Block256, 0, args);
+        if (inner == 1) d.Launch("reduce_rows_" + Suffix(t), new Dim3(checked((uint)outer)), RowBlock(len), 0, args);
         else d.Launch("reduce_strided_" + Suffix(t), Grid1D(outer * inner), Block256, 0, args);
     }
 
     // ------------------------------------------------------------------ softmax.cu
     public static void Softmax(IKernelDevice d, DevicePtr x, DevicePtr y, int rows, int cols, DType t = DType.F32) =>
-        d.Launch("softmax_forward_" + Suffix(t), new Dim3((uint)rows), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I32(rows).I32(cols));
+        d.Launch("softmax_forward_" + Suffix(t), new Dim3((uint)rows), RowBlock(cols), 0, new KernelArgs().Ptr(x).Ptr(y).I32(rows).I32(cols));
 
     public static void SoftmaxBackward(IKernelDevice d, DevicePtr dy, DevicePtr y, DevicePtr dx, int rows, int cols, DType t = DType.F32) =>
-        d.Launch("softmax_backward_" + Suffix(t), new Dim3((uint)rows), Block256, 0, new KernelArgs().Ptr(dy).Ptr(y).Ptr(dx).I32(rows).I32(cols));
+        d.Launch("softmax_backward_" + Suffix(t), new Dim3((uint)rows), RowBlock(cols), 0, new KernelArgs().Ptr(dy).Ptr(y).Ptr(dx).I32(rows).I32(cols));
 
     // ------------------------------------------------------------------ groupnorm.cu
     /// <summary>x [N, C, S] → y = silu?(GroupNorm(x)·gamma + beta); mean, rstd [N, G] fp32 saved for the backward.</summary>
@@ -108,7 +123,7 @@ public static partial class KernelLaunchers
             new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I32(N).I32(C).I64(S).I32(G).F32(eps).I32(silu ? 1 : 0));
     }
 
-    /// <summary>dx (if not null), dgamma and dbeta (if not null) of <see cref="GroupNormForward"/>.</summary>
+    /// <summary>dx, dgamma and dbeta of <see cref="GroupNormForward"/>; each may be null (not computed).</summary>
     public static void GroupNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr beta, DevicePtr mean, DevicePtr rstd,
         DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, int N, int C, long S, int G, bool silu, DType t = DType.F32)
     {
@@ -117,7 +132,6 @@ public static partial class KernelLaunchers
                 new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dx).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
         if (!dgamma.IsNull || !dbeta.IsNull)
         {
-            if (dgamma.IsNull || dbeta.IsNull) throw new ArgumentException("GroupNorm affine gradients come as a pair");
             d.Launch("groupnorm_backward_affine_" + Suffix(t), new Dim3((uint)C), Block256, 0,
                 new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
         }
@@ -126,14 +140,14 @@ public static partial class KernelLaunchers
     // ------------------------------------------------------------------ layernorm.cu
     public static void LayerNormForward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
         long rows, int dim, float eps, DType t = DType.F32) =>
-        d.Launch("layernorm_forward_" + Suffix(t), new Dim3(checked((uint)rows)), Block256, 0,
+        d.Launch("layernorm_forward_" + Suffix(t), new Dim3(checked((uint)rows)), RowBlock(dim), 0,
             new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I64(rows).I32(dim).F32(eps));
 
     public static void LayerNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr mean, DevicePtr rstd,
         DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, long rows, int dim, DType t = DType.F32)
     {
         if (!dx.IsNull)
-            d.Launch("layernorm_backward_dx_" + Suffix(t), new Dim3(checked((uint)rows)), Block256, 0,
+            d.Launch("layernorm_backward_dx_" + Suffix(t), new Dim3(checked((uint)rows)), RowBlock(dim), 0,
                 new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(mean).Ptr(rstd).Ptr(dx).I64(rows).I32(dim));
         if (!dgamma.IsNull || !dbeta.IsNull)
             d.Launch("layernorm_backward_affine_" + Suffix(t), new Dim3((uint)((dim + Threads - 1) / Threads)), Block256, 0,
@@ -174,13 +188,18 @@ public static partial class KernelLaunchers
     };
 
     // ------------------------------------------------------------------ loss.cu
-    /// <summary>loss[0] = mean of weight·(pred − target)²; weight may be null.</summary>
-    public static void MseLoss(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr loss, long n, DType t = DType.F32) =>
-        d.Launch("mse_loss_forward_" + Suffix(t), new Dim3(1), new Dim3(1024), 0, new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(loss).I64(n));
+    /// <summary>
+    /// loss[0] = (1/n)·Σ w·(pred − target)² with w the weight of each sample of <paramref name="perSample"/>
+    /// elements (LossReference.WeightedMse); weight may be null (all 1).
+    /// </summary>
+    public static void MseLoss(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr loss, long n, long perSample = 0, DType t = DType.F32) =>
+        d.Launch("mse_loss_forward_" + Suffix(t), new Dim3(1), new Dim3(1024), 0,
+            new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(loss).I64(n).I64(perSample > 0 ? perSample : Math.Max(n, 1)));
 
-    /// <summary>dpred = dloss[0]·2·weight·(pred − target)/n (dloss is a device scalar).</summary>
-    public static void MseLossBackward(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr dloss, DevicePtr dpred, long n, DType t = DType.F32) =>
-        d.Launch("mse_loss_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(dloss).Ptr(dpred).I64(n));
+    /// <summary>dpred = dloss[0]·2·w·(pred − target)/n (dloss is a device scalar).</summary>
+    public static void MseLossBackward(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr dloss, DevicePtr dpred, long n, long perSample = 0, DType t = DType.F32) =>
+        d.Launch("mse_loss_backward_" + Suffix(t), Grid1D(n), Block256, 0,
+            new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(dloss).Ptr(dpred).I64(n).I64(perSample > 0 ? perSample : Math.Max(n, 1)));
 
     // ------------------------------------------------------------------ GEMM helpers
     /// <summary>

@@ -15,6 +15,39 @@ public unsafe struct BroadcastShape
     public fixed long StrideB[MaxRank];
 }
 
+/// <summary>elementwise.cu WhereShape: output shape and the strides of condition, a and b (0 = broadcast).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct WhereShape
+{
+    public int Rank;
+    public fixed int Shape[BroadcastShape.MaxRank];
+    /// <summary>[3][MaxRank]: condition, a, b.</summary>
+    public fixed long Strides[3 * BroadcastShape.MaxRank];
+}
+
+/// <summary>layout.cu CopyGeometry: iteration shape and source/destination element strides.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct CopyGeometry
+{
+    public const int MaxRank = 8;
+    public int Rank;
+    public fixed int Shape[MaxRank];
+    public fixed long SourceStride[MaxRank];
+    public fixed long DestinationStride[MaxRank];
+}
+
+/// <summary>reduce.cu ReduceGeometry: where each output and each reduced element sits in the input.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct ReduceGeometry
+{
+    public int OutRank, ReducedRank;
+    public fixed int OutShape[BroadcastShape.MaxRank];
+    public fixed int ReducedShape[BroadcastShape.MaxRank];
+    public fixed long OutStride[BroadcastShape.MaxRank];
+    public fixed long ReducedStride[BroadcastShape.MaxRank];
+    public long Count;
+}
+
 /// <summary>conv.cu ConvGeometry (one image).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct ConvGeometryArgs

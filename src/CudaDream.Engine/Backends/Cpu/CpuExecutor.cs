@@ -8,7 +8,7 @@ namespace CudaDream.Engine.Backends.Cpu;
 /// Executes an <see cref="ExecutionPlan"/> on the CPU: one native arena allocated once, every
 /// runtime value a view at its planned offset, no allocation per step.
 /// </summary>
-public sealed class CpuExecutor : IDisposable
+public sealed class CpuExecutor : IPlanExecutor
 {
     private readonly ExecutionPlan _plan;
     private readonly NativeArena _arena;
@@ -29,6 +29,12 @@ public sealed class CpuExecutor : IDisposable
     }
 
     public ExecutionPlan Plan => _plan;
+    public string BackendName => "cpu";
+    public ulong Seed { get => Context.Seed; set => Context = new CpuContext { Seed = value, Step = Context.Step, UseFastKernels = Context.UseFastKernels }; }
+    public long Step { get => Context.Step; set => Context = new CpuContext { Seed = Context.Seed, Step = value, UseFastKernels = Context.UseFastKernels }; }
+    public Tensor Read(Value v) => Bind(v);
+    /// <summary>Nothing to do: the CPU reads constants straight from their host tensors.</summary>
+    public void UploadParameter(Value v) { }
 
     /// <summary>The tensor a value occupies during execution (a view into the arena, a constant, or a materialised splat).</summary>
     public Tensor Bind(Value v)

@@ -88,7 +88,7 @@ internal static class GradientOpsCpu
         }
     }
 
-    private static Conv2dGeometry Geometry(Node n)
+    internal static Conv2dGeometry Geometry(Node n)
     {
         var x = n.Attributes.Ints("input_shape")!;
         var w = n.Attributes.Ints("weight_shape")!;

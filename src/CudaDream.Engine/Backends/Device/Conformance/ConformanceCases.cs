@@ -1,0 +1,321 @@
+using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Device.Conformance;
+
+/// <summary>
+/// One check of a kernel device against the CPU reference: a small graph exercising one op family (and
+/// so its kernels, launchers and the executor's handling), run on both, every output compared.
+/// </summary>
+/// <param name="Family">The kernels/*.cu file (op family) the case exercises.</param>
+/// <param name="Tolerance">Max |device − cpu| / max |cpu| allowed for float outputs; integer and bool outputs must be equal.</param>
+public sealed record ConformanceCase(string Name, string Family, Func<ConformanceGraphBuilder, ConformanceGraph> Build, double Tolerance = 1e-5)
+{
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// The conformance matrix: every op the kernel devices implement (<see cref="DeviceOps"/>), forward and
+/// backward, on shapes that reach every launch path (broadcasting, scattered axes, narrow and wide
+/// attention heads, strided and pointwise convolutions, integer index arithmetic). The emu tests run it
+/// on every tier; device-check runs it on a GPU.
+/// </summary>
+public static class ConformanceCases
+{
+    private static readonly Lazy<IReadOnlyList<ConformanceCase>> Cases = new(Build);
+
+    public static IReadOnlyList<ConformanceCase> All => Cases.Value;
+
+    private static ConformanceCase Case(string name, string family, Func<ConformanceGraphBuilder, ConformanceGraph> build, double tolerance = 1e-5) =>
+        new(name, family, build, tolerance);
+
+    private static IReadOnlyList<ConformanceCase> Build()
+    {
+        var c = new List<ConformanceCase>();
+        Elementwise(c);
+        Shapes_(c);
+        Reductions(c);
+        Nn(c);
+        Fused(c);
+        Gradients(c);
+        return c;
+    }
+
+    private static void Elementwise(List<ConformanceCase> c)
+    {
+        foreach (var op in new[] { "Add", "Sub", "Mul", "Div", "Max", "Min", "Mod" })
+            c.Add(Case($"{op} f32 broadcast", "elementwise", b =>
+            {
+                var x = b.Input(b.Floats([2, 3, 4], -3, 3));
+                var y = b.Input(b.Floats([3, 1], 0.5f, 2));
+                return b.Build(b.Node1(op, [x, y]));
+            }));
+        c.Add(Case("Pow f32 square and general", "elementwise", b =>
+        {
+            var x = b.Input(b.Floats([3, 5], 0.1f, 2));
+            return b.Build(b.Node1("Pow", [x, b.Const(Tensor.FromArray([2f]))]), b.Node1("Pow", [x, b.Const(Tensor.FromArray([0.7f]))]));
+        }));
+        foreach (var type in new[] { DType.I64, DType.I32 })
+            foreach (var op in new[] { "Add", "Sub", "Mul", "Div", "Max", "Min", "Mod" })
+                c.Add(Case($"{op} {type} broadcast", "elementwise", b =>
+                {
+                    var x = b.Input(b.Integers(type, [2, 5], -50, 50));
+                    var y = b.Input(b.Integers(type, [5], 1, 9));
+                    return b.Build(b.Node1(op, [x, y]));
+                }));
+        foreach (var op in new[] { "And", "Or", "Xor" })
+            c.Add(Case($"{op} bool", "elementwise", b =>
+                b.Build(b.Node1(op, [b.Input(b.Integers(DType.Bool, [4, 6], 0, 2)), b.Input(b.Integers(DType.Bool, [6], 0, 2))]))));
+        c.Add(Case("Not bool", "elementwise", b => b.Build(b.Node1("Not", [b.Input(b.Integers(DType.Bool, [17], 0, 2))]))));
+        foreach (var op in new[] { "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual" })
+        {
+            c.Add(Case($"{op} f32", "elementwise", b =>
+            {
+                var x = b.Input(b.Integers(DType.I64, [3, 4], -2, 3).To(DType.F32));
+                return b.Build(b.Node1(op, [x, b.Input(b.Integers(DType.I64, [4], -2, 3).To(DType.F32))]));
+            }));
+            c.Add(Case($"{op} i64", "elementwise", b =>
+                b.Build(b.Node1(op, [b.Input(b.Integers(DType.I64, [2, 3, 4], -2, 3)), b.Input(b.Integers(DType.I64, [3, 1], -2, 3))]))));
+        }
+        c.Add(Case("Where three-way broadcast", "elementwise", b =>
+        {
+            var cond = b.Input(b.Integers(DType.Bool, [2, 1, 4], 0, 2));
+            return b.Build(b.Node1("Where", [cond, b.Input(3, 4), b.Input(2, 3, 1)]));
+        }));
+        c.Add(Case("Where i64", "elementwise", b =>
+            b.Build(b.Node1("Where", [b.Input(b.Integers(DType.Bool, [5], 0, 2)), b.Input(b.Integers(DType.I64, [5], -9, 9)), b.Input(b.Integers(DType.I64, [1], -9, 9))]))));
+        foreach (var (from, to) in new[] { (DType.F32, DType.I64), (DType.F32, DType.I32), (DType.I64, DType.F32), (DType.I32, DType.F32), (DType.I32, DType.I64),
+                     (DType.I64, DType.I32), (DType.F32, DType.Bool), (DType.I64, DType.Bool), (DType.Bool, DType.F32), (DType.Bool, DType.I64) })
+            c.Add(Case($"Cast {from} to {to}", "elementwise", b =>
+            {
+                var x = from == DType.F32 ? b.Floats([3, 7], -5, 5) : b.Integers(from, [3, 7], from == DType.Bool ? 0 : -5, from == DType.Bool ? 2 : 5);
+                return b.Build(b.Node1("Cast", [b.Input(x)], a => a.Set("to", (long)to.ToOnnx())));
+            }));
+        c.Add(Case("CastLike i64 to f32", "elementwise", b =>
+            b.Build(b.Node1("CastLike", [b.Input(b.Integers(DType.I64, [6], -9, 9)), b.Input(1)]))));
+        c.Add(Case("Identity and inference Dropout", "layout", b =>
+        {
+            var x = b.Input(4, 5);
+            var d = b.Node("Dropout", [x], 2);
+            return b.Build(b.Node1("Identity", [x]), d[0], d[1]);
+        }));
+        c.Add(Case("Clip", "elementwise", b =>
+            b.Build(b.Node1("Clip", [b.Input(b.Floats([40], -3, 3)), b.Const(Tensor.FromArray([-1f])), b.Const(Tensor.FromArray([0.5f]))]))));
+        foreach (var op in new[] { "Sigmoid", "Tanh", "Relu", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Reciprocal", "Floor", "Ceil" })
+            c.Add(Case($"{op} f32", op is "Sigmoid" or "Tanh" or "Relu" ? "activations" : "elementwise", b =>
+            {
+                bool positive = op is "Sqrt" or "Log" or "Reciprocal";
+                return b.Build(b.Node1(op, [b.Input(b.Floats([5, 13], positive ? 0.2f : -3, 3))]));
+            }));
+        foreach (var op in new[] { "Neg", "Abs", "Relu" })
+            c.Add(Case($"{op} i64", "elementwise", b => b.Build(b.Node1(op, [b.Input(b.Integers(DType.I64, [9], -9, 9))]))));
+    }
+
+    private static void Shapes_(List<ConformanceCase> c)
+    {
+        c.Add(Case("Reshape Flatten Squeeze Unsqueeze", "layout", b =>
+        {
+            var x = b.Input(2, 1, 3, 4);
+            return b.Build(b.Node1("Reshape", [x, b.ConstInts(6, 4)]), b.Node1("Flatten", [x], a => a.Set("axis", 2L)),
+                b.Node1("Squeeze", [x, b.ConstInts(1)]), b.Node1("Unsqueeze", [x, b.ConstInts(0)]));
+        }));
+        c.Add(Case("Shape Size ConstantOfShape Range", "layout", b =>
+        {
+            var x = b.Input(2, 3, 5);
+            return b.Build(b.Node1("Shape", [x]), b.Node1("Size", [x]),
+                b.Node1("ConstantOfShape", [b.ConstInts(2, 3)], a => a.Set("value", Tensor.FromArray([7L], 1))),
+                b.Node1("Range", [b.Const(Tensor.FromArray([1f])), b.Const(Tensor.FromArray([4f])), b.Const(Tensor.FromArray([0.5f]))]));
+        }));
+        c.Add(Case("Concat of three along an inner axis", "layout", b =>
+            b.Build(b.Node1("Concat", [b.Input(2, 3, 4), b.Input(2, 1, 4), b.Input(2, 5, 4)], a => a.Set("axis", 1L)))));
+        c.Add(Case("Concat i64", "layout", b =>
+            b.Build(b.Node1("Concat", [b.Input(b.Integers(DType.I64, [2], 0, 9)), b.Input(b.Integers(DType.I64, [3], 0, 9))], a => a.Set("axis", 0L)))));
+        c.Add(Case("Gather rows with i64 indices (negative too)", "gather", b =>
+        {
+            var table = b.Input(7, 5);
+            var idx = b.Input(Tensor.FromArray([3L, 0, 6, -1, 3, -7], 2, 3));
+            return b.Build(b.Node1("Gather", [table, idx], a => a.Set("axis", 0L)));
+        }));
+        c.Add(Case("Gather embedding with i32 runtime ids", "gather", b =>
+            b.Build(b.Node1("Gather", [b.Const(b.Floats([10, 4])), b.Input(b.Integers(DType.I32, [2, 6], 0, 10))]))));
+        c.Add(Case("Gather inner axis from an i64 tensor", "gather", b =>
+            b.Build(b.Node1("Gather", [b.Input(b.Integers(DType.I64, [3, 8], -99, 99)), b.Input(Tensor.FromArray([7L, 1], 2))], a => a.Set("axis", 1L)))));
+        c.Add(Case("Slice with steps, negative and clamped", "layout", b =>
+        {
+            var x = b.Input(4, 6, 5);
+            return b.Build(
+                b.Node1("Slice", [x, b.ConstInts(1, 5, -1), b.ConstInts(4, 0, -100), b.ConstInts(0, 1, 2), b.ConstInts(2, -2, -2)]),
+                b.Node1("Slice", [x, b.ConstInts(0), b.ConstInts(3), b.ConstInts(-1)]));
+        }));
+        c.Add(Case("Split in three", "layout", b =>
+        {
+            var outs = b.Node("Split", [b.Input(3, 7, 2), b.ConstInts(2, 4, 1)], 3, a => a.Set("axis", 1L));
+            return b.Build(outs);
+        }));
+        c.Add(Case("Transpose 4-D", "layout", b => b.Build(b.Node1("Transpose", [b.Input(2, 3, 4, 5)], a => a.Set("perm", new long[] { 0, 2, 3, 1 })))));
+        c.Add(Case("Expand", "layout", b => b.Build(b.Node1("Expand", [b.Input(3, 1), b.ConstInts(2, 3, 4)]))));
+        c.Add(Case("Tile", "layout", b => b.Build(b.Node1("Tile", [b.Input(2, 3), b.ConstInts(2, 3)]))));
+    }
+
+    private static void Reductions(List<ConformanceCase> c)
+    {
+        foreach (var op in new[] { "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin" })
+            c.Add(Case($"{op} contiguous, scattered and all axes", "reduce", b =>
+            {
+                var x = b.Input(3, 4, 5, 6);
+                return b.Build(b.Node1(op, [x, b.ConstInts(-1)]), b.Node1(op, [x, b.ConstInts(0, 2)], a => a.Set("keepdims", 0L)),
+                    b.Node1(op, [x, b.ConstInts(1, 2)]), b.Node1(op, [x], a => a.Set("keepdims", 0L)));
+            }));
+        c.Add(Case("ReduceSum long scattered rows (block per output)", "reduce", b =>
+            b.Build(b.Node1("ReduceSum", [b.Input(40, 3, 50), b.ConstInts(0, 2)]))));
+        foreach (var op in new[] { "ArgMax", "ArgMin" })
+            c.Add(Case($"{op} first and last ties", "reduce", b =>
+            {
+                var x = b.Input(b.Integers(DType.I64, [4, 9], 0, 4).To(DType.F32));
+                return b.Build(b.Node1(op, [x], a => a.Set("axis", 1L)), b.Node1(op, [x], a => { a.Set("axis", 0L); a.Set("select_last_index", 1L); }));
+            }));
+        c.Add(Case("ArgMax i32 (CLIP pooling)", "reduce", b =>
+            b.Build(b.Node1("ArgMax", [b.Input(b.Integers(DType.I32, [2, 77], 0, 1000))], a => { a.Set("axis", -1L); a.Set("keepdims", 0L); }))));
+        c.Add(Case("Softmax rows of 77 and 300", "softmax", b =>
+            b.Build(b.Node1("Softmax", [b.Input(b.Floats([3, 77], -4, 4))]), b.Node1("Softmax", [b.Input(b.Floats([2, 300], -4, 4))]))));
+    }
+
+    private static void Nn(List<ConformanceCase> c)
+    {
+        c.Add(Case("MatMul batched, broadcast, vector and shared weight", "gemm", b =>
+        {
+            var a4 = b.Input(2, 3, 5, 4);
+            return b.Build(b.Node1("MatMul", [a4, b.Input(2, 3, 4, 6)]), b.Node1("MatMul", [b.Input(2, 1, 5, 4), b.Input(3, 4, 6)]),
+                b.Node1("MatMul", [a4, b.Const(b.Floats([4, 7]))]), b.Node1("MatMul", [b.Input(4), b.Input(3, 4, 2)]));
+        }, 1e-5));
+        c.Add(Case("Gemm transB alpha beta bias", "gemm", b =>
+            b.Build(b.Node1("Gemm", [b.Input(5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); a.Set("beta", 2f); }),
+                b.Node1("Gemm", [b.Input(6, 5), b.Input(6, 3)], a => a.Set("transA", 1L)))));
+        foreach (var (name, kernel, stride, pad) in new[] { ("3x3 pad 1", 3, 1, 1), ("3x3 stride 2", 3, 2, 1), ("1x1", 1, 1, 0) })
+            c.Add(Case($"Conv {name}", "conv", b =>
+                b.Build(b.Node1("Conv", [b.Input(2, 3, 9, 8), b.Const(b.Floats([4, 3, kernel, kernel])), b.Const(b.Floats([4]))],
+                    a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); }))));
+        c.Add(Case("InstanceNormalization", "groupnorm", b =>
+            b.Build(b.Node1("InstanceNormalization", [b.Input(2, 4, 5, 5), b.Const(b.Floats([4])), b.Const(b.Floats([4]))]))));
+        c.Add(Case("LayerNormalization with statistics", "layernorm", b =>
+        {
+            var o = b.Node("LayerNormalization", [b.Input(3, 4, 20), b.Const(b.Floats([20])), b.Const(b.Floats([20]))], 3);
+            return b.Build(o);
+        }));
+        c.Add(Case("Resize nearest x2", "resize", b =>
+            b.Build(b.Node1("Resize", [b.Input(1, 2, 3, 4), null, b.Const(Tensor.FromArray([1f, 1, 2, 2], 4))],
+                a => { a.Set("mode", "nearest"); a.Set("coordinate_transformation_mode", "asymmetric"); a.Set("nearest_mode", "floor"); }))));
+        c.Add(Case("Pad constant 4-D", "layout", b =>
+            b.Build(b.Node1("Pad", [b.Input(1, 2, 3, 4), b.ConstInts(0, 1, 0, 2, 0, 0, 1, 1), b.Const(Tensor.FromArray([0.25f]))]))));
+        c.Add(Case("RandomNormalLike draws the CPU's numbers", "random", b =>
+            b.Build(b.Node1("RandomNormalLike", [b.Input(3, 37)], a => a.Set("seed", 5f)))));
+        c.Add(Case("RandomNormal with mean and scale", "random", b =>
+            b.Build(b.Node1("RandomNormal", [], a => { a.Set("shape", new long[] { 5, 9 }); a.Set("mean", 1f); a.Set("scale", 2f); }))));
+    }
+
+    private static void Fused(List<ConformanceCase> c)
+    {
+        c.Add(Case("Linear transB bias alpha / plain", "gemm", b =>
+            b.Build(b.Node1(FusedOps.Linear, [b.Input(2, 5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); }),
+                b.Node1(FusedOps.Linear, [b.Input(7, 6), b.Const(b.Floats([6, 3]))]))));
+        foreach (bool silu in new[] { false, true })
+            c.Add(Case($"GroupNorm silu={silu} with statistics", "groupnorm", b =>
+                b.Build(b.Node(FusedOps.GroupNorm, [b.Input(2, 8, 5, 3), b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3,
+                    a => { a.Set("groups", 4L); a.Set("epsilon", 1e-5f); a.Set("silu", silu ? 1L : 0L); }))));
+        c.Add(Case("LayerNorm with statistics", "layernorm", b =>
+            b.Build(b.Node(FusedOps.LayerNorm, [b.Input(2, 7, 32), b.Const(b.Floats([32])), b.Const(b.Floats([32]))], 3, a => a.Set("epsilon", 1e-5f)))));
+        foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu })
+            c.Add(Case(op, "activations", b => b.Build(b.Node1(op, [b.Input(b.Floats([6, 11], -4, 4))]))));
+        c.Add(Case(FusedOps.Geglu, "activations", b => b.Build(b.Node1(FusedOps.Geglu, [b.Input(b.Floats([3, 4, 10], -3, 3))]))));
+        foreach (var (name, batch, nq, nk, heads, d, causal) in AttentionShapes)
+            c.Add(Case($"Attention {name}", "attention", b =>
+            {
+                var o = b.Node(FusedOps.Attention, [b.Input(batch, nq, heads * d), b.Input(batch, nk, heads * d), b.Input(batch, nk, heads * d)], 2,
+                    a => { a.Set("heads", (long)heads); a.Set("scale", 1f / MathF.Sqrt(d)); a.Set("causal", causal ? 1L : 0L); });
+                return b.Build(o);
+            }, 1e-5));
+        c.Add(Case("UpsampleNearest x2", "resize", b => b.Build(b.Node1(FusedOps.UpsampleNearest, [b.Input(2, 3, 4, 5)], a => a.Set("size", new long[] { 8, 10 })))));
+        c.Add(Case("TimestepEmbedding t = 10, 999", "timestep", b =>
+            b.Build(b.Node1(FusedOps.TimestepEmbedding, [b.Input(Tensor.FromArray([10f, 999f], 2))],
+                a => { a.Set("dim", 32L); a.Set("flip_sin_to_cos", 1L); a.Set("shift", 0f); a.Set("max_period", 10000f); }))));
+    }
+
+    /// <summary>Attention shapes: narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels).</summary>
+    private static readonly (string Name, int Batch, int Nq, int Nk, int Heads, int D, bool Causal)[] AttentionShapes =
+    [
+        ("unet self d=4", 2, 40, 40, 8, 4, false), ("cross 77 keys d=8", 1, 24, 77, 2, 8, false), ("clip causal d=8", 1, 21, 21, 4, 8, true),
+        ("single head d=32", 1, 70, 70, 1, 32, false), ("wide heads d=40", 1, 19, 23, 2, 40, false), ("wide causal d=64", 1, 17, 17, 2, 64, true),
+    ];
+
+    private static void Gradients(List<ConformanceCase> c)
+    {
+        c.Add(Case("train Linear (LinearGradWeight, SumTo, MseLoss with sample weights)", "gemm", b =>
+        {
+            var w = b.Const(b.Floats([5, 6]));
+            var bias = b.Const(b.Floats([5]));
+            var x = b.Input(3, 4, 6);
+            var y = b.Node1(FusedOps.Linear, [x, w, bias], a => a.Set("transB", 1L));
+            var w2 = b.Const(b.Floats([5, 2]));
+            return b.Train(b.Node1(FusedOps.Linear, [y, w2]), [w, bias, w2], [x.Name], perSampleWeights: true);
+        }, 1e-4));
+        foreach (var (name, kernel, stride, pad) in new[] { ("3x3", 3, 1, 1), ("3x3 stride 2", 3, 2, 1), ("1x1", 1, 1, 0) })
+            c.Add(Case($"train Conv {name} (ConvGradInput, ConvGradWeight)", "conv", b =>
+            {
+                var x = b.Input(2, 3, 7, 6);
+                var w = b.Const(b.Floats([4, 3, kernel, kernel]));
+                var bias = b.Const(b.Floats([4]));
+                var y = b.Node1("Conv", [x, w, bias], a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); });
+                return b.Train(y, [w, bias], [x.Name]);
+            }, 1e-4));
+        foreach (bool silu in new[] { false, true })
+            c.Add(Case($"train GroupNorm silu={silu}", "groupnorm", b =>
+            {
+                var x = b.Input(2, 8, 4, 3);
+                var (gamma, beta) = (b.Const(b.Floats([8])), b.Const(b.Floats([8])));
+                var y = b.Node(FusedOps.GroupNorm, [x, gamma, beta], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); a.Set("silu", silu ? 1L : 0L); })[0];
+                return b.Train(y, [gamma, beta], [x.Name]);
+            }, 1e-4));
+        c.Add(Case("train LayerNorm", "layernorm", b =>
+        {
+            var x = b.Input(3, 5, 24);
+            var (gamma, beta) = (b.Const(b.Floats([24])), b.Const(b.Floats([24])));
+            var y = b.Node(FusedOps.LayerNorm, [x, gamma, beta], 3, a => a.Set("epsilon", 1e-5f))[0];
+            return b.Train(y, [gamma, beta], [x.Name]);
+        }, 1e-4));
+        foreach (var (name, batch, nq, nk, heads, d, causal) in AttentionShapes)
+            c.Add(Case($"train Attention {name}", "attention", b =>
+            {
+                var (q, k, v) = (b.Input(batch, nq, heads * d), b.Input(batch, nk, heads * d), b.Input(batch, nk, heads * d));
+                var o = b.Node(FusedOps.Attention, [q, k, v], 2, a => { a.Set("heads", (long)heads); a.Set("scale", 1f / MathF.Sqrt(d)); a.Set("causal", causal ? 1L : 0L); })[0];
+                return b.Train(o, [], [q.Name, k.Name, v.Name]);
+            }, 1e-4));
+        foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu, "Sigmoid", "Tanh", "Relu", "Erf" })
+            c.Add(Case($"train {op} (ActivationGrad)", "activations", b =>
+            {
+                var x = b.Input(b.Floats([4, 9], -3, 3));
+                return b.Train(b.Node1(op, [x]), [], [x.Name]);
+            }, 1e-4));
+        c.Add(Case("train Geglu", "activations", b =>
+        {
+            var x = b.Input(b.Floats([2, 3, 8], -3, 3));
+            return b.Train(b.Node1(FusedOps.Geglu, [x]), [], [x.Name]);
+        }, 1e-4));
+        c.Add(Case("train UpsampleNearest, Softmax, Exp, Sqrt, ReduceMean", "resize", b =>
+        {
+            var x = b.Input(b.Floats([1, 2, 3, 4], 0.5f, 2));
+            var up = b.Node1(FusedOps.UpsampleNearest, [x], a => a.Set("size", new long[] { 6, 8 }));
+            var sm = b.Node1("Softmax", [up]);
+            var e = b.Node1("Sqrt", [b.Node1("Exp", [sm])]);
+            return b.Train(b.Node1("ReduceMean", [e, b.ConstInts(-1)]), [], [x.Name]);
+        }, 1e-4));
+        c.Add(Case("train CounterDropout (the mask the CPU draws)", "random", b =>
+        {
+            var x = b.Input(3, 50);
+            var w = b.Const(b.Floats([50, 4]));
+            var d = b.Node1(GradientOps.CounterDropout, [x], a => { a.Set("p", 0.3f); a.Set("stream", 7L); });
+            return b.Train(b.Node1(FusedOps.Linear, [d, w]), [w], [x.Name]);
+        }, 1e-4));
+    }
+}

@@ -1,0 +1,94 @@
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+using CudaDream.Engine.Training;
+
+namespace CudaDream.Engine.Backends.Device.Conformance;
+
+/// <summary>A small graph and its inputs, built for one conformance case.</summary>
+public sealed record ConformanceGraph(ComputeGraph Graph, Dictionary<string, Tensor> Inputs);
+
+/// <summary>
+/// Builds the small graphs of conformance cases: inputs with deterministic random data, constants,
+/// nodes whose output shapes come from the op schemas, and optionally the training step (loss and
+/// backward nodes, as <see cref="TrainingGraph"/> makes them for a real model).
+/// </summary>
+public sealed class ConformanceGraphBuilder
+{
+    private readonly ComputeGraph _g = new() { Source = "conformance", Opset = 17 };
+    private readonly Dictionary<string, Tensor> _inputs = new(StringComparer.Ordinal);
+    private readonly Random _random;
+    private int _names;
+
+    public ConformanceGraphBuilder(int seed) => _random = new Random(seed);
+
+    /// <summary>Uniform floats in [lo, hi).</summary>
+    public Tensor Floats(int[] shape, float lo = -1, float hi = 1)
+    {
+        var data = new float[Shapes.Numel(shape)];
+        for (int i = 0; i < data.Length; i++) data[i] = lo + (float)_random.NextDouble() * (hi - lo);
+        return Tensor.FromArray(data, shape);
+    }
+
+    /// <summary>Integers in [lo, hi) of type <paramref name="type"/> (I32, I64, or Bool for 0/1).</summary>
+    public Tensor Integers(DType type, int[] shape, long lo, long hi)
+    {
+        var data = new long[Shapes.Numel(shape)];
+        for (int i = 0; i < data.Length; i++) data[i] = _random.NextInt64(lo, hi);
+        return Tensor.FromArray(data, shape).To(type);
+    }
+
+    /// <summary>A graph input fed with <paramref name="data"/>.</summary>
+    public Value Input(Tensor data, string? name = null)
+    {
+        var v = new Value(name ?? $"input{_g.Inputs.Count}", data.DType, (int[])data.Shape.Clone());
+        _g.Inputs.Add(v);
+        _inputs[v.Name] = data;
+        return v;
+    }
+
+    public Value Input(params int[] shape) => Input(Floats(shape));
+
+    /// <summary>A weight-like constant (trainable when passed to <see cref="Train"/>).</summary>
+    public Value Const(Tensor data, string? name = null)
+    {
+        var v = new Value(name ?? $"const{_names++}", data.DType, (int[])data.Shape.Clone()) { Constant = data, IsWeight = true };
+        _g.Weights[v.Name] = v;
+        return v;
+    }
+
+    public Value ConstInts(params long[] values) => Const(Tensor.FromArray(values, values.Length));
+
+    /// <summary>Adds a node (attributes set by <paramref name="attributes"/>) and returns its outputs.</summary>
+    public Value[] Node(string op, Value?[] inputs, int outputs = 1, Action<Attributes>? attributes = null)
+    {
+        var outs = Enumerable.Range(0, outputs).Select(i => new Value($"{op}{_names++}_out{i}", DType.F32, null)).ToList();
+        var a = new Attributes();
+        attributes?.Invoke(a);
+        var node = _g.AddNode(new Node(op, $"/{op}_{_names++}", inputs, outs, a));
+        OpSchemas.InferShapes(node);
+        return outs.ToArray();
+    }
+
+    public Value Node1(string op, Value?[] inputs, Action<Attributes>? attributes = null) => Node(op, inputs, 1, attributes)[0];
+
+    /// <summary>The graph with <paramref name="outputs"/> as its outputs.</summary>
+    public ConformanceGraph Build(params Value[] outputs)
+    {
+        _g.Outputs.AddRange(outputs);
+        return new ConformanceGraph(_g, _inputs);
+    }
+
+    /// <summary>
+    /// The training step of MSE(<paramref name="prediction"/>, target) toward <paramref name="trainable"/>
+    /// constants and <paramref name="inputGradients"/> inputs: loss, prediction and every gradient are outputs.
+    /// </summary>
+    public ConformanceGraph Train(Value prediction, Value[] trainable, string[]? inputGradients = null, bool perSampleWeights = false)
+    {
+        _g.Outputs.Add(prediction);
+        var tg = TrainingGraph.Build(_g, trainable, new TrainingGraphOptions { InputGradients = inputGradients ?? [], PerSampleWeights = perSampleWeights });
+        _inputs[TrainingGraph.TargetInput] = Floats(prediction.Shape!);
+        if (perSampleWeights) _inputs[TrainingGraph.WeightsInput] = Floats([prediction.Shape![0]], 0.5f, 2f);
+        return new ConformanceGraph(tg.Graph, _inputs);
+    }
+}

@@ -1,0 +1,126 @@
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Device.Ops;
+
+/// <summary>
+/// The fused ops (<see cref="FusedOps"/>) on kernel devices. Normalisation and attention nodes may
+/// carry extra outputs for the statistics the backward pass reuses; without readers those go to scratch.
+/// </summary>
+internal static class DeviceFusedOps
+{
+    public static void Register(Dictionary<string, DeviceOpCompiler> t)
+    {
+        t[FusedOps.Linear] = Linear;
+        t[FusedOps.GroupNorm] = GroupNorm;
+        t[FusedOps.LayerNorm] = LayerNorm;
+        t[FusedOps.Gelu] = s => Activation(s, UnaryOp.GeluErf);
+        t[FusedOps.Silu] = s => Activation(s, UnaryOp.Silu);
+        t[FusedOps.QuickGelu] = s => Activation(s, UnaryOp.QuickGelu);
+        t[FusedOps.Geglu] = s =>
+        {
+            s.RequireF32();
+            int half = s.OutShape()[^1];
+            long rows = half == 0 ? 0 : s.OutCount() / half;
+            var (x, y) = (s.In(0), s.Out());
+            return () => KernelLaunchers.Geglu(s.Device, x.Ptr, y.Ptr, rows, half);
+        };
+        t[FusedOps.Attention] = Attention;
+        t[FusedOps.UpsampleNearest] = s =>
+        {
+            s.RequireF32();
+            var (planes, h, w, fy, fx) = DeviceNnOps.NearestFactors(s.Node, s.InShape(0), s.OutShape());
+            var (x, y) = (s.In(0), s.Out());
+            return () => KernelLaunchers.ResizeNearest(s.Device, x.Ptr, y.Ptr, planes, h, w, fy, fx);
+        };
+        t[FusedOps.TimestepEmbedding] = TimestepEmbedding;
+    }
+
+    private static Action Activation(DeviceStepBuilder s, UnaryOp op)
+    {
+        s.RequireF32();
+        var (x, y, n) = (s.In(0), s.Out(), s.OutCount());
+        return () => KernelLaunchers.Activation(s.Device, op, x.Ptr, y.Ptr, n);
+    }
+
+    /// <summary>y = alpha·x·W + bias: the bias is broadcast into y, then one GEMM accumulates onto it (beta = 1).</summary>
+    private static Action Linear(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var (k, n) = FusedOps.LinearDims(s.Node);
+        bool tb = s.Node.Attributes.Int("transB", 0) != 0;
+        float alpha = s.Node.Attributes.Float("alpha", 1f);
+        int rows = checked((int)(s.InCount(0) / k));
+        var (x, w, y) = (s.In(0), s.In(1), s.Out());
+        Action? bias = s.HasInput(2)
+            ? DeviceShapeOps.Copy(s, s.In(2), 0, new long[] { 0, 1 }, y, 0, new long[] { n, 1 }, new[] { rows, n })
+            : null;
+        return () =>
+        {
+            bias?.Invoke();
+            KernelLaunchers.MatMul(s.Device, false, tb, rows, n, k, x.Ptr, w.Ptr, y.Ptr, alpha, bias != null ? 1 : 0);
+        };
+    }
+
+    private static Action GroupNorm(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var shape = s.InShape(0);
+        int n = shape[0], c = shape[1], groups = (int)s.Node.Attributes.Int("groups");
+        long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
+        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
+        bool silu = s.Node.Attributes.Int("silu", 0) != 0;
+        var (mean, rstd) = DeviceNnOps.Statistics(s, (long)n * groups);
+        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
+        return () => KernelLaunchers.GroupNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, n, c, spatial, groups, eps, silu);
+    }
+
+    private static Action LayerNorm(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        int dim = s.InShape(0)[^1];
+        long rows = dim == 0 ? 0 : s.InCount(0) / dim;
+        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
+        var (mean, rstd) = DeviceNnOps.Statistics(s, rows);
+        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
+        return () => { if (rows > 0) KernelLaunchers.LayerNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, rows, dim, eps); };
+    }
+
+    /// <summary>The kernel geometry of an Attention (or AttentionGrad) node: q, k, v as [B, N, H, d] views of [B, N, H·d].</summary>
+    internal static AttentionArgs AttentionGeometry(Node node)
+    {
+        var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(node);
+        if (dv != d) throw new NotSupportedException($"attention with value width {dv} ≠ key width {d}");
+        var shape = new AttentionShape(b, nq, m, h, d, dv, node.Attributes.Float("scale", 1f / MathF.Sqrt(d)), node.Attributes.Int("causal", 0) != 0);
+        shape.Validate();
+        return KernelLaunchers.AttentionBnhd(shape);
+    }
+
+    private static Action Attention(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var args = AttentionGeometry(s.Node);
+        var lse = s.IsUsed(1) ? s.Out(1) : s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);
+        var (q, k, v, o) = (s.In(0), s.In(1), s.In(2), s.Out());
+        return () => KernelLaunchers.AttentionForward(s.Device, args, q.Ptr, k.Ptr, v.Ptr, o.Ptr, lse.Ptr);
+    }
+
+    /// <summary>Timesteps of another type (an int64 export) are cast to fp32 in scratch first.</summary>
+    private static Action TimestepEmbedding(DeviceStepBuilder s)
+    {
+        var a = s.Node.Attributes;
+        int batch = checked((int)s.InCount(0)), dim = (int)a.Int("dim");
+        bool flip = a.Int("flip_sin_to_cos", 1) != 0;
+        float shift = a.Float("shift", 0f), maxPeriod = a.Float("max_period", 10000f);
+        var (t, y, type) = (s.In(0), s.Out(), s.InType(0));
+        var ft = type == DType.F32 ? t : s.Scratch(batch * 4L);
+        if (type != DType.F32 && !KernelLaunchers.CanCast(type, DType.F32)) throw new NotSupportedException($"timesteps of type {type}");
+        return () =>
+        {
+            if (type != DType.F32) KernelLaunchers.Cast(s.Device, t.Ptr, type, ft.Ptr, DType.F32, batch);
+            KernelLaunchers.TimestepEmbedding(s.Device, ft.Ptr, y.Ptr, batch, dim, flip, shift, 1f, maxPeriod);
+        };
+    }
+}

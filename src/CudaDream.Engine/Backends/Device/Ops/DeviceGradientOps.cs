@@ -1,0 +1,166 @@
+using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Backends.Cpu.Ops;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Device.Ops;
+
+/// <summary>The loss and backward ops (<see cref="GradientOps"/>) on kernel devices, each beside its forward kernel.</summary>
+internal static class DeviceGradientOps
+{
+    /// <summary>ActivationGrad kinds: the activation kernel's derivative, or the elementwise one.</summary>
+    private static readonly Dictionary<string, (UnaryOp Op, bool Activation)> Derivatives = new()
+    {
+        [FusedOps.Gelu] = (UnaryOp.GeluErf, true), [FusedOps.Silu] = (UnaryOp.Silu, true), [FusedOps.QuickGelu] = (UnaryOp.QuickGelu, true),
+        ["Sigmoid"] = (UnaryOp.Sigmoid, true), ["Tanh"] = (UnaryOp.Tanh, true), ["Relu"] = (UnaryOp.Relu, true),
+        ["Erf"] = (UnaryOp.Erf, false), ["Exp"] = (UnaryOp.Exp, false), ["Sqrt"] = (UnaryOp.Sqrt, false), ["Square"] = (UnaryOp.Square, false),
+    };
+
+    public static void Register(Dictionary<string, DeviceOpCompiler> t)
+    {
+        t[GradientOps.MseLoss] = MseLoss;
+        t[GradientOps.MseLossGrad] = MseLossGrad;
+        t[GradientOps.LinearGradWeight] = LinearGradWeight;
+        t[GradientOps.SumTo] = SumTo;
+        t[GradientOps.ConvGradInput] = s => ConvGrad(s, input: true);
+        t[GradientOps.ConvGradWeight] = s => ConvGrad(s, input: false);
+        t[GradientOps.GroupNormGrad] = GroupNormGrad;
+        t[GradientOps.LayerNormGrad] = LayerNormGrad;
+        t[GradientOps.AttentionGrad] = AttentionGrad;
+        t[GradientOps.ActivationGrad] = ActivationGrad;
+        t[GradientOps.UpsampleNearestGrad] = s =>
+        {
+            s.RequireF32();
+            var (planes, h, w, fy, fx) = DeviceNnOps.NearestFactors(s.Node, s.OutShape(), s.InShape(0));
+            var (dy, dx) = (s.In(0), s.Out());
+            return () => KernelLaunchers.ResizeNearestBackward(s.Device, dy.Ptr, dx.Ptr, planes, h, w, fy, fx);
+        };
+        t[GradientOps.SoftmaxGrad] = s =>
+        {
+            s.RequireF32();
+            int cols = s.InShape(0)[^1];
+            int rows = cols == 0 ? 0 : checked((int)(s.InCount(0) / cols));
+            var (y, dy, dx) = (s.In(0), s.In(1), s.Out());
+            return () => { if (rows > 0) KernelLaunchers.SoftmaxBackward(s.Device, dy.Ptr, y.Ptr, dx.Ptr, rows, cols); };
+        };
+        t[GradientOps.CounterDropout] = s =>
+        {
+            s.RequireF32();
+            double p = s.Node.Attributes.Float("p", 0f);
+            long stream = s.Node.Attributes.Int("stream", 0);
+            var (x, y, n, key) = (s.In(0), s.Out(), s.OutCount(), s.RandomKey);
+            return () => KernelLaunchers.CounterDropout(s.Device, x.Ptr, y.Ptr, n, key.Ptr, p, stream);
+        };
+    }
+
+    /// <summary>Elements per sample of a [B, …] prediction (the per-sample weights' unit).</summary>
+    private static long PerSample(DeviceStepBuilder s) => s.InCount(0) / Math.Max(1, s.InShape(0)[0]);
+
+    private static Action MseLoss(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var (pred, target, weights, loss, n, per) = (s.In(0), s.In(1), s.In(2), s.Out(), s.InCount(0), PerSample(s));
+        return () => KernelLaunchers.MseLoss(s.Device, pred.Ptr, target.Ptr, weights.Ptr, loss.Ptr, n, per);
+    }
+
+    private static Action MseLossGrad(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var (pred, target, weights, dloss, dpred, n, per) = (s.In(0), s.In(1), s.In(2), s.In(3), s.Out(), s.InCount(0), PerSample(s));
+        return () => KernelLaunchers.MseLossBackward(s.Device, pred.Ptr, target.Ptr, weights.Ptr, dloss.Ptr, dpred.Ptr, n, per);
+    }
+
+    /// <summary>dW = α·xᵀ·dy over all leading rows (stored [K,N]), or α·dyᵀ·x (stored [N,K]).</summary>
+    private static Action LinearGradWeight(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        int k = s.InShape(0)[^1], n = s.InShape(1)[^1];
+        int rows = checked((int)(s.InCount(0) / Math.Max(k, 1)));
+        float alpha = s.Node.Attributes.Float("alpha", 1f);
+        bool tb = s.Node.Attributes.Int("transB", 0) != 0;
+        var (x, dy, dw) = (s.In(0), s.In(1), s.Out());
+        if (tb) return () => KernelLaunchers.MatMul(s.Device, true, false, n, k, rows, dy.Ptr, x.Ptr, dw.Ptr, alpha);
+        return () => KernelLaunchers.MatMul(s.Device, true, false, k, n, rows, x.Ptr, dy.Ptr, dw.Ptr, alpha);
+    }
+
+    /// <summary>Sums the axes along which the target shape was broadcast (leading extra axes, and 1s facing larger sizes).</summary>
+    private static Action SumTo(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var shape = s.InShape(0);
+        var target = s.OutShape();
+        int lead = shape.Length - target.Length;
+        var axes = Enumerable.Range(0, shape.Length).Where(d => d < lead || (target[d - lead] == 1 && shape[d] != 1)).ToArray();
+        var (x, y) = (s.In(0), s.Out());
+        return () => KernelLaunchers.ReduceAxes(s.Device, ReduceOp.Sum, x.Ptr, shape, axes, y.Ptr);
+    }
+
+    private static Action ConvGrad(DeviceStepBuilder s, bool input)
+    {
+        s.RequireF32();
+        var g = GradientOpsCpu.Geometry(s.Node);
+        var col = s.Scratch(Math.Max(1, KernelLaunchers.Conv2dWorkspaceElements(g)) * 4);
+        var result = s.Out();
+        if (input)
+        {
+            var (dy, w) = (s.In(0), s.In(1));
+            return () => KernelLaunchers.Conv2dBackward(s.Device, g, DevicePtr.Null, w.Ptr, dy.Ptr, result.Ptr, DevicePtr.Null, DevicePtr.Null, col.Ptr);
+        }
+        var (x, dyw) = (s.In(0), s.In(1));
+        return () => KernelLaunchers.Conv2dBackward(s.Device, g, x.Ptr, DevicePtr.Null, dyw.Ptr, DevicePtr.Null, result.Ptr, DevicePtr.Null, col.Ptr);
+    }
+
+    /// <summary>GroupNormGrad(x, gamma?, beta?, mean, rstd, dy) → dx, dgamma, dbeta; unread parameter gradients are not computed.</summary>
+    private static Action GroupNormGrad(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var shape = s.InShape(0);
+        int n = shape[0], c = shape[1], groups = (int)s.Node.Attributes.Int("groups");
+        long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
+        bool silu = s.Node.Attributes.Int("silu", 0) != 0;
+        var (x, gamma, beta, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4), s.In(5));
+        var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
+        return () => KernelLaunchers.GroupNormBackward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, beta.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr,
+            n, c, spatial, groups, silu);
+    }
+
+    /// <summary>LayerNormGrad(x, gamma?, mean, rstd, dy) → dx, dgamma, dbeta.</summary>
+    private static Action LayerNormGrad(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        int dim = s.InShape(0)[^1];
+        long rows = dim == 0 ? 0 : s.InCount(0) / dim;
+        var (x, gamma, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4));
+        var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
+        return () => { if (rows > 0) KernelLaunchers.LayerNormBackward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr, rows, dim); };
+    }
+
+    /// <summary>AttentionGrad(q, k, v, o, lse, dO) → dq, dk, dv; the per-row dO·O (FlashAttention-2's D) lives in scratch.</summary>
+    private static Action AttentionGrad(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var args = DeviceFusedOps.AttentionGeometry(s.Node);
+        var delta = s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);
+        var (q, k, v, o, lse, dout) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4), s.In(5));
+        var (dq, dk, dv) = (s.Out(0), s.Out(1), s.Out(2));
+        return () => KernelLaunchers.AttentionBackward(s.Device, args, q.Ptr, k.Ptr, v.Ptr, o.Ptr, dout.Ptr, lse.Ptr, delta.Ptr, dq.Ptr, dk.Ptr, dv.Ptr);
+    }
+
+    private static Action ActivationGrad(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var kind = s.Node.Attributes.String("kind", "");
+        var (x, dy, dx) = (s.In(0), s.In(1), s.Out());
+        if (kind == FusedOps.Geglu)
+        {
+            int half = s.InShape(1)[^1];
+            long rows = half == 0 ? 0 : s.InCount(1) / half;
+            return () => KernelLaunchers.GegluBackward(s.Device, x.Ptr, dy.Ptr, dx.Ptr, rows, half);
+        }
+        if (!Derivatives.TryGetValue(kind, out var d)) throw new GraphException(s.Node, $"unknown activation kind '{kind}'");
+        long n = s.InCount(0);
+        if (d.Activation) return () => KernelLaunchers.ActivationBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n);
+        return () => KernelLaunchers.UnaryBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n);
+    }
+}
