@@ -4,8 +4,9 @@
 // switch stacks, no system call). A fiber runs until it reaches a barrier, a warp collective
 // (shuffle, vote, mma) or its end; the scheduler then resumes the others. The emulation is
 // adversarial so that bugs that a GPU may hide fail here:
-//   * the order in which threads resume is shuffled at every barrier and warp collective;
-//   * shared memory (static and dynamic) is filled with random bytes when a block starts;
+//   * the order in which threads resume is shuffled at every barrier and rotated to a random start at
+//     every warp collective;
+//   * shared memory is filled with random bytes when a block starts (dynamic) or first declares it (static);
 //   * cp.async copies land only at the matching wait, reading the source at that moment;
 //   * a thread that exits while others wait at __syncthreads, a warp collective whose mask names
 //     an exited lane, or a deadlock stops the launch with an error;
@@ -59,9 +60,12 @@ void* static_shared_bytes(size_t bytes, size_t align);
 void* dynamic_shared();
 void syncthreads();
 void syncwarp(u32 mask);
-// Warp collective: every lane in `mask` contributes `bytes` of `mine`; when all have arrived each
-// gets all 32 contributions in `all` (lane-major, `bytes` apart). Lanes outside the mask: zeros.
-void warp_exchange(u32 mask, const void* mine, size_t bytes, void* all);
+// Warp collective: every lane in `mask` contributes `bytes` (<= 64) of `mine`; when all have arrived
+// each lane gets a view of all 32 contributions, lane l's at view + l * kExchangeStride (lanes outside
+// the mask hold stale bytes). The view stays valid until the lane's next collective: the buffers
+// alternate, and a buffer is reused only after every lane arrived at the collective in between.
+const size_t kExchangeStride = 64;
+const u8* warp_exchange(u32 mask, const void* mine, size_t bytes);
 void async_copy(void* dst, const void* src, int bytes);
 void async_commit();
 void async_wait(int pending);
@@ -75,8 +79,7 @@ template <class T> T* static_shared(size_t count)
 template <class T> T shfl_generic(u32 mask, T v, int src, int width, int mode)
 {
     static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
-    T all[32];
-    warp_exchange(mask, &v, sizeof(T), all);
+    const u8* all = warp_exchange(mask, &v, sizeof(T));
     int lane = (int)(coords().thread.x & 31);
     int base = lane & ~(width - 1), in = lane - base, s;
     switch (mode)
@@ -87,7 +90,9 @@ template <class T> T shfl_generic(u32 mask, T v, int src, int width, int mode)
     default: s = base + ((in ^ src) & (width - 1)); break;    // xor (stays inside the segment)
     }
     if (!((mask >> s) & 1u)) fail("shuffle reads lane %d which is not in mask %08x", s, mask);
-    return all[s];
+    T r;
+    std::memcpy(&r, all + s * kExchangeStride, sizeof(T));
+    return r;
 }
 
 } // namespace emu
@@ -109,11 +114,10 @@ template <class T> inline T __shfl_xor_sync(u32 m, T v, int x, int w = 32) { ret
 
 inline u32 __ballot_sync(u32 mask, int pred)
 {
-    int all[32];
     int mine = pred != 0;
-    emu::warp_exchange(mask, &mine, sizeof(int), all);
+    const u8* all = emu::warp_exchange(mask, &mine, sizeof(int));
     u32 r = 0;
-    for (int i = 0; i < 32; i++) if (((mask >> i) & 1u) && all[i]) r |= 1u << i;
+    for (int i = 0; i < 32; i++) if (((mask >> i) & 1u) && all[i * emu::kExchangeStride]) r |= 1u << i;
     return r;
 }
 inline int __any_sync(u32 mask, int pred) { return __ballot_sync(mask, pred) != 0; }

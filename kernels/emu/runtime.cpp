@@ -99,7 +99,7 @@ struct Rng
 {
     u64 s;
     u64 next() { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
-    u32 below(u32 n) { return (u32)(next() % n); }
+    u32 below(u32 n) { return (u32)(((next() >> 32) * (u64)n) >> 32); } // Lemire's multiply-shift, no division
 };
 
 struct Block
@@ -108,18 +108,22 @@ struct Block
     std::vector<int> order;
     std::vector<WarpState> warps;
     int alive = 0, at_barrier = 0;
+    // A scheduling pass visits order[(pass_start + k) % n]: barriers reshuffle `order`, warp
+    // collectives only move the start (O(1) instead of a reshuffle of the whole block).
+    u32 pass_start = 0;
     bool restart_pass = false, failed = false, shuffle = true;
+    void* scheduler_sp = nullptr; // the scheduler's stack while a fiber of this block runs
     u8* static_smem = nullptr;
+    size_t static_filled = 0;     // static shared bytes already filled with garbage in this block
     u8* dynamic_smem = nullptr;
     void (*thread_main)(void*) = nullptr;
     void* ctx = nullptr;
     Rng rng{1};
 };
 
-// Per OS thread: the scheduler's saved stack pointer, fiber stacks, shared-memory arenas.
+// Per OS thread: fiber stacks, shared-memory arenas, the fault jump and the last error.
 struct ThreadResources
 {
-    void* scheduler_sp = nullptr;
     std::vector<u8*> stacks;
     u8* shared_region = nullptr; // static arena | guard | dynamic arena | guard
     sigjmp_buf fault_jump;
@@ -158,7 +162,7 @@ void set_error(const char* fmt, va_list ap)
     Fiber* f = current;
     f->block->failed = true;
     f->state = DONE;
-    emu_switch(&f->sp, tr.scheduler_sp);
+    emu_switch(&f->sp, f->block->scheduler_sp);
     __builtin_unreachable();
 }
 
@@ -175,16 +179,26 @@ void fail(const char* fmt, ...)
 static void yield_to_scheduler()
 {
     Fiber* f = current;
-    emu_switch(&f->sp, tr.scheduler_sp);
+    emu_switch(&f->sp, f->block->scheduler_sp);
 }
+
+static void fill_garbage(u8* p, size_t n, Rng& rng);
 
 void* static_shared_bytes(size_t bytes, size_t align)
 {
     Fiber* f = current;
+    Block& b = *f->block;
     size_t at = (f->static_cursor + align - 1) & ~(align - 1);
     if (at + bytes > kStaticSharedBytes) fail("static shared memory exceeds %zu bytes", kStaticSharedBytes);
     f->static_cursor = at + bytes;
-    return f->block->static_smem + at;
+    // Garbage where the block first declares shared memory: filling all 48 KiB per block cost more
+    // than most kernels.
+    if (at + bytes > b.static_filled)
+    {
+        fill_garbage(b.static_smem + b.static_filled, at + bytes - b.static_filled, b.rng);
+        b.static_filled = at + bytes;
+    }
+    return b.static_smem + at;
 }
 
 void* dynamic_shared() { return current->block->dynamic_smem; }
@@ -210,7 +224,14 @@ void syncthreads()
     yield_to_scheduler();
 }
 
-void warp_exchange(u32 mask, const void* mine, size_t bytes, void* all)
+// Moves the start of the next scheduling pass: the order in which the released lanes and everybody
+// else resume changes at every collective without reshuffling the block.
+static void rotate_order(Block& b)
+{
+    if (b.shuffle) b.pass_start = b.rng.below((u32)b.order.size());
+}
+
+const u8* warp_exchange(u32 mask, const void* mine, size_t bytes)
 {
     Fiber* f = current;
     Block& b = *f->block;
@@ -223,7 +244,10 @@ void warp_exchange(u32 mask, const void* mine, size_t bytes, void* all)
     else if (w.mask != mask || w.bytes != bytes)
         fail("lanes of warp %d disagree on a collective: mask %08x/%zu bytes vs %08x/%zu bytes", f->warp, mask, bytes, w.mask, w.bytes);
     unsigned gen = w.generation;
-    std::memcpy(w.data[gen & 1][f->lane], mine, bytes);
+    u8* slot = w.data[gen & 1][f->lane];
+    if (bytes == 4) std::memcpy(slot, mine, 4);
+    else if (bytes == 8) std::memcpy(slot, mine, 8);
+    else std::memcpy(slot, mine, bytes);
     w.arrived |= 1u << f->lane;
     if (w.arrived == w.mask)
     {
@@ -235,7 +259,7 @@ void warp_exchange(u32 mask, const void* mine, size_t bytes, void* all)
                 Fiber& g = b.fibers[f->warp * 32 + l];
                 if (g.state == AT_WARP) g.state = RUNNABLE;
             }
-        shuffle_order(b);
+        rotate_order(b);
         b.restart_pass = true;
         yield_to_scheduler();
     }
@@ -244,18 +268,13 @@ void warp_exchange(u32 mask, const void* mine, size_t bytes, void* all)
         f->state = AT_WARP;
         yield_to_scheduler();
     }
-    u8* out = static_cast<u8*>(all);
-    for (int l = 0; l < 32; l++)
-    {
-        if ((mask >> l) & 1u) std::memcpy(out + l * bytes, w.data[gen & 1][l], bytes);
-        else std::memset(out + l * bytes, 0, bytes);
-    }
+    return &w.data[gen & 1][0][0];
 }
 
 void syncwarp(u32 mask)
 {
-    int dummy = 0, all[32];
-    warp_exchange(mask, &dummy, sizeof dummy, all);
+    int dummy = 0;
+    warp_exchange(mask, &dummy, sizeof dummy);
 }
 
 void async_copy(void* dst, const void* src, int bytes)
@@ -298,10 +317,12 @@ float bf16_bits_to_float(u16 h) { return __uint_as_float((u32)h << 16); }
 void mma_m16n8k8(int elem, float d[4], const u32* a, int na, const u32* b, int nb, const float c[4])
 {
     struct Frag { u32 a[4]; u32 b[2]; float c[4]; } mine{}, all[32];
+    static_assert(sizeof(Frag) <= kExchangeStride, "fragment larger than an exchange slot");
     std::memcpy(mine.a, a, sizeof(u32) * na);
     std::memcpy(mine.b, b, sizeof(u32) * nb);
     std::memcpy(mine.c, c, sizeof(float) * 4);
-    warp_exchange(0xffffffffu, &mine, sizeof mine, all);
+    const u8* view = warp_exchange(0xffffffffu, &mine, sizeof mine);
+    for (int l = 0; l < 32; l++) std::memcpy(&all[l], view + l * kExchangeStride, sizeof(Frag));
     float A[16][8], B[8][8];
     for (int l = 0; l < 32; l++)
     {
@@ -349,7 +370,7 @@ static void fiber_entry(Fiber* f)
     WarpState& w = b.warps[f->warp];
     if (w.arrived && ((w.mask >> f->lane) & 1u))
         fail("thread exits while lanes %08x of its warp wait for it in a collective", w.arrived);
-    emu_switch(&f->sp, tr.scheduler_sp);
+    emu_switch(&f->sp, b.scheduler_sp);
     __builtin_unreachable();
 }
 
@@ -415,7 +436,7 @@ static int run_block(Block& b, const LaunchConfig& cfg, u32 bx, u32 by, u32 bz)
     b.static_smem = tr.shared_region;
     u32 dyn = (cfg.dynamic_shared_bytes + 15) & ~15u;
     b.dynamic_smem = tr.shared_region + arena + ps + (arena - dyn);
-    fill_garbage(b.static_smem, kStaticSharedBytes, b.rng);
+    b.static_filled = 0; // filled on first declaration (static_shared_bytes)
     fill_garbage(b.dynamic_smem, dyn, b.rng);
     b.alive = (int)nthreads;
     b.at_barrier = 0;
@@ -433,17 +454,19 @@ static int run_block(Block& b, const LaunchConfig& cfg, u32 bx, u32 by, u32 bz)
         prepare_stack(f);
     }
     shuffle_order(b);
+    b.pass_start = 0;
+    const size_t n = b.order.size();
     while (b.alive > 0)
     {
         bool ran = false;
         b.restart_pass = false;
-        for (size_t k = 0; k < b.order.size() && !b.restart_pass; k++)
+        for (size_t k = 0, at = b.pass_start; k < n && !b.restart_pass; k++, at = at + 1 == n ? 0 : at + 1)
         {
-            Fiber& f = b.fibers[b.order[k]];
+            Fiber& f = b.fibers[b.order[at]];
             if (f.state != RUNNABLE) continue;
             ran = true;
             current = &f;
-            emu_switch(&tr.scheduler_sp, f.sp);
+            emu_switch(&b.scheduler_sp, f.sp);
             current = nullptr;
             if (b.failed) return 1;
         }
@@ -661,21 +684,37 @@ EMU_API int emu_gemm_f32(int transa, int transb, int m, int n, int k, float alph
     tr.kernel = "gemm";
     tr.in_launch = true;
     int rc = 0;
+    // op(A) rows and op(B) columns are packed contiguous first, so every dot product streams through
+    // memory (the strided walk was most of an emulated VAE's time). Buffers are per thread and reused:
+    // a fault jumps out of this block without leaking them.
+    static thread_local std::vector<float> rows, cols;
     if (sigsetjmp(tr.fault_jump, 1) == 0)
     {
+        rows.resize((size_t)m * k);
+        cols.resize((size_t)n * k);
         for (int p = 0; p < batch; p++)
         {
             const float* a = A + p * strideA; const float* b = B + p * strideB; float* c = C + p * strideC;
+            for (int i = 0; i < m; i++)
+                for (int l = 0; l < k; l++) rows[(size_t)i * k + l] = transa ? a[l + (i64)i * lda] : a[i + (i64)l * lda];
+            for (int j = 0; j < n; j++)
+                for (int l = 0; l < k; l++) cols[(size_t)j * k + l] = transb ? b[j + (i64)l * ldb] : b[l + (i64)j * ldb];
             for (int j = 0; j < n; j++)
                 for (int i = 0; i < m; i++)
                 {
-                    double acc = 0;
-                    for (int l = 0; l < k; l++)
+                    const float* x = &rows[(size_t)i * k];
+                    const float* y = &cols[(size_t)j * k];
+                    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                    int l = 0;
+                    for (; l + 4 <= k; l += 4)
                     {
-                        float av = transa ? a[l + (i64)i * lda] : a[i + (i64)l * lda];
-                        float bv = transb ? b[j + (i64)l * ldb] : b[l + (i64)j * ldb];
-                        acc += (double)av * bv;
+                        s0 += (double)x[l] * y[l];
+                        s1 += (double)x[l + 1] * y[l + 1];
+                        s2 += (double)x[l + 2] * y[l + 2];
+                        s3 += (double)x[l + 3] * y[l + 3];
                     }
+                    for (; l < k; l++) s0 += (double)x[l] * y[l];
+                    const double acc = (s0 + s1) + (s2 + s3);
                     float* cij = c + i + (i64)j * ldc;
                     *cij = beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + (double)beta * *cij);
                 }

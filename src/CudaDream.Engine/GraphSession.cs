@@ -1,4 +1,6 @@
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
@@ -13,18 +15,20 @@ public sealed record GraphSessionOptions
     /// <summary>Seed for in-graph random ops.</summary>
     public ulong Seed { get; init; }
     public bool UseFastKernels { get; init; } = true;
+    /// <summary>Where the plan runs: cpu (default), emu[75|80|90] or cuda[:N] (<see cref="ExecutionBackend.Parse"/>).</summary>
+    public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
 }
 
 /// <summary>
 /// The engine's entry point for inference: load an ONNX graph, specialise it to input shapes,
-/// fuse, plan memory, execute on the CPU backend.
+/// fuse, plan memory, execute on a backend (the CPU by default).
 /// </summary>
 public sealed class GraphSession : IDisposable
 {
     public ComputeGraph Graph { get; }
     public ExecutionPlan Plan { get; }
     public SpecializeReport Specialization { get; }
-    private readonly CpuExecutor _executor;
+    private readonly IPlanExecutor _executor;
     private readonly List<Value> _extra;
 
     private GraphSession(ComputeGraph g, SpecializeReport report, List<Value> extra, GraphSessionOptions options)
@@ -33,7 +37,7 @@ public sealed class GraphSession : IDisposable
         Specialization = report;
         _extra = extra;
         Plan = ExecutionPlan.Create(g);
-        _executor = new CpuExecutor(Plan, new CpuContext { Seed = options.Seed, UseFastKernels = options.UseFastKernels });
+        _executor = options.Backend.CreateExecutor(Plan, options.Seed, options.UseFastKernels);
     }
 
     public static GraphSession Create(string modelPath, IReadOnlyDictionary<string, int[]> inputShapes, GraphSessionOptions? options = null)
@@ -52,6 +56,7 @@ public sealed class GraphSession : IDisposable
         return new GraphSession(g, report, extra, options);
     }
 
+    public string BackendName => _executor.BackendName;
     public bool Profile { get => _executor.Profile; set => _executor.Profile = value; }
     public IReadOnlyDictionary<string, double> OpSeconds => _executor.OpSeconds;
 

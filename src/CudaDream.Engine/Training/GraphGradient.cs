@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
@@ -18,6 +19,8 @@ public sealed record GraphGradientRequest
     public IReadOnlyList<string> Wrt { get; init; } = new[] { "lora" };
     public bool Fuse { get; init; } = true;
     public bool GradientCheckpointing { get; init; }
+    /// <summary>Where the step runs: cpu (default), emu[75|80|90] or cuda[:N].</summary>
+    public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
 }
 
 /// <summary>
@@ -79,7 +82,7 @@ public static class GraphGradient
         });
         if (!Shapes.Equal(target.Shape, tg.Prediction.Shape!))
             throw new CudaDreamException($"--target '{r.Target}' has shape {Shapes.Format(target.Shape)}, the graph output '{tg.Prediction.Name}' is {Shapes.Format(tg.Prediction.Shape!)}");
-        using var session = new TrainingSession(tg);
+        using var session = new TrainingSession(tg, r.Backend);
         var feed = new Dictionary<string, Tensor>(r.Tensors.Where(kv => g.Inputs.Any(i => i.Name == kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value))
         {
             [TrainingGraph.TargetInput] = target,

@@ -1,17 +1,19 @@
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Training;
 
 /// <summary>
-/// A planned training step on the CPU backend: one arena for activations, saved tensors and gradients.
-/// Parameters are updated in place between steps (their buffers are the graph's constants), so a step
-/// always sees the current values.
+/// A planned training step on a backend: one arena for activations, saved tensors and gradients.
+/// Parameters are updated in place between steps (their buffers are the graph's constants); on the CPU a
+/// step always sees the current values, on a kernel device <see cref="ParametersUpdated"/> uploads them.
 /// </summary>
 public sealed class TrainingSession : IDisposable
 {
-    private readonly CpuExecutor _executor;
+    private readonly IPlanExecutor _executor;
     public TrainingGraph Training { get; }
     public ExecutionPlan Plan { get; }
 
@@ -22,18 +24,38 @@ public sealed class TrainingSession : IDisposable
         _executor = new CpuExecutor(Plan, context);
     }
 
+    /// <summary>A training step on <paramref name="backend"/> (cpu, emu, cuda).</summary>
+    public TrainingSession(TrainingGraph training, ExecutionBackend backend)
+    {
+        Training = training;
+        Plan = ExecutionPlan.Create(training.Graph);
+        _executor = backend.CreateExecutor(Plan);
+    }
+
+    public string BackendName => _executor.BackendName;
+
     /// <summary>Runs forward, loss and backward. <paramref name="step"/> keys in-graph randomness (dropout).</summary>
     public StepResult Run(IReadOnlyDictionary<string, Tensor> inputs, ulong seed = 0, long step = 0)
     {
-        _executor.Context = new CpuContext { Seed = seed, Step = step, UseFastKernels = _executor.Context.UseFastKernels };
+        _executor.Seed = seed;
+        _executor.Step = step;
         var fetched = _executor.Run(inputs, new[] { Training.Loss, Training.Prediction });
         return new StepResult(fetched[Training.Loss.Name].ToFloat64Array()[0], fetched[Training.Prediction.Name]);
     }
 
-    /// <summary>The gradient of a parameter after <see cref="Run"/>: a view into the arena, valid until the next run.</summary>
-    public Tensor Gradient(TrainableParameter p) => _executor.Bind(p.Gradient);
+    /// <summary>
+    /// The gradient of a parameter after <see cref="Run"/>: on the CPU a view into the arena, valid until the
+    /// next run; on a kernel device a downloaded copy.
+    /// </summary>
+    public Tensor Gradient(TrainableParameter p) => _executor.Read(p.Gradient);
 
-    public Tensor InputGradient(string input) => _executor.Bind(Training.InputGradients[input]);
+    public Tensor InputGradient(string input) => _executor.Read(Training.InputGradients[input]);
+
+    /// <summary>Call after the optimizer changed the parameters' host tensors: a kernel device uploads them again.</summary>
+    public void ParametersUpdated()
+    {
+        foreach (var p in Training.Parameters) _executor.UploadParameter(p.Value);
+    }
 
     public void Dispose()
     {

@@ -1,37 +1,60 @@
 using System.Diagnostics;
-using CudaDream.Engine.Backends;
-using CudaDream.Engine.Backends.Cpu.Kernels;
-using CudaDream.Engine.Tests.Emu;
+using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Formats;
+using CudaDream.Engine.Tensors;
+using CudaDream.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 namespace CudaDream.Engine.Tests.Device;
 public class TmpEmuBench(ITestOutputHelper log)
 {
-    [Fact]
-    public void Bench()
+    [Theory]
+    [InlineData("text_encoder/model.onnx", "refs/text_encoder.safetensors", "input_ids", true)]
+    [InlineData("unet/model.onnx", "refs/unet.safetensors", "sample,timestep,encoder_hidden_states", true)]
+    [InlineData("vae_decoder/model.onnx", "refs/vae_decoder.safetensors", "latent_sample", true)]
+    [InlineData("vae_encoder/model.onnx", "refs/vae_encoder.safetensors", "sample", true)]
+    [InlineData("text_encoder/model.onnx", "refs/text_encoder.safetensors", "input_ids", false)]
+    [InlineData("unet/model.onnx", "refs/unet.safetensors", "sample,timestep,encoder_hidden_states", false)]
+    public void Bench(string model, string refsPath, string inputs, bool fuse)
     {
-        using var s = new EmuSession(800, CudaDream.Engine.Backends.Emu.EmuGuard.None);
+        var refs = SafetensorsFile.ReadAll(Fixtures.SdTiny(refsPath));
         var sw = Stopwatch.StartNew();
-        var a = AttentionShape.Create(2, 256, 256, 8, 4);
-        var q = EmuSession.Random(2 * 256 * 32, 1); var k = EmuSession.Random(2 * 256 * 32, 2); var v = EmuSession.Random(2 * 256 * 32, 3);
-        var o = s.Output(q.Length); var lse = s.Output(2 * 8 * 256);
-        var args = KernelLaunchers.AttentionBnhd(a);
-        var pq = s.Upload(q); var pk = s.Upload(k); var pv = s.Upload(v);
-        log.WriteLine($"setup {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
-        KernelLaunchers.AttentionForward(s.Device, args, pq, pk, pv, o, lse);
-        log.WriteLine($"attention fwd {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
-        var x = s.Upload(EmuSession.Random(1 << 20, 4)); var y = s.Output(1 << 20);
-        KernelLaunchers.Activation(s.Device, UnaryOp.Silu, x, y, 1 << 20);
-        log.WriteLine($"silu 1M {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
-        KernelLaunchers.Activation(s.Device, UnaryOp.Silu, x, y, 16384);
-        log.WriteLine($"silu 16K {sw.Elapsed.TotalSeconds:F3}"); sw.Restart();
-        var g = new Conv2dGeometry(1, 32, 128, 128, 32, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
-        var xc = s.Upload(EmuSession.Random(32 * 128 * 128, 5)); var wc = s.Upload(EmuSession.Random(32 * 32 * 9, 6));
-        var col = s.Output(KernelLaunchers.Conv2dWorkspaceElements(g)); var yc = s.Output(32 * 128 * 128);
-        KernelLaunchers.Conv2dForward(s.Device, g, xc, wc, DevicePtr.Null, yc, col);
-        log.WriteLine($"conv 32x128x128 3x3 {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
-        var gx = s.Upload(EmuSession.Random(8 * 32 * 16384, 7)); var gy = s.Output(8*32*16384); var mean = s.Output(8); var rstd = s.Output(8);
-        KernelLaunchers.GroupNormForward(s.Device, gx, s.Upload(EmuSession.Random(32, 1)), s.Upload(EmuSession.Random(32, 2)), gy, mean, rstd, 1, 32, 16384, 8, 1e-5f, true);
-        log.WriteLine($"groupnorm 32x128x128 {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
+        using var s = GraphSession.Create(Fixtures.SdTiny(model), inputs.Split(',').ToDictionary(i => i, i => refs[i].Shape),
+            new GraphSessionOptions { Fuse = fuse, Backend = ExecutionBackend.Parse("emu") });
+        log.WriteLine($"prepare {sw.Elapsed.TotalSeconds:F2}"); sw.Restart();
+        s.Profile = true;
+        var o = s.Run(refs);
+        log.WriteLine($"run {sw.Elapsed.TotalSeconds:F2}");
+        foreach (var (k, v) in s.OpSeconds.OrderByDescending(kv => kv.Value).Take(8)) log.WriteLine($"  {k} {v:F2}");
+        foreach (var (k, v) in o) if (refs.TryGetValue(k, out var r)) {
+            var a = r.ToFloat32Array(); var b = v.ToFloat32Array();
+            double m = a.Max(x => Math.Abs(x)), e = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+            log.WriteLine($"  {k}: rel err {e / m:G3}");
+        }
+    }
+}
+public class TmpEmuGradBench(ITestOutputHelper log)
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Grad(bool ck)
+    {
+        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
+        var refs = SafetensorsFile.ReadAll(refPath);
+        var sw = Stopwatch.StartNew();
+        var got = CudaDream.Engine.Training.GraphGradient.Run(new CudaDream.Engine.Training.GraphGradientRequest
+        {
+            Model = Fixtures.SdTiny("unet/model.onnx"), Tensors = refs, Target = "target", Lora = refPath,
+            Wrt = new[] { "lora", "sample" }, Fuse = true, GradientCheckpointing = ck, Backend = ExecutionBackend.Parse("emu"),
+        });
+        log.WriteLine($"grad {sw.Elapsed.TotalSeconds:F2}");
+        double worst = 0; string wk = "";
+        foreach (var (k, v) in got) if (refs.TryGetValue(k, out var r)) {
+            var a = r.ToFloat32Array(); var b = v.ToFloat32Array();
+            double m = a.Max(x => Math.Abs(x)), e = a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) / m;
+            if (e > worst) { worst = e; wk = k; }
+        }
+        log.WriteLine($"worst {worst:G3} at {wk}; {got.Count} tensors");
     }
 }
