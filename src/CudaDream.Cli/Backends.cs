@@ -1,15 +1,12 @@
-using CudaDream.Engine;
+using CudaDream.Engine.Backends.Device;
 
 namespace CudaDream.Cli;
 
-/// <summary>Backend names accepted by --backend.</summary>
+/// <summary>--backend of the verbs that execute graphs: cpu, emu (tier sm_80), emu75, emu80, emu90, cuda, cuda:N.</summary>
 internal static class Backends
 {
-    public static readonly string[] Known = { "cpu" };
+    public const string Help = "cpu (reference), emu (CUDA kernels on the emulator, sm_80; emu75/emu90 for other tiers) or cuda[:N] (GPU N).";
 
-    public static void Require(string backend)
-    {
-        if (!Known.Contains(backend))
-            throw new CudaDreamException($"--backend '{backend}' is not available in this build (available: {string.Join(", ", Known)})");
-    }
+    /// <summary>Parses the option before any file is read, so a wrong name is the first error.</summary>
+    public static ExecutionBackend Require(string backend) => ExecutionBackend.Parse(backend);
 }

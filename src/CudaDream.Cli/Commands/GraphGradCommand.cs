@@ -29,7 +29,7 @@ public sealed class GraphGradCommand : ICommand
     [Option("out", Required = true, HelpText = "Output .safetensors: loss, graph outputs, <input>.grad, <lora tensor>.grad, <weight>.grad.")]
     public string Out { get; set; } = "";
 
-    [Option("backend", Default = "cpu", HelpText = "cpu.")]
+    [Option("backend", Default = "cpu", HelpText = Backends.Help)]
     public string Backend { get; set; } = "cpu";
 
     [Option("checkpointing", HelpText = "Recompute block activations in the backward pass (gradient checkpointing).")]
@@ -38,9 +38,12 @@ public sealed class GraphGradCommand : ICommand
     [Option("no-fuse", HelpText = "Differentiate the graph as exported, without pattern fusion.")]
     public bool NoFuse { get; set; }
 
+    [Option("json", HelpText = "Print a JSON summary instead of text.")]
+    public bool Json { get; set; }
+
     public int Run()
     {
-        Backends.Require(Backend);
+        var backend = Backends.Require(Backend);
         if (Loss != "mse") throw new CudaDreamException($"--loss '{Loss}' is not supported (mse)");
         var tensors = SafetensorsFile.ReadAll(Inputs);
         var wrt = Wrt.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -48,10 +51,17 @@ public sealed class GraphGradCommand : ICommand
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var result = GraphGradient.Run(new GraphGradientRequest
         {
-            Model = Model, Tensors = tensors, Target = Target, Lora = Lora, Wrt = wrt, Fuse = !NoFuse, GradientCheckpointing = Checkpointing,
+            Model = Model, Tensors = tensors, Target = Target, Lora = Lora, Wrt = wrt, Fuse = !NoFuse, GradientCheckpointing = Checkpointing, Backend = backend,
         });
         SafetensorsWriter.Write(Out, result);
-        Console.WriteLine($"loss {result[TrainingGraph.LossOutput].ToFloat32Array()[0]:G8}; {result.Count(kv => kv.Key.EndsWith(".grad"))} gradients; wrote {Out} ({sw.Elapsed.TotalSeconds:F2} s)");
+        float loss = result[TrainingGraph.LossOutput].ToFloat32Array()[0];
+        int gradients = result.Count(kv => kv.Key.EndsWith(".grad"));
+        if (Json)
+            Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+            {
+                model = Model, backend = backend.Name, loss, gradients, seconds = sw.Elapsed.TotalSeconds, @out = Out,
+            }));
+        else Console.WriteLine($"loss {loss:G8}; {gradients} gradients; wrote {Out} ({backend.Name}, {sw.Elapsed.TotalSeconds:F2} s)");
         return 0;
     }
 }

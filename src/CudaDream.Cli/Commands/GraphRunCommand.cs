@@ -21,7 +21,7 @@ public sealed class GraphRunCommand : ICommand
     [Option("outputs", HelpText = "Extra values to return: v1,alias=v2,... (ONNX value names).")]
     public string? Outputs { get; set; }
 
-    [Option("backend", Default = "cpu", HelpText = "cpu (emu and cuda: see `kernels build`).")]
+    [Option("backend", Default = "cpu", HelpText = Backends.Help)]
     public string Backend { get; set; } = "cpu";
 
     [Option("seed", Default = 0UL, HelpText = "Seed for random ops inside the graph (RandomNormalLike).")]
@@ -35,7 +35,7 @@ public sealed class GraphRunCommand : ICommand
 
     public int Run()
     {
-        Backends.Require(Backend);
+        var backend = Backends.Require(Backend);
         var extra = CliParse.Aliases(Outputs);
         using var inputs = SafetensorsFile.Open(Inputs);
         var graph = OnnxImporter.Load(Model);
@@ -55,7 +55,7 @@ public sealed class GraphRunCommand : ICommand
             throw new CudaDreamException($"{Inputs}: missing graph input(s) {string.Join(", ", missing)} (the file has {string.Join(", ", inputs.Names.Take(12))}{(inputs.Names.Count() > 12 ? ", ..." : "")})");
         }
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        using var session = GraphSession.Create(graph, shapes, new GraphSessionOptions { Fuse = !NoFuse, Seed = Seed, ExtraOutputs = extra.Select(e => e.value).ToList() });
+        using var session = GraphSession.Create(graph, shapes, new GraphSessionOptions { Fuse = !NoFuse, Seed = Seed, ExtraOutputs = extra.Select(e => e.value).ToList(), Backend = backend });
         double prepare = sw.Elapsed.TotalSeconds;
         sw.Restart();
         var results = session.Run(feed);
@@ -67,13 +67,13 @@ public sealed class GraphRunCommand : ICommand
         if (Json)
             Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
             {
-                model = Model, backend = Backend, prepare_seconds = prepare, run_seconds = run,
+                model = Model, backend = backend.Name, device = session.BackendName, prepare_seconds = prepare, run_seconds = run,
                 outputs = output.ToDictionary(kv => kv.Key, kv => new { dtype = kv.Value.DType.ToString(), shape = kv.Value.Shape }),
             }));
         else
         {
             foreach (var (name, t) in output) Console.WriteLine($"{name}: {t}");
-            Console.WriteLine($"wrote {Out} ({Backend}: prepare {prepare:F2} s, run {run:F2} s)");
+            Console.WriteLine($"wrote {Out} ({session.BackendName}: prepare {prepare:F2} s, run {run:F2} s)");
         }
         return 0;
     }
