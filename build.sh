@@ -6,6 +6,11 @@
 #   ./build.sh kernels         fetch Debian's NVRTC 11.8 and 12 into artifacts/nvrtc (no GPU needed) and
 #                              compile every kernel: sm_75..sm_90 with NVRTC 11.8, sm_90a with NVRTC 12;
 #                              also builds the emulator libraries (g++). Fails on any compile error.
+#   ./build.sh device-check [--no-dry-run]
+#                              build artifacts/device-check/cudadream-device-check(-linux-x64.tar.gz): a
+#                              self-contained linux-x64 CLI (no .NET, no ONNX Runtime natives), the sd-tiny
+#                              fixtures and device-check.sh, the CUDA test matrix for a bare GPU machine;
+#                              then dry-run it here with --backend emu (not a GPU result).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -77,10 +82,59 @@ build_kernels() {
   "$ART/cudadream" kernels build --emu
 }
 
+# The fixture files device-check.sh runs graph run/grad on (tests/fixtures/sd-tiny).
+DEVICE_CHECK_FIXTURES=(README.md text_encoder/model.onnx unet/model.onnx unet/weights.pb unet_opset17/model.onnx
+  vae_decoder/model.onnx vae_encoder/model.onnx refs/text_encoder.safetensors refs/unet.safetensors
+  refs/unet_lora_grad.safetensors refs/vae_decoder.safetensors refs/vae_encoder.safetensors)
+DEVICE_CHECK_MAX_BYTES=$((48 * 1024 * 1024))
+
+device_check() {
+  local dry=1
+  for a in "$@"; do [ "$a" = "--no-dry-run" ] && dry=0; done
+  local root="$ART/device-check" name=cudadream-device-check
+  local bundle="$root/$name"
+  rm -rf "$root"; mkdir -p "$bundle/fixtures/sd-tiny"
+  # Partial trimming trims the framework only (our assemblies, CommandLineParser and protobuf stay whole).
+  dotnet publish src/CudaDream.Cli/CudaDream.Cli.csproj -c Release -r linux-x64 --self-contained -nologo -v q \
+    -p:PublishTrimmed=true -p:TrimMode=partial -p:SuppressTrimAnalysisWarnings=true \
+    -p:JsonSerializerIsReflectionEnabledByDefault=true -p:DebugType=none -o "$bundle/bin"
+  # graph run/grad use neither ONNX Runtime nor images: drop their native libraries (the GPU package's CUDA
+  # provider alone is 280 MB), and the runtime's debugger, tracing and alternative-GC libraries.
+  rm -f "$bundle"/bin/libonnxruntime*.so "$bundle"/bin/libSkiaSharp.so "$bundle"/bin/libmscordaccore.so \
+    "$bundle"/bin/libmscordbi.so "$bundle"/bin/libclrgc*.so "$bundle"/bin/libcoreclrtraceptprovider.so
+  for f in "${DEVICE_CHECK_FIXTURES[@]}"; do
+    mkdir -p "$bundle/fixtures/sd-tiny/$(dirname "$f")"
+    cp "tests/fixtures/sd-tiny/$f" "$bundle/fixtures/sd-tiny/$f"
+  done
+  cp src/CudaDream.Cli/device-check.sh "$bundle/device-check.sh"
+  chmod +x "$bundle/device-check.sh" "$bundle/bin/cudadream"
+  cat > "$bundle/README.txt" <<'README'
+CudaDream device check (linux-x64, self-contained)
+
+Needs: the NVIDIA driver and the CUDA 12 or 13 runtime libraries NVRTC and cuBLAS (libnvrtc.so.12/13,
+libcublas.so.12/13; /usr/local/cuda*/lib64 is searched). Nothing else: no .NET, no CUDA SDK.
+
+  ./device-check.sh                 every kernel vs the CPU reference, graph run/grad on the sd-tiny
+                                    fixtures vs PyTorch, compute-sanitizer where installed
+  ./device-check.sh --backend cuda:1
+Report: report-<time>/report.txt and report.json; exit code 0 when everything passes.
+README
+  local bytes; bytes=$(du -sb "$bundle" | cut -f1)
+  echo "bundle: $bundle ($((bytes / 1024 / 1024)) MB)"
+  if [ "$bytes" -gt $DEVICE_CHECK_MAX_BYTES ]; then echo "device-check bundle is over 48 MB" >&2; exit 1; fi
+  tar -czf "$root/$name-linux-x64.tar.gz" -C "$root" "$name"
+  echo "archive: $root/$name-linux-x64.tar.gz ($(( $(stat -c %s "$root/$name-linux-x64.tar.gz") / 1024 / 1024 )) MB)"
+  if [ $dry = 1 ]; then
+    echo "dry run with --backend emu (the CUDA kernels on the emulator; not a GPU result):"
+    "$bundle/device-check.sh" --backend emu --out "$root/dry-run"
+  fi
+}
+
 cmd="${1:-build}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   build) build ;;
   test) build; run_tests "$@" ;;
   kernels) build; build_kernels ;;
-  *) echo "usage: ./build.sh [build|test [--slow]|kernels]" >&2; exit 2 ;;
+  device-check) device_check "$@" ;;
+  *) echo "usage: ./build.sh [build|test [--slow]|kernels|device-check [--no-dry-run]]" >&2; exit 2 ;;
 esac

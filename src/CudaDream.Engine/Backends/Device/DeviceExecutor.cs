@@ -18,6 +18,7 @@ public sealed class DeviceExecutor : IPlanExecutor
     private readonly bool _ownsDevice;
     private readonly Dictionary<Value, DeviceAddress> _constants = new();
     private readonly HashSet<Value> _read;
+    private readonly HashSet<Node> _planned;
     private readonly (Node Node, Action Run)[] _steps;
     private readonly List<(Node Node, string Problem)> _flags = new();
     private readonly DeviceAddress _key, _flagBase;
@@ -35,18 +36,21 @@ public sealed class DeviceExecutor : IPlanExecutor
     internal DeviceAddress RandomKey => _key;
 
     /// <param name="ownsDevice">Dispose <paramref name="device"/> with the executor.</param>
-    public DeviceExecutor(ExecutionPlan plan, IKernelDevice device, bool ownsDevice = false)
+    /// <param name="separateAllocations">One allocation per tensor instead of one per plan (for memcheck and guard pages).</param>
+    public DeviceExecutor(ExecutionPlan plan, IKernelDevice device, bool ownsDevice = false, bool separateAllocations = false)
     {
         _plan = plan;
         Device = device;
         _ownsDevice = ownsDevice;
-        Memory = new DeviceMemory(plan.ArenaBytes);
+        Memory = new DeviceMemory(plan.ArenaBytes, separateAllocations);
         _read = ReadValues(plan);
+        _planned = plan.Steps.ToHashSet();
         _key = Memory.AddConstant(16);
         _flagBase = Memory.AddConstant(MaxErrorFlags * 4L);
         try
         {
             _steps = plan.Steps.Select(n => (n, DeviceOps.Compile(new DeviceStepBuilder(this, n)))).ToArray();
+            foreach (var v in plan.Offsets.Keys) AddressOf(v); // inputs no kernel reads still get their bytes
             Memory.Allocate(device);
             UploadConstants();
         }
@@ -80,7 +84,15 @@ public sealed class DeviceExecutor : IPlanExecutor
             return _constants[v] = Memory.AddConstant(ExecutionPlan.ByteSize(v));
         }
         if (!_plan.Offsets.TryGetValue(v, out var off)) throw new GraphException($"value '{v.Name}' has no place in the plan");
-        return new DeviceAddress(Memory, DeviceRegion.Arena, off);
+        var root = AliasRoot(v);
+        return Memory.ArenaValue(off, ExecutionPlan.ByteSize(root), root);
+    }
+
+    /// <summary>The value whose bytes <paramref name="v"/> views (outputs of view nodes the plan does not run are aliases).</summary>
+    private Value AliasRoot(Value v)
+    {
+        while (v.Producer is { } p && !_planned.Contains(p) && p.Inputs.Count > 0 && p.Inputs[0] is { IsConstant: false } src) v = src;
+        return v;
     }
 
     /// <summary>The device address of a runtime value or an uploaded constant (for device-side optimizers).</summary>

@@ -51,8 +51,7 @@ public sealed class DeviceStepBuilder
     {
         long at = MemoryPlanner.Align(_scratchCursor, 256);
         _scratchCursor = at + Math.Max(bytes, 1);
-        _executor.Memory.NeedScratch(_scratchCursor);
-        return new DeviceAddress(_executor.Memory, DeviceRegion.Scratch, at);
+        return _executor.Memory.ScratchArea(at, bytes);
     }
 
     /// <summary>Device memory holding (seed, step) as two u64, written before every run.</summary>
