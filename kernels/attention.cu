@@ -60,6 +60,42 @@ CD_DEVICE void stage_rows(float* smem, const T* src, const i64 st[3], int b, int
     cp_async_wait<0>();
 }
 
+// Keys (and values) a block of query rows [first_row, first_row + rows) attends to: all, or up to its
+// last row when causal.
+CD_DEVICE int keys_seen(const AttentionShape& s, int first_row, int rows)
+{
+    return s.causal ? min(s.kv_len, first_row + rows) : s.kv_len;
+}
+
+// Replaces the staged K/V tile by keys [j0, j0 + tile): barriers on both sides, so no thread still
+// reads the previous tile and every thread sees the new one.
+template <class T>
+CD_DEVICE void stage_kv_tile(float* ks, float* vs, const T* k, const T* v, const AttentionShape& s, int b, int h, int j0, int tile)
+{
+    __syncthreads();
+    stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, s.head_dim);
+    stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, s.head_dim);
+    __syncthreads();
+}
+
+// The dK/dV kernels' tile: query rows [i0, i0 + tile) of Q and dO, with their lse and delta.
+template <class T>
+CD_DEVICE void stage_q_tile(float* qs, float* dos, float* ls, float* ds, const T* q, const T* dout, const float* lse, const float* delta,
+                            const AttentionShape& s, int b, int h, int i0, int tile)
+{
+    __syncthreads();
+    stage_rows(qs, q, s.q_stride, b, h, i0, tile, s.q_len, s.head_dim);
+    stage_rows(dos, dout, s.o_stride, b, h, i0, tile, s.q_len, s.head_dim);
+    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
+    for (int e = threadIdx.x; e < tile; e += blockDim.x)
+    {
+        const bool in = i0 + e < s.q_len;
+        ls[e] = in ? lse[stat + i0 + e] : 0.0f;
+        ds[e] = in ? delta[stat + i0 + e] : 0.0f;
+    }
+    __syncthreads();
+}
+
 template <class T>
 CD_DEVICE void load_row(float* dst, const T* src, int D)
 {
@@ -91,13 +127,10 @@ __global__ void attention_forward(AttentionShape s, const T* __restrict__ q, con
         for (int d = lane_id(); d < D; d += CD_WARP) acc[d] = 0.0f;
     }
     float m = -3.402823466e38f, l = 0.0f;
-    const int kv_end = s.causal ? min(s.kv_len, (int)(blockIdx.x + 1) * W) : s.kv_len; // keys any row of this block sees
+    const int kv_end = keys_seen(s, blockIdx.x * W, W);
     for (int j0 = 0; j0 < kv_end; j0 += tile)
     {
-        __syncthreads(); // the previous tile is no longer read
-        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
-        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
-        __syncthreads();
+        stage_kv_tile(ks, vs, k, v, s, b, h, j0, tile);
         if (!active) continue;
         const int jn = min(tile, s.kv_len - j0);
         for (int jj = 0; jj < jn; jj++)
@@ -155,13 +188,10 @@ __global__ void attention_backward_dq(AttentionShape s, const T* __restrict__ q,
         L = lse[st];
         Di = delta[st];
     }
-    const int kv_end = s.causal ? min(s.kv_len, (int)(blockIdx.x + 1) * W) : s.kv_len;
+    const int kv_end = keys_seen(s, blockIdx.x * W, W);
     for (int j0 = 0; j0 < kv_end; j0 += tile)
     {
-        __syncthreads();
-        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
-        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
-        __syncthreads();
+        stage_kv_tile(ks, vs, k, v, s, b, h, j0, tile);
         if (!active) continue;
         const int jn = min(tile, s.kv_len - j0);
         for (int jj = 0; jj < jn; jj++)
@@ -201,20 +231,10 @@ __global__ void attention_backward_dkv(AttentionShape s, const T* __restrict__ q
         load_row(vrow, v + row_offset(s.v_stride, b, h, col), D);
         for (int d = lane_id(); d < D; d += CD_WARP) { dk_acc[d] = 0.0f; dv_acc[d] = 0.0f; }
     }
-    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
     const int i_begin = s.causal ? ((int)blockIdx.x * W / tile) * tile : 0; // queries before the block's first key see none of it
     for (int i0 = i_begin; i0 < s.q_len; i0 += tile)
     {
-        __syncthreads();
-        stage_rows(qs, q, s.q_stride, b, h, i0, tile, s.q_len, D);
-        stage_rows(dos, dout, s.o_stride, b, h, i0, tile, s.q_len, D);
-        for (int e = threadIdx.x; e < tile; e += blockDim.x)
-        {
-            const bool in = i0 + e < s.q_len;
-            ls[e] = in ? lse[stat + i0 + e] : 0.0f;
-            ds_[e] = in ? delta[stat + i0 + e] : 0.0f;
-        }
-        __syncthreads();
+        stage_q_tile(qs, dos, ls, ds_, q, dout, lse, delta, s, b, h, i0, tile);
         if (!active) continue;
         const int in_ = min(tile, s.q_len - i0);
         for (int ii = 0; ii < in_; ii++)
@@ -262,13 +282,10 @@ __global__ void attention_rows_forward(AttentionShape s, const T* __restrict__ q
     for (int d = 0; d < M; d++) { qr[d] = 0.0f; acc[d] = 0.0f; }
     if (active) load_row_registers(qr, q + row_offset(s.q_stride, b, h, row), D);
     float m = -3.402823466e38f, l = 0.0f;
-    const int kv_end = s.causal ? min(s.kv_len, (int)((blockIdx.x + 1) * blockDim.x)) : s.kv_len;
+    const int kv_end = keys_seen(s, blockIdx.x * blockDim.x, blockDim.x);
     for (int j0 = 0; j0 < kv_end; j0 += tile)
     {
-        __syncthreads(); // the previous tile is no longer read
-        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
-        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
-        __syncthreads();
+        stage_kv_tile(ks, vs, k, v, s, b, h, j0, tile);
         if (!active) continue;
         const int jn = min(tile, s.kv_len - j0);
         for (int jj = 0; jj < jn; jj++)
@@ -323,13 +340,10 @@ __global__ void attention_rows_backward_dq(AttentionShape s, const T* __restrict
         L = lse[st];
         Di = delta[st];
     }
-    const int kv_end = s.causal ? min(s.kv_len, (int)((blockIdx.x + 1) * blockDim.x)) : s.kv_len;
+    const int kv_end = keys_seen(s, blockIdx.x * blockDim.x, blockDim.x);
     for (int j0 = 0; j0 < kv_end; j0 += tile)
     {
-        __syncthreads();
-        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
-        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
-        __syncthreads();
+        stage_kv_tile(ks, vs, k, v, s, b, h, j0, tile);
         if (!active) continue;
         const int jn = min(tile, s.kv_len - j0);
         for (int jj = 0; jj < jn; jj++)
@@ -365,20 +379,10 @@ __global__ void attention_rows_backward_dkv(AttentionShape s, const T* __restric
         load_row_registers(kr, k + row_offset(s.k_stride, b, h, col), D);
         load_row_registers(vr, v + row_offset(s.v_stride, b, h, col), D);
     }
-    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
     const int i_begin = s.causal ? ((int)(blockIdx.x * blockDim.x) / tile) * tile : 0;
     for (int i0 = i_begin; i0 < s.q_len; i0 += tile)
     {
-        __syncthreads();
-        stage_rows(qs, q, s.q_stride, b, h, i0, tile, s.q_len, D);
-        stage_rows(dos, dout, s.o_stride, b, h, i0, tile, s.q_len, D);
-        for (int e = threadIdx.x; e < tile; e += blockDim.x)
-        {
-            const bool in = i0 + e < s.q_len;
-            ls[e] = in ? lse[stat + i0 + e] : 0.0f;
-            ds_[e] = in ? delta[stat + i0 + e] : 0.0f;
-        }
-        __syncthreads();
+        stage_q_tile(qs, dos, ls, ds_, q, dout, lse, delta, s, b, h, i0, tile);
         if (!active) continue;
         const int in_ = min(tile, s.q_len - i0);
         for (int ii = 0; ii < in_; ii++)

@@ -171,9 +171,11 @@ public static partial class KernelLaunchers
 
     // ------------------------------------------------------------------ gather.cu
     /// <summary>y [outer, count, inner] = x [outer, len, inner] gathered at idx (I32 or I64); *badIndex (int) is set on an out-of-range index.</summary>
-    public static void Gather(IKernelDevice d, DevicePtr x, DevicePtr idx, DType indexType, DevicePtr y, long outer, int len, long inner, long count, DevicePtr badIndex, DType t = DType.F32) =>
-        d.Launch($"gather_forward_{Suffix(t)}_{IndexSuffix(indexType)}", Grid1D(outer * count * inner), Block256, 0,
-            new KernelArgs().Ptr(x).Ptr(idx).Ptr(y).I64(outer).I32(len).I64(inner).I64(count).Ptr(badIndex));
+    public static void Gather(IKernelDevice d, DevicePtr x, DevicePtr idx, DType indexType, DevicePtr y, long outer, int len, long inner, long count, DevicePtr badIndex, DType t = DType.F32)
+    {
+        Suffix(t); // the float instantiations only
+        GatherElements(d, x, idx, indexType, y, outer, len, inner, count, badIndex, t.Size());
+    }
 
     /// <summary>dx (fp32, zeroed by the caller) += dy scattered back to the gathered rows.</summary>
     public static void GatherBackward(IKernelDevice d, DevicePtr dy, DevicePtr idx, DType indexType, DevicePtr dx, long outer, int len, long inner, long count, DType t = DType.F32) =>
