@@ -41,13 +41,13 @@ public static class LatentCodec
 
     /// <summary>
     /// img2img start latents: z = scaling · (μ + σ·n) per image (diffusers' DiagonalGaussianDistribution.sample,
-    /// log-variance clamped to [−30, 20]), with n from <paramref name="posteriorNoise"/>. The image is encoded once.
+    /// log-variance clamped to [−30, 20]) for <paramref name="pixels"/> [1, 3, H, W] in [−1, 1], encoded once, with
+    /// one draw of <paramref name="posteriorNoise"/> for all <paramref name="count"/> images.
     /// </summary>
-    public static float[] EncodeImage(IPipelineEngine engine, RgbImage image, int count, int latentChannels, float scaling, INoiseSource posteriorNoise)
+    public static float[] EncodeLatents(IPipelineEngine engine, Tensor pixels, int count, int latentChannels, float scaling, INoiseSource posteriorNoise)
     {
-        var pixels = ImageTensors.ToChw(image);
-        var moments = engine.EncodeMoments(pixels.Reshape(1, 3, image.Height, image.Width));
-        if (moments.Rank != 4 || moments.Shape[1] != 2 * latentChannels)
+        var moments = engine.EncodeMoments(pixels);
+        if (moments.Rank != 4 || moments.Shape[0] != 1 || moments.Shape[1] != 2 * latentChannels)
             throw new Engine.CudaDreamException($"the VAE encoder returned {moments}, expected [1, {2 * latentChannels}, h, w]");
         var m = moments.ReadOnlySpan<float>();
         int per = m.Length / 2;
@@ -63,4 +63,7 @@ public static class LatentCodec
             }
         return latents;
     }
+
+    /// <summary>An 8-bit image as the VAE encoder's input [1, 3, H, W] in [−1, 1].</summary>
+    public static Tensor Pixels(RgbImage image) => ImageTensors.ToChw(image).Reshape(1, 3, image.Height, image.Width);
 }

@@ -37,6 +37,7 @@ public sealed class Sampler : IDisposable
     private PipelinePlan? _plan;
     private int _planClipSkip;
     private bool _disposed;
+    private bool _engineAnnounced;
 
     public ModelFolder Model { get; }
     /// <summary>Which engine runs the networks, in one line ("engine: ONNX Runtime, CPU execution provider (…)").</summary>
@@ -59,14 +60,14 @@ public sealed class Sampler : IDisposable
 
     public static Sampler Create(string modelDirectory, SamplerOptions? options = null) => Create(ModelFolder.Open(modelDirectory), options);
 
-    /// <summary>Checks the LoRAs against the model and picks the engine; no network is loaded yet.</summary>
+    /// <summary>Checks the LoRAs against the model and picks the engine (announced through <see cref="SamplerOptions.Log"/>
+    /// when it first loads a network); no network is loaded yet.</summary>
     public static Sampler Create(ModelFolder model, SamplerOptions? options = null)
     {
         options ??= new SamplerOptions();
         var tokenizer = ClipTokenizer.FromFolder(model.TokenizerDir, new ClipTokenizerOptions { Cleaning = options.TextCleaning });
         var loras = SamplerLoras.Resolve(model, options.Loras);
         var (make, line) = EngineSelection.Choose(options);
-        options.Log?.Invoke(line);
         foreach (var w in loras.Warnings) options.Log?.Invoke($"warning: {w}");
         return new Sampler(model, options, loras, tokenizer, make, line);
     }
@@ -82,6 +83,42 @@ public sealed class Sampler : IDisposable
             var engine = EngineFor(request.ClipSkip);
             return Run(job, engine, progress, cancellation) with { Elapsed = started.Elapsed };
         }
+        finally
+        {
+            if (!_options.KeepSessionsLoaded) ReleaseSessions();
+        }
+    }
+
+    /// <summary>The text encoder's output [N, L, D] for prompts (CLIP skip applied), e.g. for a trainer's embedding cache.</summary>
+    public Tensor EncodePrompts(IReadOnlyList<string> prompts, int clipSkip = 1)
+    {
+        if (prompts.Count == 0) throw new ArgumentException("no prompts");
+        var rows = prompts.Select((p, i) => Tokenize(p, $"prompt {i + 1}")).ToList();
+        return EncodeTokens(Tensor.FromArray(rows.SelectMany(r => r).ToArray(), rows.Count, rows[0].Length), clipSkip);
+    }
+
+    /// <summary>The text encoder's output [N, L, D] for token ids [N, L] (int32), CLIP skip applied.</summary>
+    public Tensor EncodeTokens(Tensor inputIds, int clipSkip = 1)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (clipSkip != 1) Model.TextEncoderGraph.ClipSkip(clipSkip);
+        try
+        {
+            using var encoded = EngineFor(clipSkip).EncodeText(inputIds);
+            return encoded.ToTensor();
+        }
+        finally
+        {
+            if (!_options.KeepSessionsLoaded) ReleaseSessions();
+        }
+    }
+
+    /// <summary>The VAE encoder's posterior parameters [N, 2C, h, w] (mean, then log-variance) for images [N, 3, H, W] in [−1, 1].</summary>
+    public Tensor EncodeMoments(Tensor pixels)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Model.RequireVaeEncoder();
+        try { return EngineFor(_engine == null ? 1 : _planClipSkip).EncodeMoments(pixels); }
         finally
         {
             if (!_options.KeepSessionsLoaded) ReleaseSessions();
@@ -176,6 +213,8 @@ public sealed class Sampler : IDisposable
                 component == ModelFolder.TextEncoder ? clip : null,
                 component == ModelFolder.VaeEncoder ? Model.RequireVaeEncoder().VaeMoments() : null));
             _planClipSkip = clipSkip;
+            if (!_engineAnnounced) _options.Log?.Invoke(EngineLine);
+            _engineAnnounced = true;
             _engine = _makeEngine(_plan);
         }
         return _engine;
@@ -240,7 +279,7 @@ public sealed class Sampler : IDisposable
             return (start, scheduler.Timesteps);
         }
         var tail = scheduler.GetImg2ImgTimesteps(r.Strength);
-        var clean = LatentCodec.EncodeImage(engine, job.InitImage, seeds.Length, Model.LatentChannels, Model.LatentScale,
+        var clean = LatentCodec.EncodeLatents(engine, LatentCodec.Pixels(job.InitImage), seeds.Length, Model.LatentChannels, Model.LatentScale,
             new BatchNoise(seeds, RandomPurpose.LatentSample));
         var noise = new float[start.Length];
         new BatchNoise(seeds, RandomPurpose.SamplerNoise).Fill(noise);

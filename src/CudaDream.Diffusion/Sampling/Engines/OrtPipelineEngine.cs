@@ -43,6 +43,10 @@ public sealed class OrtPipelineEngine : IPipelineEngine
     /// </summary>
     public static string? CudaUnavailableReason(int deviceId = 0)
     {
+        // A missing CUDA runtime is the expected answer on most machines: keep ONNX Runtime from logging it as an error.
+        var env = OrtEnv.Instance();
+        var level = env.EnvLogLevel;
+        env.EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
         try
         {
             using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
@@ -55,7 +59,13 @@ public sealed class OrtPipelineEngine : IPipelineEngine
         }
         catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or TypeInitializationException)
         {
-            return e.Message.Split('\n')[0].Trim();
+            var message = e.Message.Split('\n')[0].Trim();
+            int cause = message.LastIndexOf("with error: ", StringComparison.Ordinal);
+            return cause >= 0 ? message[(cause + "with error: ".Length)..] : message;
+        }
+        finally
+        {
+            env.EnvLogLevel = level;
         }
     }
 
