@@ -40,28 +40,36 @@ public static class LatentCodec
     }
 
     /// <summary>
-    /// img2img start latents: z = scaling · (μ + σ·n) per image (diffusers' DiagonalGaussianDistribution.sample,
-    /// log-variance clamped to [−30, 20]) for <paramref name="pixels"/> [1, 3, H, W] in [−1, 1], encoded once, with
-    /// one draw of <paramref name="posteriorNoise"/> for all <paramref name="count"/> images.
+    /// Latents drawn from the VAE posterior, z = scaling · (μ + σ·n) (diffusers' DiagonalGaussianDistribution.sample,
+    /// log-variance clamped to [−30, 20]), for <paramref name="moments"/> [N, 2C, h, w] (mean, then log-variance).
+    /// Each image gives <paramref name="copies"/> consecutive rows [N·copies, C, h, w]; the noise is one draw of
+    /// <paramref name="noise"/> of that size.
     /// </summary>
-    public static float[] EncodeLatents(IPipelineEngine engine, Tensor pixels, int count, int latentChannels, float scaling, INoiseSource posteriorNoise)
+    public static Tensor SampleLatents(Tensor moments, float scaling, INoiseSource noise, int copies = 1)
     {
-        var moments = engine.EncodeMoments(pixels);
-        if (moments.Rank != 4 || moments.Shape[0] != 1 || moments.Shape[1] != 2 * latentChannels)
-            throw new Engine.CudaDreamException($"the VAE encoder returned {moments}, expected [1, {2 * latentChannels}, h, w]");
-        var m = moments.ReadOnlySpan<float>();
-        int per = m.Length / 2;
-        var noise = new float[count * per];
-        posteriorNoise.Fill(noise);
-        var latents = new float[count * per];
-        for (int i = 0; i < count; i++)
-            for (int j = 0; j < per; j++)
+        if (moments.Rank != 4 || moments.Shape[1] % 2 != 0)
+            throw new Engine.CudaDreamException($"VAE moments are {moments}, expected [N, 2C, h, w]");
+        int n = moments.Shape[0], c = moments.Shape[1] / 2, h = moments.Shape[2], w = moments.Shape[3];
+        int per = c * h * w;
+        var m = moments.ToFloat32Array();
+        var draw = new float[n * copies * per];
+        noise.Fill(draw);
+        var z = new float[draw.Length];
+        for (int i = 0; i < n; i++)
+        {
+            var mean = m.AsSpan(i * 2 * per, per);
+            var logvar = m.AsSpan(i * 2 * per + per, per);
+            for (int k = 0; k < copies; k++)
             {
-                float logvar = Math.Clamp(m[per + j], -30f, 20f);
-                float std = MathF.Exp(0.5f * logvar);
-                latents[i * per + j] = scaling * (m[j] + std * noise[i * per + j]);
+                int row = (i * copies + k) * per;
+                for (int j = 0; j < per; j++)
+                {
+                    float std = MathF.Exp(0.5f * Math.Clamp(logvar[j], -30f, 20f));
+                    z[row + j] = scaling * (mean[j] + std * draw[row + j]);
+                }
             }
-        return latents;
+        }
+        return Tensor.FromArray(z, n * copies, c, h, w);
     }
 
     /// <summary>An 8-bit image as the VAE encoder's input [1, 3, H, W] in [−1, 1].</summary>

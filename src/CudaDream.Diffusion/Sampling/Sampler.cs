@@ -125,6 +125,9 @@ public sealed class Sampler : IDisposable
         }
     }
 
+    /// <summary>Scaled latents [N, C, h, w] of images [N, 3, H, W] in [−1, 1], drawn from the VAE posterior with <paramref name="noise"/> (e.g. for a trainer's latent cache).</summary>
+    public Tensor EncodeLatents(Tensor pixels, INoiseSource noise) => LatentCodec.SampleLatents(EncodeMoments(pixels), Model.LatentScale, noise);
+
     /// <summary>Releases every loaded network and merged weight (the next round loads them again).</summary>
     public void ReleaseSessions()
     {
@@ -279,8 +282,8 @@ public sealed class Sampler : IDisposable
             return (start, scheduler.Timesteps);
         }
         var tail = scheduler.GetImg2ImgTimesteps(r.Strength);
-        var clean = LatentCodec.EncodeLatents(engine, LatentCodec.Pixels(job.InitImage), seeds.Length, Model.LatentChannels, Model.LatentScale,
-            new BatchNoise(seeds, RandomPurpose.LatentSample));
+        var moments = engine.EncodeMoments(LatentCodec.Pixels(job.InitImage));
+        var clean = LatentCodec.SampleLatents(moments, Model.LatentScale, new BatchNoise(seeds, RandomPurpose.LatentSample), copies: seeds.Length).ToFloat32Array();
         var noise = new float[start.Length];
         new BatchNoise(seeds, RandomPurpose.SamplerNoise).Fill(noise);
         scheduler.AddNoise(clean, noise, tail.Timesteps[0], start);
