@@ -44,6 +44,8 @@ public sealed class Sampler : IDisposable
     public string EngineLine { get; }
     /// <summary>LoRA keys that matched no module, and similar notices; also passed to <see cref="SamplerOptions.Log"/>.</summary>
     public IReadOnlyList<string> Warnings { get; }
+    /// <summary>Whether networks are loaded now (between rounds they are not, unless <see cref="SamplerOptions.KeepSessionsLoaded"/>).</summary>
+    public bool HasLoadedSessions => _engine != null;
     /// <summary>Modules receiving LoRA weights.</summary>
     public int LoraModules => _loras.ModuleCount;
 

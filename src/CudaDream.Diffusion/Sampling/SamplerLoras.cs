@@ -39,13 +39,15 @@ public sealed class SamplerLoras
     /// <summary>Modules that receive at least one adapter.</summary>
     public int ModuleCount => _byComponent.Values.Sum(d => d.Count);
     /// <summary>A1111's "Lora hashes" value: "name: first 12 hex digits of the file's SHA-256", one per file.</summary>
-    public string? Hashes { get; }
+    public string? Hashes => _hashes.Count > 0 ? string.Join(", ", _hashes) : null;
     public static SamplerLoras None { get; } = new([], []);
+
+    private readonly List<string> _hashes;
 
     private SamplerLoras(List<string> warnings, List<string> hashes)
     {
         Warnings = warnings;
-        Hashes = hashes.Count > 0 ? string.Join(", ", hashes) : null;
+        _hashes = hashes;
     }
 
     public static SamplerLoras Resolve(ModelFolder folder, IReadOnlyList<LoraSource> sources)
