@@ -71,7 +71,8 @@ public class GraphLayers
             var t = _weights.TryGet(key);
             if (t == null) _missing.Add(key);
             else if (!Shapes.Equal(t.Shape, shape)) _misshaped.Add($"{key} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(shape)}");
-            else data = t.DType == F ? t : t.To(F);
+            else if (!t.DType.IsFloat()) _misshaped.Add($"{key} holds {t.DType}, expected floats");
+            else data = t; // converted to F tensor by tensor when written
         }
         return G.AddInitializer(key, F, shape, data);
     }
