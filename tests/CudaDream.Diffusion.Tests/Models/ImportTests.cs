@@ -228,3 +228,64 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _dir.Dispose();
 }
+
+public sealed class DiffusersFolderImportTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDir _dir = Fixtures.TempDir();
+
+    /// <summary>A diffusers folder of the sd-tiny model (pre-0.14 VAE attention names, transformers' position_ids buffer).</summary>
+    private string MakeDiffusersFolder()
+    {
+        var root = _dir.File("diffusers");
+        DiffusersWeights w;
+        using (var ck = SafetensorsFile.Open(Fixtures.SdTiny("checkpoint.safetensors")))
+        {
+            var config = Diffusion.Models.Builder.SdModelConfig.FromFolder(Fixtures.SdTiny("configs"));
+            var read = LdmCheckpoint.Read(ck, config, false, new List<string>());
+            Dictionary<string, Tensor> Copy(IReadOnlyDictionary<string, Tensor> d) => d.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+            w = new DiffusersWeights(Copy(read.UNet), Copy(read.Vae), Copy(read.TextEncoder));
+        }
+        Directory.CreateDirectory(Path.Combine(root, "unet"));
+        Directory.CreateDirectory(Path.Combine(root, "vae"));
+        Directory.CreateDirectory(Path.Combine(root, "text_encoder"));
+        SafetensorsWriter.Write(Path.Combine(root, "unet/diffusion_pytorch_model.safetensors"), w.UNet);
+        var oldVae = w.Vae.ToDictionary(kv => kv.Key.Replace(".to_q.", ".query.").Replace(".to_k.", ".key.").Replace(".to_v.", ".value.").Replace(".to_out.0.", ".proj_attn."), kv => kv.Value);
+        SafetensorsWriter.Write(Path.Combine(root, "vae/diffusion_pytorch_model.safetensors"), oldVae);
+        var text = w.TextEncoder.ToDictionary(kv => kv.Key, kv => kv.Value);
+        text["text_model.embeddings.position_ids"] = Tensor.FromArray(Enumerable.Range(0, 77).Select(i => (long)i).ToArray(), 1, 77);
+        SafetensorsWriter.Write(Path.Combine(root, "text_encoder/model.safetensors"), text);
+        File.Copy(Fixtures.SdTiny("configs/unet/config.json"), Path.Combine(root, "unet/config.json"));
+        File.Copy(Fixtures.SdTiny("configs/vae/config.json"), Path.Combine(root, "vae/config.json"));
+        File.Copy(Fixtures.SdTiny("configs/text_encoder_config.json"), Path.Combine(root, "text_encoder/config.json"));
+        Directory.CreateDirectory(Path.Combine(root, "tokenizer"));
+        foreach (var f in Directory.GetFiles(Fixtures.SdTiny("tokenizer"))) File.Copy(f, Path.Combine(root, "tokenizer", Path.GetFileName(f)));
+        Directory.CreateDirectory(Path.Combine(root, "scheduler"));
+        File.Copy(Fixtures.SdTiny("scheduler/scheduler_config.json"), Path.Combine(root, "scheduler/scheduler_config.json"));
+        return root;
+    }
+
+    [Fact]
+    public void DiffusersFolderImportsWithItsOwnConfigAndTokenizer()
+    {
+        var source = MakeDiffusersFolder();
+        var outDir = _dir.File("onnx");
+        var report = CheckpointImporter.Import(source, outDir, new ImportOptions());
+        Assert.Empty(report.Warnings);
+        var errors = ImportTests.CompareWithRefs(outDir, DType.F32);
+        foreach (var (k, v) in errors) output.WriteLine($"{k}: {v:E2}");
+        Assert.All(errors.Values, v => Assert.True(v <= 1e-4));
+    }
+
+    [Fact]
+    public void PickleOnlyDiffusersFolderIsRefused()
+    {
+        var source = MakeDiffusersFolder();
+        File.Delete(Path.Combine(source, "unet/diffusion_pytorch_model.safetensors"));
+        File.WriteAllBytes(Path.Combine(source, "unet/diffusion_pytorch_model.bin"), [0x80, 0x02]);
+        var e = Assert.Throws<CudaDreamException>(() => CheckpointImporter.Import(source, _dir.File("onnx"), new ImportOptions()));
+        Assert.Contains("pickle", e.Message);
+        Assert.False(Directory.Exists(_dir.File("onnx")));
+    }
+
+    public void Dispose() => _dir.Dispose();
+}

@@ -33,6 +33,11 @@ public sealed record ExportOptions
 {
     public ExportFormat Format { get; init; } = ExportFormat.Ldm;
     public IReadOnlyList<LoraSpec> Loras { get; init; } = [];
+    /// <summary>
+    /// .safetensors files of fine-tuned weights that replace the model's before LoRAs are merged; keys are
+    /// state-dict keys, optionally prefixed <c>unet.</c>, <c>text_encoder.</c> or <c>vae.</c>.
+    /// </summary>
+    public IReadOnlyList<string> WeightFiles { get; init; } = [];
     /// <summary>Element type of the output; null keeps the model's.</summary>
     public DType? FloatType { get; init; }
 }
@@ -55,6 +60,11 @@ public static class ModelExporter
         progress?.Invoke("reading weights");
         var weights = ReadFolderWeights(modelDir, config);
         int merged = 0;
+        foreach (var file in options.WeightFiles)
+        {
+            progress?.Invoke($"replacing weights from {file}");
+            weights = ReplaceWeights(weights, file);
+        }
         if (options.Loras.Count > 0)
         {
             progress?.Invoke("merging LoRA");
@@ -105,6 +115,39 @@ public static class ModelExporter
                 $"({missing.Count} missing{(missing.Count > 0 ? ": " + string.Join(", ", missing.Take(5)) : "")}" +
                 $"{(misshaped.Count > 0 ? "; mis-shaped: " + string.Join("; ", misshaped.Take(5)) : "")}); re-import the checkpoint first");
         return new DiffusersWeights(unet, vae, text);
+    }
+
+    /// <summary>
+    /// The weights with those of <paramref name="file"/> (fine-tuned layers) put in their place; every key
+    /// must name a weight of the model with its shape.
+    /// </summary>
+    public static DiffusersWeights ReplaceWeights(DiffusersWeights weights, string file)
+    {
+        var parts = new Dictionary<string, Dictionary<string, Tensor>>
+        {
+            [Components.UNet] = new(weights.UNet, StringComparer.Ordinal),
+            [Components.Vae] = new(weights.Vae, StringComparer.Ordinal),
+            [Components.TextEncoder] = new(weights.TextEncoder, StringComparer.Ordinal),
+        };
+        var problems = new List<string>();
+        foreach (var (name, tensor) in SafetensorsFile.ReadAll(file))
+        {
+            var (component, key) = name switch
+            {
+                _ when name.StartsWith("unet.", StringComparison.Ordinal) => (Components.UNet, name["unet.".Length..]),
+                _ when name.StartsWith("vae.", StringComparison.Ordinal) => (Components.Vae, name["vae.".Length..]),
+                _ when name.StartsWith("text_encoder.", StringComparison.Ordinal) => (Components.TextEncoder, name["text_encoder.".Length..]),
+                _ when name.StartsWith("text_model.", StringComparison.Ordinal) => (Components.TextEncoder, name),
+                _ => (Components.UNet, name),
+            };
+            if (!parts[component].TryGetValue(key, out var current)) { problems.Add($"'{name}' is no {component} weight"); continue; }
+            if (!Shapes.Equal(current.Shape, tensor.Shape)) { problems.Add($"'{name}' is {Shapes.Format(tensor.Shape)}, the model's is {Shapes.Format(current.Shape)}"); continue; }
+            if (!tensor.DType.IsFloat()) { problems.Add($"'{name}' holds {tensor.DType}"); continue; }
+            parts[component][key] = tensor.To(current.DType);
+        }
+        if (problems.Count > 0)
+            throw new InvalidFileException(file, $"{problems.Count} tensors do not fit the model: {string.Join("; ", problems.Take(10))}{(problems.Count > 10 ? "; …" : "")}");
+        return new DiffusersWeights(parts[Components.UNet], parts[Components.Vae], parts[Components.TextEncoder]);
     }
 
     /// <summary>The modules of a model a LoRA may adapt: every linear and conv weight of the UNet and text encoder (not embeddings).</summary>
