@@ -1,0 +1,279 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace CudaDream.Engine.Backends.Cpu.Kernels;
+
+/// <summary>
+/// fp32 GEMM with the same contract as <see cref="GemmReference"/> (row-major, BLAS-like), organised as
+/// in Goto &amp; van de Geijn, "Anatomy of High-Performance Matrix Multiplication" (ACM TOMS 2008) /
+/// BLIS: C is cut into NC-column and KC-deep slabs; the KC×NC slab of op(B) is packed once into
+/// NR-column panels, each MC×KC block of op(A) into MR-row panels (alpha folded in), and an MR×NR
+/// register-blocked micro-kernel (6×16 with AVX2 FMA: 12 accumulators) walks them. Blocks of C are
+/// independent, so (row block × column chunk) tasks run in parallel on
+/// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. Without AVX2/FMA a scalar
+/// micro-kernel runs on the same packed panels.
+/// </summary>
+public static unsafe class GemmFast
+{
+    internal const int MR = 6, NR = 16, KC = 256, MC = 144, NC = 4080;
+
+    /// <summary>Work below this many multiply-adds is not worth waking a second thread for.</summary>
+    private const long ParallelThreshold = 1 << 18;
+
+    public static void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, ReadOnlySpan<float> a, int lda,
+        ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)
+    {
+        GemmReference.CheckGemm(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        fixed (float* pa = a, pb = b, pc = c)
+            Run(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, CpuKernelOptions.MaxDegreeOfParallelism);
+    }
+
+    /// <summary>See <see cref="GemmReference.GemmStridedBatched{T}"/>: stride 0 broadcasts A or B.</summary>
+    public static void GemmStridedBatched(bool transA, bool transB, int m, int n, int k, float alpha, ReadOnlySpan<float> a, int lda,
+        ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc, int batch, long strideA, long strideB, long strideC)
+    {
+        GemmReference.CheckBatched(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc, batch, strideA, strideB, strideC);
+        int degree = CpuKernelOptions.MaxDegreeOfParallelism;
+        fixed (float* pa = a, pb = b, pc = c)
+        {
+            nint aBase = (nint)pa, bBase = (nint)pb, cBase = (nint)pc;
+            if (batch >= degree && degree > 1 && (long)m * n * k * batch >= ParallelThreshold)
+            {
+                // Enough matrices to keep every thread busy: one whole GEMM per task.
+                Parallel.For(0, batch, CpuKernelOptions.ParallelOptions(degree), i =>
+                    Run(transA, transB, m, n, k, alpha, (float*)aBase + i * strideA, lda, (float*)bBase + i * strideB, ldb,
+                        beta, (float*)cBase + i * strideC, ldc, 1));
+            }
+            else
+            {
+                for (int i = 0; i < batch; i++)
+                    Run(transA, transB, m, n, k, alpha, pa + i * strideA, lda, pb + i * strideB, ldb, beta, pc + i * strideC, ldc, degree);
+            }
+        }
+    }
+
+    /// <summary>The GEMM on raw pointers; callers have checked the extents. Used by the convolution too.</summary>
+    internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb,
+        float beta, float* c, int ldc, int degree)
+    {
+        if (m == 0 || n == 0) return;
+        ScaleC(m, n, beta, c, ldc);
+        if (alpha == 0f || k == 0) return;
+        if ((long)m * n * k < ParallelThreshold) degree = 1;
+
+        float[] bPackArray = ArrayPool<float>.Shared.Rent(KC * RoundUp(Math.Min(n, NC), NR));
+        try
+        {
+            fixed (float* bPack = bPackArray)
+            {
+                for (int jc = 0; jc < n; jc += NC)
+                {
+                    int nc = Math.Min(NC, n - jc);
+                    for (int pc = 0; pc < k; pc += KC)
+                    {
+                        int kc = Math.Min(KC, k - pc);
+                        PackB(transB, b, ldb, pc, jc, kc, nc, bPack, degree);
+                        MultiplyPanels(transA, m, nc, kc, alpha, a, lda, pc, bPack, c + jc, ldc, degree);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(bPackArray);
+        }
+    }
+
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
+
+    private static void ScaleC(int m, int n, float beta, float* c, int ldc)
+    {
+        if (beta == 1f) return;
+        for (int i = 0; i < m; i++)
+        {
+            var row = new Span<float>(c + (long)i * ldc, n);
+            if (beta == 0f) row.Clear(); // overwrite: NaN in C must not survive 0·NaN
+            else System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
+        }
+    }
+
+    /// <summary>
+    /// One KC-deep slab: C[:, 0..nc) += op(A)[:, pc..pc+kc) · packed B. Tasks are (MC row block, column chunk)
+    /// pairs; each packs its own A block into a pooled buffer.
+    /// </summary>
+    private static void MultiplyPanels(bool transA, int m, int nc, int kc, float alpha, float* a, int lda, int pc, float* bPack,
+        float* c, int ldc, int degree)
+    {
+        int rowBlocks = (m + MC - 1) / MC;
+        int panels = (nc + NR - 1) / NR;
+        // Split columns only as far as needed for every thread to get ~2 tasks; a chunk keeps ≥ 4 panels
+        // so re-packing A per chunk stays a small fraction of the work.
+        int chunks = Math.Clamp((2 * degree + rowBlocks - 1) / rowBlocks, 1, Math.Max(1, panels / 4));
+        int panelsPerChunk = (panels + chunks - 1) / chunks;
+        chunks = (panels + panelsPerChunk - 1) / panelsPerChunk;
+        int tasks = rowBlocks * chunks;
+        nint aBase = (nint)a, bBase = (nint)bPack, cBase = (nint)c;
+
+        void RunTask(int t)
+        {
+            int block = t / chunks, chunk = t % chunks;
+            int ic = block * MC, mc = Math.Min(MC, m - ic);
+            int firstPanel = chunk * panelsPerChunk, lastPanel = Math.Min(panels, firstPanel + panelsPerChunk);
+            float[] aPackArray = ArrayPool<float>.Shared.Rent(RoundUp(MC, MR) * KC);
+            try
+            {
+                fixed (float* aPack = aPackArray)
+                {
+                    PackA(transA, (float*)aBase, lda, ic, pc, mc, kc, alpha, aPack);
+                    for (int panel = firstPanel; panel < lastPanel; panel++)
+                    {
+                        int jr = panel * NR, nr = Math.Min(NR, nc - jr);
+                        float* bPanel = (float*)bBase + (long)panel * kc * NR;
+                        for (int ir = 0; ir < mc; ir += MR)
+                        {
+                            int mr = Math.Min(MR, mc - ir);
+                            float* cTile = (float*)cBase + (long)(ic + ir) * ldc + jr;
+                            MicroTile(kc, aPack + (long)ir * kc, bPanel, cTile, ldc, mr, nr);
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(aPackArray);
+            }
+        }
+
+        if (degree <= 1 || tasks == 1)
+            for (int t = 0; t < tasks; t++) RunTask(t);
+        else
+            Parallel.For(0, tasks, CpuKernelOptions.ParallelOptions(degree), RunTask);
+    }
+
+    /// <summary>Packs alpha·op(A)[ic..ic+mc, pc..pc+kc) into MR-row panels: panel p holds kc columns of MR values, zero-padded.</summary>
+    private static void PackA(bool transA, float* a, int lda, int ic, int pc, int mc, int kc, float alpha, float* dst)
+    {
+        for (int ir = 0; ir < mc; ir += MR)
+        {
+            int mr = Math.Min(MR, mc - ir);
+            float* panel = dst + (long)ir * kc;
+            for (int p = 0; p < kc; p++)
+            {
+                float* col = panel + p * MR;
+                for (int r = 0; r < mr; r++)
+                {
+                    long row = ic + ir + r, depth = pc + p;
+                    col[r] = alpha * (transA ? a[depth * lda + row] : a[row * lda + depth]);
+                }
+                for (int r = mr; r < MR; r++) col[r] = 0f;
+            }
+        }
+    }
+
+    /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc) into NR-column panels: panel q holds kc rows of NR values, zero-padded.</summary>
+    private static void PackB(bool transB, float* b, int ldb, int pc, int jc, int kc, int nc, float* dst, int degree)
+    {
+        int panels = (nc + NR - 1) / NR;
+        nint bBase = (nint)b, dBase = (nint)dst;
+        void PackPanel(int q)
+        {
+            float* src = (float*)bBase;
+            float* panel = (float*)dBase + (long)q * kc * NR;
+            int jr = q * NR, nr = Math.Min(NR, nc - jr);
+            for (int p = 0; p < kc; p++)
+            {
+                float* row = panel + p * NR;
+                long depth = pc + p;
+                if (!transB && nr == NR)
+                {
+                    Unsafe.CopyBlockUnaligned(row, src + depth * ldb + jc + jr, NR * sizeof(float));
+                    continue;
+                }
+                for (int j = 0; j < nr; j++)
+                {
+                    long col = jc + jr + j;
+                    row[j] = transB ? src[col * ldb + depth] : src[depth * ldb + col];
+                }
+                for (int j = nr; j < NR; j++) row[j] = 0f;
+            }
+        }
+        if (degree <= 1 || panels < 4 * degree)
+            for (int q = 0; q < panels; q++) PackPanel(q);
+        else
+            Parallel.For(0, panels, CpuKernelOptions.ParallelOptions(degree), PackPanel);
+    }
+
+    /// <summary>C tile (mr×nr, at most MR×NR) += A panel · B panel. Partial tiles go through a scratch tile.</summary>
+    private static void MicroTile(int kc, float* aPanel, float* bPanel, float* c, int ldc, int mr, int nr)
+    {
+        if (mr == MR && nr == NR)
+        {
+            MicroKernel(kc, aPanel, bPanel, c, ldc);
+            return;
+        }
+        float* scratch = stackalloc float[MR * NR];
+        new Span<float>(scratch, MR * NR).Clear();
+        MicroKernel(kc, aPanel, bPanel, scratch, NR);
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nr; j++) c[(long)i * ldc + j] += scratch[i * NR + j];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernel(int kc, float* a, float* b, float* c, int ldc)
+    {
+        if (Fma.IsSupported && Avx.IsSupported) MicroKernelFma(kc, a, b, c, ldc);
+        else MicroKernelScalar(kc, a, b, c, ldc);
+    }
+
+    /// <summary>6×16 tile in 12 ymm accumulators; per depth step 2 loads of B, 6 broadcasts of A, 12 FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernelFma(int kc, float* a, float* b, float* c, int ldc)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Avx.LoadVector256(b), b1 = Avx.LoadVector256(b + 8);
+            Vector256<float> ai = Avx.BroadcastScalarToVector256(a);
+            c00 = Fma.MultiplyAdd(ai, b0, c00); c01 = Fma.MultiplyAdd(ai, b1, c01);
+            ai = Avx.BroadcastScalarToVector256(a + 1);
+            c10 = Fma.MultiplyAdd(ai, b0, c10); c11 = Fma.MultiplyAdd(ai, b1, c11);
+            ai = Avx.BroadcastScalarToVector256(a + 2);
+            c20 = Fma.MultiplyAdd(ai, b0, c20); c21 = Fma.MultiplyAdd(ai, b1, c21);
+            ai = Avx.BroadcastScalarToVector256(a + 3);
+            c30 = Fma.MultiplyAdd(ai, b0, c30); c31 = Fma.MultiplyAdd(ai, b1, c31);
+            ai = Avx.BroadcastScalarToVector256(a + 4);
+            c40 = Fma.MultiplyAdd(ai, b0, c40); c41 = Fma.MultiplyAdd(ai, b1, c41);
+            ai = Avx.BroadcastScalarToVector256(a + 5);
+            c50 = Fma.MultiplyAdd(ai, b0, c50); c51 = Fma.MultiplyAdd(ai, b1, c51);
+            a += MR;
+            b += NR;
+        }
+        AddRow(c, c00, c01);
+        AddRow(c + ldc, c10, c11);
+        AddRow(c + 2L * ldc, c20, c21);
+        AddRow(c + 3L * ldc, c30, c31);
+        AddRow(c + 4L * ldc, c40, c41);
+        AddRow(c + 5L * ldc, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow(float* row, Vector256<float> left, Vector256<float> right)
+    {
+        Avx.Store(row, Avx.Add(Avx.LoadVector256(row), left));
+        Avx.Store(row + 8, Avx.Add(Avx.LoadVector256(row + 8), right));
+    }
+
+    private static void MicroKernelScalar(int kc, float* a, float* b, float* c, int ldc)
+    {
+        float* acc = stackalloc float[MR * NR];
+        new Span<float>(acc, MR * NR).Clear();
+        for (int p = 0; p < kc; p++, a += MR, b += NR)
+            for (int i = 0; i < MR; i++)
+                for (int j = 0; j < NR; j++) acc[i * NR + j] += a[i] * b[j];
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) c[(long)i * ldc + j] += acc[i * NR + j];
+    }
+}

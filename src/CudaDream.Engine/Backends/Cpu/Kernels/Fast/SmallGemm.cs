@@ -1,0 +1,117 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace CudaDream.Engine.Backends.Cpu.Kernels;
+
+/// <summary>
+/// C (+)= A·B for the small, cache-resident tiles inside the attention kernels (a 64×64 logit tile, a
+/// 64×d output tile), without packing. A is addressed through two strides — A(i,p) = a[i·rowStride +
+/// p·colStride] — so Aᵀ costs nothing (rowStride 1, colStride lda); B and C are row-major with ldb/ldc.
+/// Register tiles of 4 rows × 16 columns (8 ymm accumulators: 2 loads of B and 4 broadcasts of A per
+/// 8 FMAs), then 8-column and scalar tails.
+/// </summary>
+internal static unsafe class SmallGemm
+{
+    public static void Multiply(int m, int n, int k, float* a, long aRowStride, long aColStride, float* b, int ldb, float* c, int ldc, bool accumulate)
+    {
+        if (!Fma.IsSupported || !Avx.IsSupported)
+        {
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    float sum = accumulate ? c[(long)i * ldc + j] : 0f;
+                    for (int p = 0; p < k; p++) sum += a[i * aRowStride + p * aColStride] * b[(long)p * ldb + j];
+                    c[(long)i * ldc + j] = sum;
+                }
+            return;
+        }
+        int row = 0;
+        for (; row + 4 <= m; row += 4)
+            FourRows(n, k, a + row * aRowStride, aRowStride, aColStride, b, ldb, c + (long)row * ldc, ldc, accumulate);
+        for (; row < m; row++)
+            OneRow(n, k, a + row * aRowStride, aColStride, b, ldb, c + (long)row * ldc, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Start(float* c, bool accumulate) => accumulate ? Avx.LoadVector256(c) : Vector256<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FourRows(int n, int k, float* a, long rs, long cs, float* b, int ldb, float* c, int ldc, bool accumulate)
+    {
+        float* c0 = c, c1 = c + ldc, c2 = c + 2L * ldc, c3 = c + 3L * ldc;
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            Vector256<float> x00 = Start(c0 + j, accumulate), x01 = Start(c0 + j + 8, accumulate);
+            Vector256<float> x10 = Start(c1 + j, accumulate), x11 = Start(c1 + j + 8, accumulate);
+            Vector256<float> x20 = Start(c2 + j, accumulate), x21 = Start(c2 + j + 8, accumulate);
+            Vector256<float> x30 = Start(c3 + j, accumulate), x31 = Start(c3 + j + 8, accumulate);
+            float* bp = b + j;
+            float* ap = a;
+            for (int p = 0; p < k; p++, bp += ldb, ap += cs)
+            {
+                Vector256<float> b0 = Avx.LoadVector256(bp), b1 = Avx.LoadVector256(bp + 8);
+                Vector256<float> s = Avx.BroadcastScalarToVector256(ap);
+                x00 = Fma.MultiplyAdd(s, b0, x00); x01 = Fma.MultiplyAdd(s, b1, x01);
+                s = Avx.BroadcastScalarToVector256(ap + rs);
+                x10 = Fma.MultiplyAdd(s, b0, x10); x11 = Fma.MultiplyAdd(s, b1, x11);
+                s = Avx.BroadcastScalarToVector256(ap + 2 * rs);
+                x20 = Fma.MultiplyAdd(s, b0, x20); x21 = Fma.MultiplyAdd(s, b1, x21);
+                s = Avx.BroadcastScalarToVector256(ap + 3 * rs);
+                x30 = Fma.MultiplyAdd(s, b0, x30); x31 = Fma.MultiplyAdd(s, b1, x31);
+            }
+            Avx.Store(c0 + j, x00); Avx.Store(c0 + j + 8, x01);
+            Avx.Store(c1 + j, x10); Avx.Store(c1 + j + 8, x11);
+            Avx.Store(c2 + j, x20); Avx.Store(c2 + j + 8, x21);
+            Avx.Store(c3 + j, x30); Avx.Store(c3 + j + 8, x31);
+        }
+        for (; j + 8 <= n; j += 8)
+        {
+            Vector256<float> x0 = Start(c0 + j, accumulate), x1 = Start(c1 + j, accumulate);
+            Vector256<float> x2 = Start(c2 + j, accumulate), x3 = Start(c3 + j, accumulate);
+            float* bp = b + j;
+            float* ap = a;
+            for (int p = 0; p < k; p++, bp += ldb, ap += cs)
+            {
+                Vector256<float> b0 = Avx.LoadVector256(bp);
+                x0 = Fma.MultiplyAdd(Avx.BroadcastScalarToVector256(ap), b0, x0);
+                x1 = Fma.MultiplyAdd(Avx.BroadcastScalarToVector256(ap + rs), b0, x1);
+                x2 = Fma.MultiplyAdd(Avx.BroadcastScalarToVector256(ap + 2 * rs), b0, x2);
+                x3 = Fma.MultiplyAdd(Avx.BroadcastScalarToVector256(ap + 3 * rs), b0, x3);
+            }
+            Avx.Store(c0 + j, x0); Avx.Store(c1 + j, x1); Avx.Store(c2 + j, x2); Avx.Store(c3 + j, x3);
+        }
+        for (; j < n; j++)
+        {
+            float s0 = accumulate ? c0[j] : 0f, s1 = accumulate ? c1[j] : 0f, s2 = accumulate ? c2[j] : 0f, s3 = accumulate ? c3[j] : 0f;
+            float* bp = b + j;
+            float* ap = a;
+            for (int p = 0; p < k; p++, bp += ldb, ap += cs)
+            {
+                float bv = *bp;
+                s0 += ap[0] * bv; s1 += ap[rs] * bv; s2 += ap[2 * rs] * bv; s3 += ap[3 * rs] * bv;
+            }
+            c0[j] = s0; c1[j] = s1; c2[j] = s2; c3[j] = s3;
+        }
+    }
+
+    private static void OneRow(int n, int k, float* a, long cs, float* b, int ldb, float* c, bool accumulate)
+    {
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+        {
+            Vector256<float> x = Start(c + j, accumulate);
+            float* bp = b + j;
+            float* ap = a;
+            for (int p = 0; p < k; p++, bp += ldb, ap += cs) x = Fma.MultiplyAdd(Avx.BroadcastScalarToVector256(ap), Avx.LoadVector256(bp), x);
+            Avx.Store(c + j, x);
+        }
+        for (; j < n; j++)
+        {
+            float s = accumulate ? c[j] : 0f;
+            for (int p = 0; p < k; p++) s += a[p * cs] * b[(long)p * ldb + j];
+            c[j] = s;
+        }
+    }
+}

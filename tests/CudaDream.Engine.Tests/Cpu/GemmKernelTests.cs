@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using Xunit;
+using Xunit.Abstractions;
+using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;
+
+namespace CudaDream.Engine.Tests.Cpu;
+
+public class GemmKernelTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Reference_matches_hand_computed_product_for_every_transpose_combination()
+    {
+        // A = [[1,2,3],[4,5,6]] (2×3), B = [[7,8],[9,10],[11,12]] (3×2): A·B = [[58,64],[139,154]] by hand.
+        double[] a = [1, 2, 3, 4, 5, 6], aT = [1, 4, 2, 5, 3, 6];
+        double[] b = [7, 8, 9, 10, 11, 12], bT = [7, 9, 11, 8, 10, 12];
+        double[] expected = [58, 64, 139, 154];
+        foreach (bool ta in new[] { false, true })
+        foreach (bool tb in new[] { false, true })
+        {
+            var c = new double[4];
+            GemmReference.Gemm(ta, tb, 2, 2, 3, 1.0, ta ? aT : a, ta ? 2 : 3, tb ? bT : b, tb ? 3 : 2, 0.0, c, 2);
+            Assert.Equal(expected, c);
+        }
+        // alpha, beta: C = 2·A·B + 0.5·C0
+        var c2 = new double[] { 2, 4, 6, 8 };
+        GemmReference.Gemm(false, false, 2, 2, 3, 2.0, a, 3, b, 2, 0.5, c2, 2);
+        Assert.Equal(new double[] { 117, 130, 281, 312 }, c2);
+    }
+
+    [Fact]
+    public void Beta_zero_overwrites_NaN_in_C()
+    {
+        var a = RandomFloats(1, 5 * 7);
+        var b = RandomFloats(2, 7 * 9);
+        var cRef = Enumerable.Repeat(float.NaN, 5 * 9).ToArray();
+        var cFast = (float[])cRef.Clone();
+        GemmReference.Gemm(false, false, 5, 9, 7, 1f, a, 7, b, 9, 0f, cRef, 9);
+        GemmFast.Gemm(false, false, 5, 9, 7, 1f, a, 7, b, 9, 0f, cFast, 9);
+        Assert.DoesNotContain(cRef, float.IsNaN);
+        Assert.DoesNotContain(cFast, float.IsNaN);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(7, 13, 5)]
+    [InlineData(37, 45, 300)]
+    [InlineData(150, 70, 517)]
+    [InlineData(200, 263, 31)]
+    [InlineData(6, 16, 256)]
+    public void Fast_matches_reference_with_leading_dimensions_alpha_beta(int m, int n, int k)
+    {
+        foreach (bool ta in new[] { false, true })
+        foreach (bool tb in new[] { false, true })
+        {
+            int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+            var a = RandomFloats(10 + m, (ta ? k : m) * lda);
+            var b = RandomFloats(20 + n, (tb ? n : k) * ldb);
+            var c0 = RandomFloats(30 + k, m * ldc);
+            var expected = (float[])c0.Clone();
+            var actual = (float[])c0.Clone();
+            GemmReference.Gemm(ta, tb, m, n, k, 0.75f, a, lda, b, ldb, -0.5f, expected, ldc);
+            GemmFast.Gemm(ta, tb, m, n, k, 0.75f, a, lda, b, ldb, -0.5f, actual, ldc);
+            AssertClose(expected, actual, 1e-5, $"gemm {m}x{n}x{k} ta={ta} tb={tb}");
+        }
+    }
+
+    [Fact]
+    public void Fast_strided_batched_matches_reference_including_broadcast()
+    {
+        int m = 19, n = 23, k = 17, batch = 5;
+        foreach (long strideA in new long[] { 0, m * k + 4 })
+        {
+            long strideB = k * n, strideC = m * n + 1;
+            var a = RandomFloats(1, (int)(strideA * (batch - 1) + m * k));
+            var b = RandomFloats(2, (int)(strideB * batch));
+            var c0 = RandomFloats(3, (int)(strideC * batch));
+            var expected = (float[])c0.Clone();
+            var actual = (float[])c0.Clone();
+            GemmReference.GemmStridedBatched(false, true, m, n, k, 1.5f, a, k, b, k, 1f, expected, n, batch, strideA, strideB / 1, strideC);
+            GemmFast.GemmStridedBatched(false, true, m, n, k, 1.5f, a, k, b, k, 1f, actual, n, batch, strideA, strideB / 1, strideC);
+            AssertClose(expected, actual, 1e-5, $"batched strideA={strideA}");
+        }
+    }
+
+    [Fact]
+    public void Rejects_spans_shorter_than_the_shapes_need()
+    {
+        var a = new float[10];
+        var b = new float[12];
+        var c = new float[6];
+        Assert.Throws<ArgumentException>(() => GemmFast.Gemm(false, false, 2, 3, 6, 1f, a, 6, b, 3, 0f, c, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => GemmFast.Gemm(false, false, 2, 3, 4, 1f, a, 3, b, 3, 0f, c, 3));
+    }
+
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void Benchmark_fast_gemm_512()
+    {
+        int s = 512;
+        var a = RandomFloats(1, s * s);
+        var b = RandomFloats(2, s * s);
+        var c = new float[s * s];
+        GemmFast.Gemm(false, false, s, s, s, 1f, a, s, b, s, 0f, c, s);
+        foreach (bool ta in new[] { false, true })
+        {
+            var sw = Stopwatch.StartNew();
+            int reps = 0;
+            while (sw.Elapsed.TotalSeconds < 1.5 || reps < 3)
+            {
+                GemmFast.Gemm(ta, false, s, s, s, 1f, a, s, b, s, 0f, c, s);
+                reps++;
+            }
+            double gflops = 2.0 * s * s * s * reps / sw.Elapsed.TotalSeconds / 1e9;
+            output.WriteLine($"fast GEMM {s}x{s}x{s} transA={ta}: {gflops:F1} GFLOP/s on {CpuKernelOptions.MaxDegreeOfParallelism} threads ({Environment.ProcessorCount} cores)");
+        }
+    }
+}
