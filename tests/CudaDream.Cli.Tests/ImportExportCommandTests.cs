@@ -46,6 +46,15 @@ public sealed class ImportExportCommandTests : IDisposable
         Assert.Equal(730, f.Names.Count());
         Assert.All(f.Entries, e => Assert.Equal(Engine.Tensors.DType.F16, e.DType));
 
+        // two instances of one LoRA at 0.5 and 0.3 merge like one at 0.8
+        var twice = _dir.File("twice.safetensors");
+        var lora = Fixtures.SdTiny("refs/lora_kohya.safetensors");
+        (code, _, stderr) = Cli("export", "--model", model, "--lora", lora + ":0.5", "--lora", lora + ":0.3", "--out", twice, "--dtype", "fp16");
+        Assert.True(code == 0, stderr);
+        using (var t = SafetensorsFile.Open(twice))
+            foreach (var n in f.Names)
+                TensorAssert.Close(f.Get(n).To(Engine.Tensors.DType.F32), t.Get(n).To(Engine.Tensors.DType.F32), 1e-3, n);
+
         var onnx = _dir.File("onnx");
         (code, _, stderr) = Cli("export", "--model", model, "--format", "onnx", "--out", onnx);
         Assert.True(code == 0, stderr);
