@@ -45,8 +45,8 @@ public sealed class ExportTests(ITestOutputHelper output) : IDisposable
         CheckpointImporter.Import(ldm, again, ImportTests.TinyOptions());
         foreach (var g in new[] { "unet", "text_encoder", "vae_encoder", "vae_decoder" })
         {
-            var a = OnnxWeightReader.Read(Path.Combine(model, g, "model.onnx"));
-            var b = OnnxWeightReader.Read(Path.Combine(again, g, "model.onnx"));
+            var a = OnnxWeights.Read(Path.Combine(model, g, "model.onnx"));
+            var b = OnnxWeights.Read(Path.Combine(again, g, "model.onnx"));
             Assert.Equal(a.Keys.Order(), b.Keys.Order());
             foreach (var k in a.Keys) Assert.True(a[k].Data.Span.SequenceEqual(b[k].Data.Span), $"{g}: {k}");
         }

@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using CudaDream.Diffusion.Models.Export;
 using CudaDream.Diffusion.Models.Import;
 using CudaDream.Engine;
 using CudaDream.Engine.Formats;
@@ -84,7 +83,7 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         var half = _dir.File("half");
         CheckpointImporter.Import(f16, half, TinyOptions(DType.F16));
         AssertErrors(CompareWithRefs(half, DType.F16), 5e-3, "fp16 graph");
-        var unetWeights = OnnxWeightReader.Read(Path.Combine(half, "unet/model.onnx"));
+        var unetWeights = OnnxWeights.Read(Path.Combine(half, "unet/model.onnx"));
         Assert.All(unetWeights.Values, t => Assert.Equal(DType.F16, t.DType));
 
         var full = _dir.File("full");
@@ -98,10 +97,10 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         var outDir = _dir.File("model");
         CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), outDir, TinyOptions());
         using var ck = SafetensorsFile.Open(Fixtures.SdTiny("checkpoint.safetensors"));
-        var unet = OnnxWeightReader.Read(Path.Combine(outDir, "unet/model.onnx"));
+        var unet = OnnxWeights.Read(Path.Combine(outDir, "unet/model.onnx"));
         Assert.Equal(ck.Get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight").ToFloat32Array(),
             unet["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"].ToFloat32Array());
-        var dec = OnnxWeightReader.Read(Path.Combine(outDir, "vae_decoder/model.onnx"));
+        var dec = OnnxWeights.Read(Path.Combine(outDir, "vae_decoder/model.onnx"));
         var q = dec["decoder.mid_block.attentions.0.to_q.weight"];
         Assert.Equal(new[] { 32, 32 }, q.Shape);
         Assert.Equal(ck.Get("first_stage_model.decoder.mid.attn_1.q.weight").ToFloat32Array(), q.ToFloat32Array());
@@ -222,7 +221,7 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
 
         var ema = _dir.File("ema");
         CheckpointImporter.Import(variant, ema, TinyOptions() with { UseEma = true });
-        var unet = OnnxWeightReader.Read(Path.Combine(ema, "unet/model.onnx"));
+        var unet = OnnxWeights.Read(Path.Combine(ema, "unet/model.onnx"));
         Assert.All(unet["conv_in.weight"].ToFloat32Array(), v => Assert.Equal(0f, v));
     }
 

@@ -58,7 +58,20 @@ public static class ModelExporter
         var config = SdModelConfig.FromFolder(modelDir);
         var warnings = new List<string>();
         progress?.Invoke("reading weights");
-        var weights = ReadFolderWeights(modelDir, config);
+        var (weights, models) = ReadFolderWeights(modelDir, config);
+        try
+        {
+            return Export(modelDir, outPath, options, config, weights, warnings, progress);
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    private static ExportReport Export(string modelDir, string outPath, ExportOptions options, SdModelConfig config, DiffusersWeights weights,
+        List<string> warnings, Action<string>? progress)
+    {
         int merged = 0;
         foreach (var file in options.WeightFiles)
         {
@@ -89,32 +102,48 @@ public static class ModelExporter
         return new ExportReport(merged, warnings);
     }
 
-    /// <summary>The weights of an import-written folder, checked against the architecture's table.</summary>
-    public static DiffusersWeights ReadFolderWeights(string modelDir, SdModelConfig config)
+    /// <summary>
+    /// The weights of an import-written folder, checked against the architecture's table. The tensors view
+    /// the opened models' memory maps; dispose the returned models when done with them.
+    /// </summary>
+    public static (DiffusersWeights Weights, List<OnnxModel> Models) ReadFolderWeights(string modelDir, SdModelConfig config)
     {
-        Dictionary<string, Tensor> Read(params string[] graphs)
+        var models = new List<OnnxModel>();
+        try
         {
-            var all = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            foreach (var g in graphs)
-                foreach (var (k, v) in OnnxWeightReader.Read(Path.Combine(modelDir, g, "model.onnx"))) all[k] = v;
-            return all;
+            Dictionary<string, Tensor> Read(params string[] graphs)
+            {
+                var all = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                foreach (var g in graphs)
+                {
+                    var m = OnnxModel.Load(Path.Combine(modelDir, g, "model.onnx"));
+                    models.Add(m);
+                    foreach (var (k, v) in m.Initializers) all[k] = v;
+                }
+                return all;
+            }
+            var unet = Read("unet");
+            var vae = Read("vae_encoder", "vae_decoder");
+            var text = Read("text_encoder");
+            var missing = new List<string>();
+            var misshaped = new List<string>();
+            foreach (var row in CheckpointNames.Table(config))
+            {
+                var source = row.Component switch { Components.UNet => unet, Components.Vae => vae, _ => text };
+                if (!source.TryGetValue(row.Diffusers, out var t)) missing.Add($"{row.Component}:{row.Diffusers}");
+                else if (!Shapes.Equal(t.Shape, row.Shape)) misshaped.Add($"{row.Diffusers} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(row.Shape)}");
+            }
+            if (missing.Count > 0 || misshaped.Count > 0)
+                throw new CudaDreamException($"{modelDir}: the graphs' weights are not named by state-dict key as `cudadream import` writes them " +
+                    $"({missing.Count} missing{(missing.Count > 0 ? ": " + string.Join(", ", missing.Take(5)) : "")}" +
+                    $"{(misshaped.Count > 0 ? "; mis-shaped: " + string.Join("; ", misshaped.Take(5)) : "")}); re-import the checkpoint first");
+            return (new DiffusersWeights(unet, vae, text), models);
         }
-        var unet = Read("unet");
-        var vae = Read("vae_encoder", "vae_decoder");
-        var text = Read("text_encoder");
-        var missing = new List<string>();
-        var misshaped = new List<string>();
-        foreach (var row in CheckpointNames.Table(config))
+        catch
         {
-            var source = row.Component switch { Components.UNet => unet, Components.Vae => vae, _ => text };
-            if (!source.TryGetValue(row.Diffusers, out var t)) missing.Add($"{row.Component}:{row.Diffusers}");
-            else if (!Shapes.Equal(t.Shape, row.Shape)) misshaped.Add($"{row.Diffusers} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(row.Shape)}");
+            foreach (var m in models) m.Dispose();
+            throw;
         }
-        if (missing.Count > 0 || misshaped.Count > 0)
-            throw new CudaDreamException($"{modelDir}: the graphs' weights are not named by state-dict key as `cudadream import` writes them " +
-                $"({missing.Count} missing{(missing.Count > 0 ? ": " + string.Join(", ", missing.Take(5)) : "")}" +
-                $"{(misshaped.Count > 0 ? "; mis-shaped: " + string.Join("; ", misshaped.Take(5)) : "")}); re-import the checkpoint first");
-        return new DiffusersWeights(unet, vae, text);
     }
 
     /// <summary>
