@@ -119,6 +119,18 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void ANonEmptyOutputFolderIsNeverOverwritten()
+    {
+        var outDir = _dir.File("taken");
+        Directory.CreateDirectory(outDir);
+        File.WriteAllText(Path.Combine(outDir, "keep.txt"), "mine");
+        var e = Assert.Throws<CudaDreamException>(() => CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), outDir, TinyOptions()));
+        Assert.Contains("not empty", e.Message);
+        Assert.Equal(new[] { "keep.txt" }, Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName));
+        Assert.Single(Directory.GetFileSystemEntries(_dir.FullName));
+    }
+
+    [Fact]
     public void PickleCheckpointsAreRefusedUnread()
     {
         var ckpt = _dir.File("model.ckpt");
