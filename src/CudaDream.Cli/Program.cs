@@ -43,6 +43,7 @@ public static class Program
             s.CaseSensitive = true;
             s.CaseInsensitiveEnumValues = true;
             s.AutoVersion = true;
+            s.AllowMultiInstance = true;
         });
         var parsed = parser.ParseArguments(args, verbs);
         if (parsed is NotParsed<object> np)

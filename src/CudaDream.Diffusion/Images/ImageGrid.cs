@@ -1,0 +1,60 @@
+using SkiaSharp;
+
+namespace CudaDream.Diffusion.Images;
+
+/// <summary>Layout of <see cref="ImageGrid.Compose"/>.</summary>
+public sealed record ImageGridOptions
+{
+    public int Spacing { get; init; } = 4;
+    public float LabelTextSize { get; init; } = 16;
+    public SKColor Background { get; init; } = SKColors.White;
+    public SKColor LabelColor { get; init; } = new(30, 30, 30);
+}
+
+/// <summary>
+/// Images in rows × columns, cells as large as the largest image (smaller ones centred), with an optional
+/// label above each row (e.g. the prompt, cut with "…" to the grid's width). Labels are skipped when the
+/// machine has no usable font.
+/// </summary>
+public static class ImageGrid
+{
+    public static RgbImage Compose(IReadOnlyList<RgbImage> images, int columns, IReadOnlyList<string>? rowLabels = null, ImageGridOptions? options = null)
+    {
+        if (images.Count == 0) throw new ArgumentException("a grid needs at least one image", nameof(images));
+        if (columns <= 0) throw new ArgumentOutOfRangeException(nameof(columns));
+        options ??= new ImageGridOptions();
+        columns = Math.Min(columns, images.Count);
+        int rows = (images.Count + columns - 1) / columns;
+        int cellW = images.Max(i => i.Width), cellH = images.Max(i => i.Height);
+        int gap = options.Spacing;
+
+        using var font = rowLabels is { Count: > 0 } ? LabelFont.Create(options.LabelTextSize) : null;
+        int labelH = font == null ? 0 : (int)Math.Ceiling(font.Spacing) + gap;
+        int width = checked(columns * cellW + (columns + 1) * gap);
+        int height = checked(rows * (cellH + labelH) + (rows + 1) * gap);
+
+        using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using var canvas = new SKCanvas(bitmap);
+        canvas.Clear(options.Background);
+        using var textPaint = new SKPaint { Color = options.LabelColor, IsAntialias = true };
+        for (int r = 0; r < rows; r++)
+        {
+            int top = gap + r * (cellH + labelH + gap);
+            if (font != null && r < rowLabels!.Count && !string.IsNullOrEmpty(rowLabels[r]))
+            {
+                var label = LabelFont.Fit(font, rowLabels[r], width - 2 * gap);
+                canvas.DrawText(label, gap, top - font.Metrics.Ascent, SKTextAlign.Left, font, textPaint);
+            }
+            for (int c = 0; c < columns && r * columns + c < images.Count; c++)
+            {
+                var image = images[r * columns + c];
+                using var cell = image.ToBitmap();
+                int x = gap + c * (cellW + gap) + (cellW - image.Width) / 2; // whole pixels: no resampling
+                int y = top + labelH + (cellH - image.Height) / 2;
+                canvas.DrawBitmap(cell, x, y);
+            }
+        }
+        canvas.Flush();
+        return RgbImage.FromOpaqueBitmap(bitmap);
+    }
+}

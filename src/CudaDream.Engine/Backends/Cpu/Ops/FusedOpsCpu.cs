@@ -1,0 +1,121 @@
+using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Cpu.Ops;
+
+/// <summary>
+/// CPU implementations of the fused ops (<see cref="FusedOps"/>). Normalisation and attention nodes
+/// may carry extra outputs for the statistics the backward pass reuses (mean/rstd, log-sum-exp);
+/// without them the statistics go to scratch memory.
+/// </summary>
+internal static class FusedOpsCpu
+{
+    public static void Register(Dictionary<string, CpuOpImpl> t)
+    {
+        t[FusedOps.Linear] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearAction(n, i, o[0], c));
+        t[FusedOps.GroupNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormAction(n, i, o, c));
+        t[FusedOps.LayerNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormAction(n, i, o, c));
+        t[FusedOps.Gelu] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationAction(n.Op, i[0]!, o[0]));
+        t[FusedOps.Silu] = t[FusedOps.Gelu];
+        t[FusedOps.QuickGelu] = t[FusedOps.Gelu];
+        t[FusedOps.Geglu] = t[FusedOps.Gelu];
+        t[FusedOps.Attention] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new AttentionAction(n, i, o, c));
+        t[FusedOps.UpsampleNearest] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new NnOps.NearestAction(i[0]!, o[0]));
+        t[FusedOps.TimestepEmbedding] = (n, i, o, c) =>
+        {
+            var ts = i[0]!.ToFloat32Array();
+            TimestepEmbeddingReference.Forward<float>(ts.Length, (int)n.Attributes.Int("dim"), ts, o[0].Span<float>(), n.Attributes.Int("flip_sin_to_cos", 1) != 0,
+                n.Attributes.Float("shift", 0f), 1f, n.Attributes.Float("max_period", 10000f));
+        };
+    }
+
+    private readonly record struct LinearAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!; var w = I[1]!;
+            bool tb = N.Attributes.Int("transB", 0) != 0;
+            var (k, n) = FusedOps.LinearDims(N);
+            int rows = x.Numel / k;
+            var y = Y.Span<T>();
+            var bias = I.Length > 2 ? I[2] : null;
+            if (bias != null)
+            {
+                var b = bias.ReadOnlySpan<T>();
+                for (int r = 0; r < rows; r++) b.CopyTo(y.Slice(r * n, n));
+            }
+            T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f));
+            CpuKernels.Gemm(C, false, tb, rows, n, k, alpha, x.ReadOnlySpan<T>(), k, w.ReadOnlySpan<T>(), tb ? k : n, bias != null ? T.One : T.Zero, y, n);
+        }
+    }
+
+    private readonly record struct GroupNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
+            int groups = (int)N.Attributes.Int("groups");
+            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
+            bool silu = N.Attributes.Int("silu", 0) != 0;
+            using var ms = Scratch<T>.Rent(O.Length > 1 ? 0 : n * groups);
+            using var rs = Scratch<T>.Rent(O.Length > 1 ? 0 : n * groups);
+            var mean = O.Length > 1 ? O[1].Span<T>() : ms.Span;
+            var rstd = O.Length > 2 ? O[2].Span<T>() : rs.Span;
+            CpuKernels.GroupNormForward(C, n, c, s, groups, eps, x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2), O[0].Span<T>(), mean, rstd, silu);
+        }
+    }
+
+    private readonly record struct LayerNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int dim = x.Shape[^1];
+            int rows = dim == 0 ? 0 : x.Numel / dim;
+            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
+            using var ms = Scratch<T>.Rent(O.Length > 1 ? 0 : rows);
+            using var rs = Scratch<T>.Rent(O.Length > 1 ? 0 : rows);
+            var mean = O.Length > 1 ? O[1].Span<T>() : ms.Span;
+            var rstd = O.Length > 2 ? O[2].Span<T>() : rs.Span;
+            CpuKernels.LayerNormForward(C, rows, dim, eps, x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2), O[0].Span<T>(), mean, rstd);
+        }
+    }
+
+    private readonly record struct ActivationAction(string Op, Tensor X, Tensor Y) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
+            switch (Op)
+            {
+                case FusedOps.Gelu: ActivationReference.Gelu(x, y); break;
+                case FusedOps.Silu: ActivationReference.Silu(x, y); break;
+                case FusedOps.QuickGelu: ActivationReference.QuickGelu(x, y); break;
+                case FusedOps.Geglu:
+                    int f = Y.Shape[^1];
+                    ActivationReference.Geglu(Y.Numel / Math.Max(f, 1), f, x, y);
+                    break;
+                default: throw new InvalidOperationException(Op);
+            }
+        }
+    }
+
+    private readonly record struct AttentionAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(N);
+            var shape = new AttentionShape(b, nq, m, h, d, dv, N.Attributes.Float("scale", 1f / MathF.Sqrt(d)), N.Attributes.Int("causal", 0) != 0);
+            using var ls = Scratch<T>.Rent(O.Length > 1 ? 0 : b * h * nq);
+            var lse = O.Length > 1 ? O[1].Span<T>() : ls.Span;
+            CpuKernels.AttentionForward(C, shape, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), O[0].Span<T>(), lse);
+        }
+    }
+
+    private static ReadOnlySpan<T> Optional<T>(Tensor?[] inputs, int i) where T : unmanaged =>
+        inputs.Length > i && inputs[i] != null ? inputs[i]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
+}

@@ -1,0 +1,192 @@
+using System.Buffers;
+using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Randomness;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Cpu.Ops;
+
+/// <summary>ONNX neural-network ops on the CPU: MatMul, Gemm, Conv, normalisations, Resize, Pad, random draws.</summary>
+internal static class NnOps
+{
+    public static void Register(Dictionary<string, CpuOpImpl> t)
+    {
+        t["MatMul"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MatMulAction(n, i[0]!, i[1]!, o[0], c));
+        t["Gemm"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GemmAction(n, i, o[0], c));
+        t["Conv"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvAction(n, i, o[0], c));
+        t["InstanceNormalization"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new InstanceNormAction(n, i, o[0], c));
+        t["LayerNormalization"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormAction(n, i, o, c, n.Attributes.Int("axis", -1)));
+        t["Resize"] = Resize;
+        t["Pad"] = Pad;
+        t["RandomNormalLike"] = RandomNormal;
+        t["RandomNormal"] = RandomNormal;
+    }
+
+    /// <summary>numpy.matmul with batch broadcasting, as GEMMs over the broadcast batch.</summary>
+    private readonly record struct MatMulAction(Node N, Tensor A, Tensor B, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var (_, m, k, n, batch) = OpSchemas.MatMulDims(N, A.Shape, B.Shape);
+            var a = A.ReadOnlySpan<T>(); var b = B.ReadOnlySpan<T>(); var y = Y.Span<T>();
+            int aRank = Math.Max(A.Rank, 2), bRank = Math.Max(B.Rank, 2);
+            var aBatch = A.Rank > 2 ? A.Shape[..^2] : Array.Empty<int>();
+            var bBatch = B.Rank > 2 ? B.Shape[..^2] : Array.Empty<int>();
+            long batches = Shapes.Numel(batch);
+            if (bBatch.Length == 0)
+            {
+                // A weight shared by every batch: one GEMM with the batch folded into M.
+                CpuKernels.Gemm(C, false, false, checked((int)(batches * m)), n, k, T.One, a, k, b, n, T.Zero, y, n);
+                return;
+            }
+            var plan = new BroadcastPlan(batch.Length == 0 ? new[] { 1 } : batch, aBatch.Length == 0 ? new[] { 1 } : aBatch, bBatch.Length == 0 ? new[] { 1 } : bBatch);
+            long aMat = (long)m * k, bMat = (long)k * n, yMat = (long)m * n;
+            for (long bi = 0; bi < batches; bi++)
+            {
+                long row = bi / plan.Inner, col = bi % plan.Inner;
+                long aOff = (plan.Offset(0, row) + col * plan.InnerStride[0]) * aMat;
+                long bOff = (plan.Offset(1, row) + col * plan.InnerStride[1]) * bMat;
+                CpuKernels.Gemm(C, false, false, m, n, k, T.One, a.Slice((int)aOff, (int)aMat), k, b.Slice((int)bOff, (int)bMat), n, T.Zero, y.Slice((int)(bi * yMat), (int)yMat), n);
+            }
+        }
+    }
+
+    private readonly record struct GemmAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var A = I[0]!; var B = I[1]!;
+            bool ta = N.Attributes.Int("transA", 0) != 0, tb = N.Attributes.Int("transB", 0) != 0;
+            T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f)), beta = T.CreateTruncating(N.Attributes.Float("beta", 1f));
+            int m = Y.Shape[0], n = Y.Shape[1], k = ta ? A.Shape[0] : A.Shape[1];
+            var bias = I.Length > 2 ? I[2] : null;
+            if (bias != null) BroadcastKernels.Expand(bias, Y);
+            CpuKernels.Gemm(C, ta, tb, m, n, k, alpha, A.ReadOnlySpan<T>(), A.Shape[1], B.ReadOnlySpan<T>(), B.Shape[1], bias != null ? beta : T.Zero, Y.Span<T>(), n);
+        }
+    }
+
+    public static Conv2dGeometry Geometry(OpSchemas.ConvParams p) =>
+        new(p.N, p.Cin, p.H, p.W, p.Cout, p.Kh, p.Kw, p.Sh, p.Sw, p.PadTop, p.PadLeft, p.PadBottom, p.PadRight, p.Dh, p.Dw, p.Groups);
+
+    private readonly record struct ConvAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var g = Geometry(OpSchemas.ResolveConv(N));
+            var bias = I.Length > 2 && I[2] != null ? I[2]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
+            CpuKernels.Conv2dForward(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), bias, Y.Span<T>());
+        }
+    }
+
+    private readonly record struct InstanceNormAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
+            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
+            using var mean = Scratch<T>.Rent(n * c);
+            using var rstd = Scratch<T>.Rent(n * c);
+            CpuKernels.GroupNormForward(C, n, c, s, c, eps, x.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), Y.Span<T>(), mean.Span, rstd.Span, false);
+        }
+    }
+
+    private readonly record struct LayerNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C, long Axis) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int axis = Shapes.Axis(Axis, x.Rank);
+            int dim = (int)Shapes.Numel(x.Shape.AsSpan(axis));
+            int rows = dim == 0 ? 0 : x.Numel / dim;
+            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
+            var gamma = I.Length > 1 && I[1] != null ? I[1]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
+            var beta = I.Length > 2 && I[2] != null ? I[2]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
+            using var mean = Scratch<T>.Rent(rows);
+            using var rstd = Scratch<T>.Rent(rows);
+            CpuKernels.LayerNormForward(C, rows, dim, eps, x.ReadOnlySpan<T>(), gamma, beta, O[0].Span<T>(), mean.Span, rstd.Span);
+            // ONNX LayerNormalization's optional Mean and InvStdDev outputs are float32.
+            if (O.Length > 1) WriteStat(mean.Span, O[1]);
+            if (O.Length > 2) WriteStat(rstd.Span, O[2]);
+        }
+
+        private static void WriteStat<T>(Span<T> s, Tensor o) where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var d = o.Span<float>();
+            for (int k = 0; k < d.Length; k++) d[k] = float.CreateTruncating(s[k]);
+        }
+    }
+
+    private static void Resize(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
+    {
+        var mode = n.Attributes.String("mode", "nearest");
+        var ctm = n.Attributes.String("coordinate_transformation_mode", "half_pixel");
+        var nearestMode = n.Attributes.String("nearest_mode", "round_prefer_floor");
+        var x = i[0]!; var y = o[0];
+        if (mode != "nearest" || ctm != "asymmetric" || nearestMode != "floor")
+            throw new GraphException(n, $"Resize mode={mode}, coordinate_transformation_mode={ctm}, nearest_mode={nearestMode} is not supported (nearest/asymmetric/floor is)");
+        if (x.Rank != 4 || x.Shape[0] != y.Shape[0] || x.Shape[1] != y.Shape[1])
+            throw new GraphException(n, "Resize is supported on the last two dimensions of NCHW tensors only");
+        Dispatch.Float(n, x.DType, new NearestAction(x, y));
+    }
+
+    internal readonly record struct NearestAction(Tensor X, Tensor Y) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T> =>
+            ResizeReference.NearestForward(X.Shape[0], X.Shape[1], X.Shape[2], X.Shape[3], Y.Shape[2], Y.Shape[3], X.ReadOnlySpan<T>(), Y.Span<T>());
+    }
+
+    /// <summary>Constant padding over any dimensions (reflect/edge modes are not used by SD exports).</summary>
+    private static void Pad(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
+    {
+        var mode = n.Attributes.String("mode", "constant");
+        if (mode != "constant") throw new GraphException(n, $"Pad mode '{mode}' is not supported");
+        var x = i[0]!; var y = o[0];
+        var pads = OpSchemas.ResolvePads(n);
+        if (pads.Any(p => p < 0)) throw new GraphException(n, "negative pads (cropping) are not supported");
+        var value = i.Length > 2 && i[2] != null && i[2]!.Numel > 0 ? i[2]!.To(x.DType) : Tensor.Zeros(x.DType, 1);
+        var fill = value.Data.Span[..x.DType.Size()];
+        var dst = y.Data.Span;
+        for (int k = 0; k < dst.Length; k += fill.Length) fill.CopyTo(dst[k..]);
+        // Copy each input row into its place in the output.
+        int r = x.Rank, es = x.DType.Size();
+        var yStrides = Shapes.Strides(y.Shape);
+        int inner = x.Shape[r - 1];
+        long rows = inner == 0 ? 0 : x.Numel / inner;
+        var src = x.Data.Span;
+        for (long row = 0; row < rows; row++)
+        {
+            long rem = row, off = pads[r - 1];
+            for (int d = r - 2; d >= 0; d--) { off += (rem % x.Shape[d] + pads[d]) * yStrides[d]; rem /= x.Shape[d]; }
+            src.Slice((int)(row * inner * es), inner * es).CopyTo(dst.Slice((int)(off * es), inner * es));
+        }
+    }
+
+    /// <summary>
+    /// ONNX RandomNormal(Like) drawn from the counter-based generator keyed by (context seed ⊕ node seed, step):
+    /// reproducible on every backend, unlike ONNX Runtime's.
+    /// </summary>
+    private static void RandomNormal(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
+    {
+        var y = o[0];
+        float mean = n.Attributes.Float("mean", 0f), scale = n.Attributes.Float("scale", 1f);
+        ulong seed = c.Seed ^ (n.Attributes.Has("seed") ? (ulong)BitConverter.SingleToUInt32Bits(n.Attributes.Float("seed", 0)) << 32 : 0);
+        var z = new float[y.Numel];
+        CounterRng.FillNormal(z, seed, c.Step, RandomPurpose.LatentSample);
+        for (int k = 0; k < z.Length; k++) z[k] = mean + scale * z[k];
+        Tensor.FromArray(z, y.Shape).To(y.DType).Data.Span.CopyTo(y.Data.Span);
+    }
+}
+
+/// <summary>A pooled scratch buffer of T (returned on dispose).</summary>
+internal readonly struct Scratch<T> : IDisposable where T : unmanaged
+{
+    private readonly T[] _array;
+    private readonly int _length;
+    private Scratch(T[] array, int length) { _array = array; _length = length; }
+    public static Scratch<T> Rent(int length) => new(ArrayPool<T>.Shared.Rent(Math.Max(length, 1)), length);
+    public Span<T> Span => _array.AsSpan(0, _length);
+    public void Dispose() => ArrayPool<T>.Shared.Return(_array);
+}

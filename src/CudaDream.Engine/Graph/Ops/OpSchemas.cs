@@ -1,0 +1,495 @@
+using CudaDream.Engine.Tensors;
+using static CudaDream.Engine.Graph.Ops.Infer;
+
+namespace CudaDream.Engine.Graph.Ops;
+
+/// <summary>
+/// The closed set of ops the engine knows: the ONNX ops that SD 1.x exports use (opsets 13–21) and
+/// the fused ops the recogniser produces. An op not in this table is an error naming the node.
+/// </summary>
+public static class OpSchemas
+{
+    private static readonly Dictionary<string, OpSchema> Table = Build();
+
+    public static bool IsKnown(string op) => Table.ContainsKey(op);
+    public static IReadOnlyCollection<string> Names => Table.Keys;
+
+    public static OpSchema Get(Node n) =>
+        Table.TryGetValue(n.Op, out var s) ? s : throw new GraphException(n, $"op type '{n.Op}' is not supported by CudaDream");
+
+    public static void InferShapes(Node n) => Get(n).InferShapes(n);
+
+    public static long MultiplyAdds(Node n) => Get(n).MultiplyAdds?.Invoke(n) ?? 0;
+
+    private static Dictionary<string, OpSchema> Build()
+    {
+        var t = new Dictionary<string, OpSchema>(StringComparer.Ordinal);
+        void Add(OpSchema s) => t.Add(s.Name, s);
+
+        // Elementwise, same shape and dtype.
+        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not", "Softmax", "Gelu", "Silu", "QuickGelu" })
+            Add(new(op, SameAsInput));
+        Add(new("Identity", SameAsInput, IsView: true));
+        Add(new("Dropout", n => { SameAsInput(n); for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.Bool, ShapeOf(n, 0)); }, IsView: true));
+        Add(new("Clip", SameAsInput));
+        Add(new("Cast", n => Set(n, 0, CastTarget(n), ShapeOf(n, 0))));
+        Add(new("CastLike", n => Set(n, 0, In(n, 1).DType, ShapeOf(n, 0))));
+
+        foreach (var op in new[] { "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod" })
+            Add(new(op, n => Set(n, 0, In(n, 0).DType, Broadcast(n, n.Inputs.Select((_, i) => ShapeOf(n, i)).ToArray()))));
+        foreach (var op in new[] { "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor" })
+            Add(new(op, n => Set(n, 0, DType.Bool, Broadcast(n, ShapeOf(n, 0), ShapeOf(n, 1)))));
+        Add(new("Where", n => Set(n, 0, In(n, 1).DType, Broadcast(n, ShapeOf(n, 0), ShapeOf(n, 1), ShapeOf(n, 2)))));
+
+        // Shape manipulation.
+        Add(new("Shape", InferShape));
+        Add(new("Size", n => Set(n, 0, DType.I64, Array.Empty<int>())));
+        Add(new("Reshape", InferReshape, IsView: true));
+        Add(new("Flatten", InferFlatten, IsView: true));
+        Add(new("Unsqueeze", InferUnsqueeze, IsView: true));
+        Add(new("Squeeze", InferSqueeze, IsView: true));
+        Add(new("Concat", InferConcat));
+        Add(new("Gather", InferGather));
+        Add(new("Slice", InferSlice));
+        Add(new("Split", InferSplit));
+        Add(new("Transpose", n =>
+        {
+            var s = ShapeOf(n, 0);
+            var perm = Perm(n, s.Length);
+            Set(n, 0, In(n, 0).DType, perm.Select(p => s[p]).ToArray());
+        }));
+        Add(new("Expand", n => Set(n, 0, In(n, 0).DType, Broadcast(n, ShapeOf(n, 0), ConstInts(n, 1).Select(d => (int)d).ToArray()))));
+        Add(new("Tile", n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0).Zip(ConstInts(n, 1), (d, r) => checked(d * (int)r)).ToArray())));
+        Add(new("ConstantOfShape", n =>
+        {
+            var shape = ConstInts(n, 0).Select(d => d < 0 ? throw new GraphException(n, "negative dimension") : (int)d).ToArray();
+            Set(n, 0, n.Attributes.Tensor("value")?.DType ?? DType.F32, shape);
+        }));
+        Add(new("Range", n =>
+        {
+            double start = Const(n, 0).ToFloat64Array()[0], limit = Const(n, 1).ToFloat64Array()[0], delta = Const(n, 2).ToFloat64Array()[0];
+            if (delta == 0) throw new GraphException(n, "Range with delta 0");
+            int count = (int)Math.Max(Math.Ceiling((limit - start) / delta), 0);
+            Set(n, 0, In(n, 0).DType, new[] { count });
+        }));
+
+        // Reductions.
+        foreach (var op in new[] { "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin" })
+            Add(new(op, InferReduce));
+        Add(new("ArgMax", InferArgReduce));
+        Add(new("ArgMin", InferArgReduce));
+
+        // Neural-network ops.
+        Add(new("MatMul", InferMatMul, MatMulMacs));
+        Add(new("Gemm", InferGemm, n => { var s = ShapeOf(n, 0); var o = n.Output().Shape!; long k = n.Attributes.Int("transA", 0) != 0 ? s[0] : s[1]; return (long)o[0] * o[1] * k; }));
+        Add(new("Conv", InferConv, ConvMacs));
+        Add(new("InstanceNormalization", SameAsInput));
+        Add(new("LayerNormalization", n =>
+        {
+            SameAsInput(n);
+            var s = ShapeOf(n, 0);
+            int axis = Axis(n, n.Attributes.Int("axis", -1), s.Length);
+            var stat = s.Select((d, i) => i < axis ? d : 1).ToArray();
+            for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.F32, stat);
+        }));
+        Add(new("Resize", InferResize));
+        Add(new("Pad", InferPad));
+        Add(new("RandomNormalLike", n => Set(n, 0, n.Attributes.Has("dtype") ? OnnxType(n, n.Attributes.Int("dtype")) : In(n, 0).DType, ShapeOf(n, 0)), Deterministic: false));
+        Add(new("RandomNormal", n => Set(n, 0, OnnxType(n, n.Attributes.Int("dtype", 1)), n.Attributes.Ints("shape")!.Select(d => (int)d).ToArray()), Deterministic: false));
+
+        // Fused ops (FusedOps documents their inputs and attributes).
+        Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
+        // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
+        Add(new(FusedOps.GroupNorm, n => { SameAsInput(n); StatOutputs(n, ShapeOf(n, 0)[0] * (int)n.Attributes.Int("groups")); }));
+        Add(new(FusedOps.LayerNorm, n => { SameAsInput(n); StatOutputs(n, (int)(Shapes.Numel(ShapeOf(n, 0)) / Math.Max(1, ShapeOf(n, 0)[^1]))); }));
+        Add(new(FusedOps.Geglu, n => { var s = (int[])ShapeOf(n, 0).Clone(); s[^1] /= 2; Set(n, 0, In(n, 0).DType, s); }));
+        Add(new(FusedOps.Attention, FusedOps.InferAttention, FusedOps.AttentionMacs));
+        Add(new(FusedOps.UpsampleNearest, n =>
+        {
+            var s = (int[])ShapeOf(n, 0).Clone();
+            var size = n.Attributes.Ints("size")!;
+            s[^2] = (int)size[0];
+            s[^1] = (int)size[1];
+            Set(n, 0, In(n, 0).DType, s);
+        }));
+        Add(new(FusedOps.TimestepEmbedding, n => Set(n, 0, DType.F32, new[] { ShapeOf(n, 0)[0], (int)n.Attributes.Int("dim") })));
+
+        Autodiff.GradientOps.AddSchemas(Add);
+        return t;
+    }
+
+    private static void StatOutputs(Node n, int count)
+    {
+        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, new[] { count });
+    }
+
+    private static DType OnnxType(Node n, long onnxType) =>
+        DTypes.TryFromOnnx((int)onnxType, out var d) ? d : throw new GraphException(n, $"unsupported element type {onnxType}");
+
+    private static DType CastTarget(Node n) => OnnxType(n, n.Attributes.Int("to"));
+
+    private static void InferShape(Node n)
+    {
+        int rank = ShapeOf(n, 0).Length;
+        long start = n.Attributes.Int("start", 0), end = n.Attributes.Int("end", rank);
+        start = Math.Clamp(start < 0 ? start + rank : start, 0, rank);
+        end = Math.Clamp(end < 0 ? end + rank : end, 0, rank);
+        Set(n, 0, DType.I64, new[] { (int)Math.Max(end - start, 0) });
+    }
+
+    /// <summary>ONNX Reshape: 0 copies the input dimension (unless allowzero), -1 is inferred.</summary>
+    private static void InferReshape(Node n)
+    {
+        var input = ShapeOf(n, 0);
+        var spec = ConstInts(n, 1);
+        bool allowZero = n.Attributes.Int("allowzero", 0) != 0;
+        var shape = new int[spec.Length];
+        int inferred = -1;
+        long known = 1;
+        for (int i = 0; i < spec.Length; i++)
+        {
+            long d = spec[i];
+            if (d == 0 && !allowZero)
+            {
+                if (i >= input.Length) throw new GraphException(n, $"shape {string.Join(",", spec)} copies dimension {i} that the input does not have");
+                d = input[i];
+            }
+            if (d == -1)
+            {
+                if (inferred >= 0) throw new GraphException(n, "more than one -1 in the target shape");
+                inferred = i;
+                continue;
+            }
+            if (d < 0) throw new GraphException(n, $"invalid target dimension {d}");
+            shape[i] = (int)d;
+            known *= d;
+        }
+        long total = Shapes.Numel(input);
+        if (inferred >= 0)
+        {
+            if (known == 0 || total % known != 0) throw new GraphException(n, $"cannot reshape {Shapes.Format(input)} to [{string.Join(",", spec)}]");
+            shape[inferred] = (int)(total / known);
+        }
+        else if (known != total) throw new GraphException(n, $"cannot reshape {Shapes.Format(input)} ({total} elements) to {Shapes.Format(shape)}");
+        Set(n, 0, In(n, 0).DType, shape);
+    }
+
+    private static void InferFlatten(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        long axis = n.Attributes.Int("axis", 1);
+        if (axis < 0) axis += s.Length;
+        if (axis < 0 || axis > s.Length) throw new GraphException(n, $"axis {axis} out of range");
+        long a = 1, b = 1;
+        for (int i = 0; i < s.Length; i++) { if (i < axis) a *= s[i]; else b *= s[i]; }
+        Set(n, 0, In(n, 0).DType, new[] { checked((int)a), checked((int)b) });
+    }
+
+    private static void InferUnsqueeze(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var axes = Axes(n, 1) ?? throw new GraphException(n, "Unsqueeze without axes");
+        int rank = s.Length + axes.Length;
+        var norm = axes.Select(a => Axis(n, a, rank)).OrderBy(a => a).ToArray();
+        var result = new int[rank];
+        int src = 0;
+        for (int i = 0; i < rank; i++) result[i] = Array.IndexOf(norm, i) >= 0 ? 1 : s[src++];
+        Set(n, 0, In(n, 0).DType, result);
+    }
+
+    private static void InferSqueeze(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var axes = Axes(n, 1);
+        HashSet<int> drop = axes == null
+            ? Enumerable.Range(0, s.Length).Where(i => s[i] == 1).ToHashSet()
+            : axes.Select(a => Axis(n, a, s.Length)).ToHashSet();
+        foreach (var a in drop) if (s[a] != 1) throw new GraphException(n, $"cannot squeeze dimension {a} of size {s[a]}");
+        Set(n, 0, In(n, 0).DType, s.Where((_, i) => !drop.Contains(i)).ToArray());
+    }
+
+    private static void InferConcat(Node n)
+    {
+        var first = ShapeOf(n, 0);
+        int axis = Axis(n, n.Attributes.Int("axis"), first.Length);
+        var r = (int[])first.Clone();
+        r[axis] = 0;
+        for (int i = 0; i < n.Inputs.Count; i++)
+        {
+            var s = ShapeOf(n, i);
+            if (s.Length != first.Length) throw new GraphException(n, "inputs of different ranks");
+            for (int d = 0; d < s.Length; d++)
+                if (d != axis && s[d] != first[d]) throw new GraphException(n, $"input {i} shape {Shapes.Format(s)} does not match {Shapes.Format(first)} outside axis {axis}");
+            r[axis] += s[axis];
+        }
+        Set(n, 0, In(n, 0).DType, r);
+    }
+
+    private static void InferGather(Node n)
+    {
+        var data = ShapeOf(n, 0);
+        var idx = ShapeOf(n, 1);
+        int axis = Axis(n, n.Attributes.Int("axis", 0), data.Length);
+        var r = data[..axis].Concat(idx).Concat(data[(axis + 1)..]).ToArray();
+        Set(n, 0, In(n, 0).DType, r);
+    }
+
+    /// <summary>Resolved Slice parameters per axis (ONNX clamping rules), shared with the backends.</summary>
+    public static (int[] starts, int[] steps, int[] outShape) ResolveSlice(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        long[] starts, ends;
+        long[]? axes, steps;
+        if (n.OptionalInput(1) != null)
+        {
+            starts = ConstInts(n, 1);
+            ends = ConstInts(n, 2);
+            axes = n.OptionalInput(3) != null ? ConstInts(n, 3) : null;
+            steps = n.OptionalInput(4) != null ? ConstInts(n, 4) : null;
+        }
+        else
+        {
+            starts = n.Attributes.Ints("starts")!;
+            ends = n.Attributes.Ints("ends")!;
+            axes = n.Attributes.Ints("axes");
+            steps = null;
+        }
+        var outShape = (int[])s.Clone();
+        var st = new int[s.Length];
+        var sp = Enumerable.Repeat(1, s.Length).ToArray();
+        for (int i = 0; i < starts.Length; i++)
+        {
+            int axis = axes != null ? Axis(n, axes[i], s.Length) : i;
+            long step = steps != null ? steps[i] : 1;
+            if (step == 0) throw new GraphException(n, "Slice step 0");
+            long dim = s[axis];
+            long b = starts[i], e = ends[i];
+            if (b < 0) b += dim;
+            if (e < 0) e += dim;
+            long count;
+            if (step > 0)
+            {
+                b = Math.Clamp(b, 0, dim);
+                e = Math.Clamp(e, 0, dim);
+                count = Math.Max(0, (e - b + step - 1) / step);
+            }
+            else
+            {
+                b = Math.Clamp(b, 0, dim - 1);
+                e = Math.Clamp(e, -1, dim - 1);
+                count = Math.Max(0, (b - e + (-step) - 1) / (-step));
+            }
+            st[axis] = (int)b;
+            sp[axis] = (int)step;
+            outShape[axis] = (int)count;
+        }
+        return (st, sp, outShape);
+    }
+
+    private static void InferSlice(Node n) => Set(n, 0, In(n, 0).DType, ResolveSlice(n).outShape);
+
+    /// <summary>Split sizes along the axis (input 1 in newer opsets, attribute in older, else equal parts).</summary>
+    public static (int axis, int[] sizes) ResolveSplit(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        int axis = Axis(n, n.Attributes.Int("axis", 0), s.Length);
+        long[]? split = n.OptionalInput(1) != null ? ConstInts(n, 1) : n.Attributes.Ints("split");
+        int parts = n.Outputs.Count;
+        int[] sizes;
+        if (split != null) sizes = split.Select(x => (int)x).ToArray();
+        else
+        {
+            int chunk = (s[axis] + parts - 1) / parts;
+            sizes = Enumerable.Range(0, parts).Select(i => Math.Min(chunk, s[axis] - i * chunk)).ToArray();
+        }
+        if (sizes.Length != parts || sizes.Sum() != s[axis]) throw new GraphException(n, "split sizes do not add up to the dimension");
+        return (axis, sizes);
+    }
+
+    private static void InferSplit(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var (axis, sizes) = ResolveSplit(n);
+        for (int i = 0; i < sizes.Length; i++)
+        {
+            var o = (int[])s.Clone();
+            o[axis] = sizes[i];
+            Set(n, i, In(n, 0).DType, o);
+        }
+    }
+
+    public static int[] Perm(Node n, int rank)
+    {
+        var perm = n.Attributes.Ints("perm")?.Select(p => (int)p).ToArray() ?? Enumerable.Range(0, rank).Reverse().ToArray();
+        if (perm.Length != rank || perm.Distinct().Count() != rank || perm.Any(p => p < 0 || p >= rank))
+            throw new GraphException(n, $"invalid permutation [{string.Join(",", perm)}] for rank {rank}");
+        return perm;
+    }
+
+    /// <summary>Normalised reduction axes (empty attribute = all axes unless noop_with_empty_axes).</summary>
+    public static int[] ReduceAxes(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var axes = Axes(n, 1);
+        if (axes == null || axes.Length == 0)
+            return n.Attributes.Int("noop_with_empty_axes", 0) != 0 ? Array.Empty<int>() : Enumerable.Range(0, s.Length).ToArray();
+        return axes.Select(a => Axis(n, a, s.Length)).Distinct().OrderBy(a => a).ToArray();
+    }
+
+    private static void InferReduce(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var axes = ReduceAxes(n);
+        bool keep = n.Attributes.Int("keepdims", 1) != 0;
+        var r = new List<int>();
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (Array.IndexOf(axes, i) < 0) r.Add(s[i]);
+            else if (keep) r.Add(1);
+        }
+        Set(n, 0, In(n, 0).DType, r.ToArray());
+    }
+
+    private static void InferArgReduce(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        int axis = Axis(n, n.Attributes.Int("axis", 0), s.Length);
+        bool keep = n.Attributes.Int("keepdims", 1) != 0;
+        var r = s.Select((d, i) => i == axis ? 1 : d).Where((_, i) => keep || i != axis).ToArray();
+        Set(n, 0, DType.I64, r);
+    }
+
+    /// <summary>numpy.matmul shapes: 1-D operands are promoted and the promoted dimension dropped.</summary>
+    public static (int[] outShape, int m, int k, int n, int[] batch) MatMulDims(Node node, int[] a, int[] b)
+    {
+        if (a.Length == 0 || b.Length == 0) throw new GraphException(node, "MatMul of a scalar");
+        var a2 = a.Length == 1 ? new[] { 1, a[0] } : a;
+        var b2 = b.Length == 1 ? new[] { b[0], 1 } : b;
+        int m = a2[^2], k = a2[^1], k2 = b2[^2], nn = b2[^1];
+        if (k != k2) throw new GraphException(node, $"MatMul inner dimensions differ: {Shapes.Format(a)} × {Shapes.Format(b)}");
+        var batch = Shapes.Broadcast(a2[..^2], b2[..^2]) ?? throw new GraphException(node, $"MatMul batch dimensions do not broadcast: {Shapes.Format(a)} × {Shapes.Format(b)}");
+        var o = new List<int>(batch);
+        if (a.Length > 1) o.Add(m);
+        if (b.Length > 1) o.Add(nn);
+        return (o.ToArray(), m, k, nn, batch);
+    }
+
+    private static void InferMatMul(Node n)
+    {
+        var (o, _, _, _, _) = MatMulDims(n, ShapeOf(n, 0), ShapeOf(n, 1));
+        Set(n, 0, In(n, 0).DType, o);
+    }
+
+    private static long MatMulMacs(Node n)
+    {
+        var (_, m, k, nn, batch) = MatMulDims(n, ShapeOf(n, 0), ShapeOf(n, 1));
+        return Shapes.Numel(batch) * m * k * nn;
+    }
+
+    private static void InferGemm(Node n)
+    {
+        var a = ShapeOf(n, 0);
+        var b = ShapeOf(n, 1);
+        if (a.Length != 2 || b.Length != 2) throw new GraphException(n, "Gemm needs 2-D inputs");
+        bool ta = n.Attributes.Int("transA", 0) != 0, tb = n.Attributes.Int("transB", 0) != 0;
+        int m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], k2 = tb ? b[1] : b[0], nn = tb ? b[0] : b[1];
+        if (k != k2) throw new GraphException(n, $"Gemm inner dimensions differ: {Shapes.Format(a)} × {Shapes.Format(b)}");
+        Set(n, 0, In(n, 0).DType, new[] { m, nn });
+    }
+
+    /// <summary>Resolved Conv parameters (2-D only), shared with backends and fusion.</summary>
+    public sealed record ConvParams(int N, int Cin, int H, int W, int Cout, int Kh, int Kw, int Sh, int Sw, int PadTop, int PadLeft, int PadBottom, int PadRight, int Dh, int Dw, int Groups, int Ho, int Wo);
+
+    public static ConvParams ResolveConv(Node n)
+    {
+        var x = ShapeOf(n, 0);
+        var w = ShapeOf(n, 1);
+        if (x.Length != 4 || w.Length != 4) throw new GraphException(n, $"only 2-D convolutions are supported (input {Shapes.Format(x)}, weight {Shapes.Format(w)})");
+        var a = n.Attributes;
+        int groups = (int)a.Int("group", 1);
+        var strides = a.Ints("strides") ?? new long[] { 1, 1 };
+        var dil = a.Ints("dilations") ?? new long[] { 1, 1 };
+        var pads = a.Ints("pads") ?? new long[] { 0, 0, 0, 0 };
+        int kh = w[2], kw = w[3];
+        string autoPad = a.String("auto_pad", "NOTSET");
+        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
+        {
+            pads = new long[4];
+            for (int d = 0; d < 2; d++)
+            {
+                long inSize = x[2 + d], stride = strides[d], k = (d == 0 ? kh : kw), di = dil[d];
+                long outSize = (inSize + stride - 1) / stride;
+                long total = Math.Max(0, (outSize - 1) * stride + (k - 1) * di + 1 - inSize);
+                long small = total / 2, big = total - small;
+                pads[d] = autoPad == "SAME_UPPER" ? small : big;
+                pads[d + 2] = autoPad == "SAME_UPPER" ? big : small;
+            }
+        }
+        else if (autoPad == "VALID") pads = new long[4];
+        if (x[1] != w[1] * groups) throw new GraphException(n, $"input channels {x[1]} ≠ weight channels {w[1]} × groups {groups}");
+        int ho = (int)((x[2] + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) / strides[0] + 1);
+        int wo = (int)((x[3] + pads[1] + pads[3] - dil[1] * (kw - 1) - 1) / strides[1] + 1);
+        if (ho <= 0 || wo <= 0) throw new GraphException(n, $"input {Shapes.Format(x)} is too small for the kernel");
+        return new ConvParams(x[0], x[1], x[2], x[3], w[0], kh, kw, (int)strides[0], (int)strides[1],
+            (int)pads[0], (int)pads[1], (int)pads[2], (int)pads[3], (int)dil[0], (int)dil[1], groups, ho, wo);
+    }
+
+    private static void InferConv(Node n)
+    {
+        var p = ResolveConv(n);
+        Set(n, 0, In(n, 0).DType, new[] { p.N, p.Cout, p.Ho, p.Wo });
+    }
+
+    private static long ConvMacs(Node n)
+    {
+        var p = ResolveConv(n);
+        return (long)p.N * p.Cout * p.Ho * p.Wo * (p.Cin / p.Groups) * p.Kh * p.Kw;
+    }
+
+    /// <summary>Resize output size from `sizes` or `scales` (NCHW; only the last two dims may change).</summary>
+    public static int[] ResizeOutputShape(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        int[] o;
+        var sizesIn = n.OptionalInput(3);
+        var scalesIn = n.OptionalInput(2);
+        if (sizesIn != null && (sizesIn.Shape == null || sizesIn.Numel > 0))
+            o = ConstInts(n, 3).Select(v => (int)v).ToArray();
+        else if (scalesIn != null)
+        {
+            var scales = Const(n, 2).ToFloat32Array();
+            if (scales.Length != s.Length) throw new GraphException(n, "scales rank differs from input rank");
+            o = s.Select((d, i) => (int)Math.Floor(d * (double)scales[i])).ToArray();
+        }
+        else throw new GraphException(n, "Resize without scales or sizes");
+        if (o.Length != s.Length) throw new GraphException(n, "sizes rank differs from input rank");
+        return o;
+    }
+
+    private static void InferResize(Node n) => Set(n, 0, In(n, 0).DType, ResizeOutputShape(n));
+
+    public static long[] ResolvePads(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        long[] pads = n.OptionalInput(1) != null ? ConstInts(n, 1) : n.Attributes.Ints("pads") ?? throw new GraphException(n, "Pad without pads");
+        if (n.OptionalInput(3) != null)
+        {
+            // opset 18: pads apply to the listed axes only.
+            var axes = ConstInts(n, 3).Select(a => Axis(n, a, s.Length)).ToArray();
+            var full = new long[2 * s.Length];
+            for (int i = 0; i < axes.Length; i++) { full[axes[i]] = pads[i]; full[axes[i] + s.Length] = pads[i + axes.Length]; }
+            pads = full;
+        }
+        if (pads.Length != 2 * s.Length) throw new GraphException(n, $"pads has {pads.Length} values for rank {s.Length}");
+        return pads;
+    }
+
+    private static void InferPad(Node n)
+    {
+        var s = ShapeOf(n, 0);
+        var pads = ResolvePads(n);
+        var o = s.Select((d, i) => checked((int)(d + pads[i] + pads[i + s.Length]))).ToArray();
+        if (o.Any(d => d < 0)) throw new GraphException(n, "negative output size");
+        Set(n, 0, In(n, 0).DType, o);
+    }
+}

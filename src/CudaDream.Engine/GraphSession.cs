@@ -1,0 +1,92 @@
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine;
+
+public sealed record GraphSessionOptions
+{
+    /// <summary>Recognise and fuse patterns (Linear, GroupNorm, attention, ...). Off = run the graph as exported.</summary>
+    public bool Fuse { get; init; } = true;
+    /// <summary>Values to keep and return besides the graph outputs (by ONNX value name); fusion never hides them.</summary>
+    public IReadOnlyList<string> ExtraOutputs { get; init; } = Array.Empty<string>();
+    /// <summary>Seed for in-graph random ops.</summary>
+    public ulong Seed { get; init; }
+    public bool UseFastKernels { get; init; } = true;
+}
+
+/// <summary>
+/// The engine's entry point for inference: load an ONNX graph, specialise it to input shapes,
+/// fuse, plan memory, execute on the CPU backend.
+/// </summary>
+public sealed class GraphSession : IDisposable
+{
+    public ComputeGraph Graph { get; }
+    public ExecutionPlan Plan { get; }
+    public SpecializeReport Specialization { get; }
+    private readonly CpuExecutor _executor;
+    private readonly List<Value> _extra;
+
+    private GraphSession(ComputeGraph g, SpecializeReport report, List<Value> extra, GraphSessionOptions options)
+    {
+        Graph = g;
+        Specialization = report;
+        _extra = extra;
+        Plan = ExecutionPlan.Create(g);
+        _executor = new CpuExecutor(Plan, new CpuContext { Seed = options.Seed, UseFastKernels = options.UseFastKernels });
+    }
+
+    public static GraphSession Create(string modelPath, IReadOnlyDictionary<string, int[]> inputShapes, GraphSessionOptions? options = null)
+    {
+        var g = OnnxImporter.Load(modelPath);
+        try { return Create(g, inputShapes, options); }
+        catch { foreach (var o in g.Owners) o.Dispose(); throw; }
+    }
+
+    /// <summary>Specialises and plans <paramref name="g"/> (modified in place; the session owns it).</summary>
+    public static GraphSession Create(ComputeGraph g, IReadOnlyDictionary<string, int[]> inputShapes, GraphSessionOptions? options = null)
+    {
+        options ??= new GraphSessionOptions();
+        var extra = GraphPasses.KeepValues(g, options.ExtraOutputs);
+        var report = GraphPasses.Prepare(g, inputShapes, options.Fuse);
+        return new GraphSession(g, report, extra, options);
+    }
+
+    public bool Profile { get => _executor.Profile; set => _executor.Profile = value; }
+    public IReadOnlyDictionary<string, double> OpSeconds => _executor.OpSeconds;
+
+    /// <summary>Runs the graph; the result holds the graph outputs and the extra outputs, by name.</summary>
+    public Dictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs) => _executor.Run(inputs);
+
+    public void Dispose()
+    {
+        _executor.Dispose();
+        foreach (var o in Graph.Owners) o.Dispose();
+    }
+}
+
+/// <summary>The standard pass pipeline, shared by inference and training.</summary>
+public static class GraphPasses
+{
+    /// <summary>Makes the named values graph outputs so no pass removes or fuses them away.</summary>
+    public static List<Value> KeepValues(ComputeGraph g, IEnumerable<string> names)
+    {
+        var result = new List<Value>();
+        foreach (var name in names)
+        {
+            var v = g.FindValue(name) ?? throw new CudaDreamException($"{g.Source}: the graph has no value named '{name}'");
+            if (!g.Outputs.Contains(v)) g.Outputs.Add(v);
+            result.Add(v);
+        }
+        return result;
+    }
+
+    public static SpecializeReport Prepare(ComputeGraph g, IReadOnlyDictionary<string, int[]> inputShapes, bool fuse)
+    {
+        var report = Specializer.Specialize(g, inputShapes, CpuEvaluator.Instance);
+        Simplifier.Run(g);
+        if (fuse) Fuser.Run(g);
+        g.RemoveDeadNodes();
+        return report;
+    }
+}

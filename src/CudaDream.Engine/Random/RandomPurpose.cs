@@ -1,0 +1,34 @@
+namespace CudaDream.Engine.Randomness;
+
+/// <summary>
+/// What a random number is for. The value is the fourth counter word of <see cref="CounterRng"/>, so two
+/// purposes never share a stream. The numbers are part of the file format of every run (same seed → same
+/// images, exact resume): a value, once written here, never changes and is never reused.
+/// </summary>
+public enum RandomPurpose : uint
+{
+    /// <summary>Training noise ε added to latents (DDPM forward process).</summary>
+    Noise = 1,
+    /// <summary>Training timestep t drawn per sample.</summary>
+    Timestep = 2,
+    /// <summary>Dropout masks.</summary>
+    Dropout = 3,
+    /// <summary>LoRA down-projection initialisation.</summary>
+    LoraInit = 4,
+    /// <summary>Order in which the dataset is visited.</summary>
+    DataOrder = 5,
+    /// <summary>Random crop offsets.</summary>
+    Crop = 6,
+    /// <summary>Horizontal flip decisions.</summary>
+    Flip = 7,
+    /// <summary>Initial latents and ancestral/stochastic scheduler noise while sampling.</summary>
+    SamplerNoise = 8,
+    /// <summary>Initial latents of generated class (prior-preservation) images.</summary>
+    ClassImageLatents = 9,
+    /// <summary>Choice of the fixed evaluation set.</summary>
+    EvalSet = 10,
+    /// <summary>Sampling from the VAE posterior (mean + std·ε) when caching latents.</summary>
+    LatentSample = 11,
+    /// <summary>Caption (prompt) dropout decisions.</summary>
+    CaptionDropout = 12,
+}

@@ -1,0 +1,94 @@
+using System.Text.Json;
+using CudaDream.Engine.Formats;
+using CudaDream.TestSupport;
+using Xunit;
+
+namespace CudaDream.Cli.Tests;
+
+[Collection("Console")]
+public class GraphCommandTests
+{
+    [Fact]
+    public void GraphRunReproducesTheTextEncoderReference()
+    {
+        using var dir = Fixtures.TempDir();
+        var outPath = dir.File("out.safetensors");
+        var (code, stdout, stderr) = CliRunner.Run("graph", "run", "--model", Fixtures.SdTiny("text_encoder/model.onnx"),
+            "--inputs", Fixtures.SdTiny("refs/text_encoder.safetensors"), "--out", outPath);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("last_hidden_state", stdout);
+        var refs = SafetensorsFile.ReadAll(Fixtures.SdTiny("refs/text_encoder.safetensors"));
+        var got = SafetensorsFile.ReadAll(outPath);
+        TensorAssert.Close(refs["last_hidden_state"], got["last_hidden_state"], 1e-4, "last_hidden_state");
+        TensorAssert.Close(refs["pooler_output"], got["pooler_output"], 1e-4, "pooler_output");
+    }
+
+    [Fact]
+    public void GraphRunReturnsAliasedIntermediateValues()
+    {
+        using var dir = Fixtures.TempDir();
+        var outPath = dir.File("enc.safetensors");
+        var (code, _, stderr) = CliRunner.Run("graph", "run", "--model", Fixtures.SdTiny("vae_encoder/model.onnx"),
+            "--inputs", Fixtures.SdTiny("refs/vae_encoder.safetensors"), "--out", outPath,
+            "--outputs", "moments=/quant_conv/Conv_output_0,mean=/Slice_output_0", "--seed", "7");
+        Assert.True(code == 0, stderr);
+        var refs = SafetensorsFile.ReadAll(Fixtures.SdTiny("refs/vae_encoder.safetensors"));
+        var got = SafetensorsFile.ReadAll(outPath);
+        TensorAssert.Close(refs["moments"], got["moments"], 1e-4, "moments");
+        TensorAssert.Close(refs["mean"], got["mean"], 1e-4, "mean");
+        Assert.True(got.ContainsKey("latent_sample"));
+    }
+
+    [Fact]
+    public void MissingInputIsOneLineErrorAndNoOutput()
+    {
+        using var dir = Fixtures.TempDir();
+        var outPath = dir.File("out.safetensors");
+        var (code, _, stderr) = CliRunner.Run("graph", "run", "--model", Fixtures.SdTiny("unet/model.onnx"),
+            "--inputs", Fixtures.SdTiny("refs/text_encoder.safetensors"), "--out", outPath);
+        Assert.Equal(1, code);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Contains("missing graph input(s) sample, timestep, encoder_hidden_states", stderr);
+        Assert.False(File.Exists(outPath));
+    }
+
+    [Fact]
+    public void UnknownBackendIsRefused()
+    {
+        var (code, _, stderr) = CliRunner.Run("graph", "run", "--model", "m.onnx", "--inputs", "i.safetensors", "--out", "o.safetensors", "--backend", "tpu");
+        Assert.Equal(1, code);
+        Assert.Contains("--backend 'tpu'", stderr);
+    }
+
+    [Fact]
+    public void InspectPrintsJsonForTheSd15UNet()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("inspect", Fixtures.Path("sd15-structure/unet/model.onnx"),
+            "--shape", "sample=1,4,64,64", "--shape", "timestep=1", "--shape", "encoder_hidden_states=1,77,768", "--json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var ops = doc.RootElement.GetProperty("ops_after");
+        Assert.Equal(32, ops.GetProperty("Attention").GetInt32());
+        Assert.Equal(61, ops.GetProperty("GroupNorm").GetInt32());
+        Assert.Equal(16, ops.GetProperty("Geglu").GetInt32());
+        Assert.Equal(0, doc.RootElement.GetProperty("remaining_shape_arithmetic").GetInt32());
+        Assert.Equal(859_520_964, doc.RootElement.GetProperty("parameters").GetInt64());
+    }
+
+    [Fact]
+    public void InspectWithoutShapesSaysWhichAreNeeded()
+    {
+        var (code, stdout, _) = CliRunner.Run("inspect", Fixtures.SdTiny("unet/model.onnx"));
+        Assert.Equal(0, code);
+        Assert.Contains("give --shape for sample, timestep, encoder_hidden_states", stdout);
+        Assert.Contains("2,164,452", stdout);
+    }
+
+    [Fact]
+    public void MissingModelFileIsOneLineError()
+    {
+        var (code, _, stderr) = CliRunner.Run("inspect", "no/such/model.onnx");
+        Assert.Equal(1, code);
+        Assert.Contains("no/such/model.onnx: file not found", stderr);
+    }
+}
