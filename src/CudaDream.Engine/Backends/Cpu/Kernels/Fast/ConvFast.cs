@@ -62,7 +62,7 @@ public static unsafe class ConvFast
                 return;
             }
             int weightLength = (int)g.WeightLength;
-            float[] partials = ArrayPool<float>.Shared.Rent(weightLength * (slices - 1));
+            float[] partials = ArrayPool<float>.Shared.Rent(checked(weightLength * (slices - 1)));
             try
             {
                 Array.Clear(partials, 0, weightLength * (slices - 1));
