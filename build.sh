@@ -3,6 +3,9 @@
 #   ./build.sh                 restore, build Release, leave the CLI at artifacts/cudadream
 #   ./build.sh test [--slow]   build, run every test project, end with "N passed, N failed, N skipped"
 #                              (--slow also runs the suites tagged Category=Slow)
+#   ./build.sh kernels         fetch Debian's NVRTC 11.8 and 12 into artifacts/nvrtc (no GPU needed) and
+#                              compile every kernel: sm_75..sm_90 with NVRTC 11.8, sm_90a with NVRTC 12;
+#                              also builds the emulator libraries (g++). Fails on any compile error.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -49,9 +52,35 @@ run_tests() {
   [ $failed = 0 ] && [ $rc = 0 ]
 }
 
+# Debian's NVRTC packages (contrib/non-free), downloaded with a private apt configuration and
+# unpacked with dpkg -x under artifacts/nvrtc: nothing system-wide changes.
+fetch_nvrtc() {
+  local dest="$ART/nvrtc" lib="$ART/nvrtc/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)"
+  if [ -e "$lib/libnvrtc.so.11.2" ] && [ -e "$lib/libnvrtc.so.12" ]; then echo "$lib"; return; fi
+  local apt="$ART/apt"
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs" "$dest"
+  printf '%s\n' "deb http://deb.debian.org/debian bookworm main contrib non-free" \
+                 "deb http://deb.debian.org/debian trixie main contrib non-free" > "$apt/sources.list"
+  local o=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+           -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1)
+  apt-get "${o[@]}" update -qq >&2
+  (cd "$apt/debs" && apt-get "${o[@]}" download -qq libnvrtc11.2 libnvrtc-builtins11.8 libnvrtc12 \
+     "$(apt-cache "${o[@]}" depends libnvrtc12 | sed -n 's/.*Depends: \(libnvrtc-builtins[0-9.]*\).*/\1/p' | head -1)" >&2)
+  for d in "$apt/debs"/*.deb; do dpkg -x "$d" "$dest"; done
+  echo "$lib"
+}
+
+build_kernels() {
+  local lib; lib=$(fetch_nvrtc)
+  CUDADREAM_NVRTC_PATH="$lib/libnvrtc.so.11.2" "$ART/cudadream" kernels build --arch sm_75,sm_80,sm_86,sm_89,sm_90
+  CUDADREAM_NVRTC_PATH="$lib/libnvrtc.so.12" "$ART/cudadream" kernels build --arch sm_90a
+  "$ART/cudadream" kernels build --emu
+}
+
 cmd="${1:-build}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   build) build ;;
   test) build; run_tests "$@" ;;
-  *) echo "usage: ./build.sh [build|test [--slow]]" >&2; exit 2 ;;
+  kernels) build; build_kernels ;;
+  *) echo "usage: ./build.sh [build|test [--slow]|kernels]" >&2; exit 2 ;;
 esac

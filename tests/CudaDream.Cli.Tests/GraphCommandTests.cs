@@ -92,3 +92,70 @@ public class GraphCommandTests
         Assert.Contains("no/such/model.onnx: file not found", stderr);
     }
 }
+
+[Collection("Console")]
+public class GraphGradCommandTests
+{
+    [Fact]
+    public void GraphGradReproducesTheLoraGradientReference()
+    {
+        using var dir = Fixtures.TempDir();
+        var outPath = dir.File("grads.safetensors");
+        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
+        var (code, stdout, stderr) = CliRunner.Run("graph", "grad", "--model", Fixtures.SdTiny("unet/model.onnx"), "--inputs", refPath,
+            "--target", "target", "--loss", "mse", "--lora", refPath, "--wrt", "lora,sample", "--out", outPath);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("177 gradients", stdout);
+        var refs = SafetensorsFile.ReadAll(refPath);
+        var got = SafetensorsFile.ReadAll(outPath);
+        foreach (var k in refs.Keys.Where(k => k.EndsWith(".grad") || k is "loss" or "out_sample"))
+            TensorAssert.Close(refs[k], got[k], 1e-4, k);
+    }
+
+    [Fact]
+    public void MisshapedLoraTensorIsRefusedNamingTheKey()
+    {
+        using var dir = Fixtures.TempDir();
+        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
+        var tensors = SafetensorsFile.ReadAll(refPath);
+        const string key = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_up.weight";
+        tensors[key] = CudaDream.Engine.Tensors.Tensor.Zeros(CudaDream.Engine.Tensors.DType.F32, 31, 4);
+        var bad = dir.File("bad.safetensors");
+        SafetensorsWriter.Write(bad, tensors);
+        var (code, _, stderr) = CliRunner.Run("graph", "grad", "--model", Fixtures.SdTiny("unet/model.onnx"), "--inputs", bad,
+            "--target", "target", "--lora", bad, "--out", dir.File("g.safetensors"));
+        Assert.Equal(1, code);
+        Assert.Contains(key, stderr);
+        Assert.False(File.Exists(dir.File("g.safetensors")));
+    }
+
+    [Fact]
+    public void LoraKeyForAnUnknownModuleIsRefused()
+    {
+        using var dir = Fixtures.TempDir();
+        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
+        var tensors = SafetensorsFile.ReadAll(refPath);
+        tensors["down_blocks.7.attentions.0.to_q.lora_down.weight"] = CudaDream.Engine.Tensors.Tensor.Zeros(CudaDream.Engine.Tensors.DType.F32, 4, 32);
+        var bad = dir.File("bad.safetensors");
+        SafetensorsWriter.Write(bad, tensors);
+        var (code, _, stderr) = CliRunner.Run("graph", "grad", "--model", Fixtures.SdTiny("unet/model.onnx"), "--inputs", bad,
+            "--target", "target", "--lora", bad, "--out", dir.File("g.safetensors"));
+        Assert.Equal(1, code);
+        Assert.Contains("down_blocks.7.attentions.0.to_q.lora_down.weight", stderr);
+    }
+
+    [Fact]
+    public void MissingLoraHalfIsRefused()
+    {
+        using var dir = Fixtures.TempDir();
+        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
+        var tensors = SafetensorsFile.ReadAll(refPath);
+        tensors.Remove("mid_block.attentions.0.transformer_blocks.0.attn2.to_v.lora_up.weight");
+        var bad = dir.File("bad.safetensors");
+        SafetensorsWriter.Write(bad, tensors);
+        var (code, _, stderr) = CliRunner.Run("graph", "grad", "--model", Fixtures.SdTiny("unet/model.onnx"), "--inputs", bad,
+            "--target", "target", "--lora", bad, "--out", dir.File("g.safetensors"));
+        Assert.Equal(1, code);
+        Assert.Contains("mid_block.attentions.0.transformer_blocks.0.attn2.to_v", stderr);
+    }
+}

@@ -19,12 +19,9 @@ public class DiffusersSchedulerTestValues(ITestOutputHelper output)
     /// <summary>Tests that cannot run here, each with the reason (reported as skipped tests below, never dropped).</summary>
     private static readonly Dictionary<string, string> NotReproducible = new()
     {
-        ["DDPMScheduler.test_full_loop_no_noise"] = DdpmReason,
-        ["DDPMScheduler.test_full_loop_with_v_prediction"] = DdpmReason,
         ["DPMSolverMultistepScheduler.test_full_loop_no_noise_thres"] = ThresholdReason,
     };
 
-    private const string DdpmReason = "needs torch's global CPU normal stream (mt19937, seed 0) for 999 draws, which the fixtures do not store; DDPM's ancestral step is checked against recorded noise in SchedulerTrajectoryTests (ddpm.n10/n25)";
     private const string ThresholdReason = "dynamic thresholding (Saharia et al. 2022) is not implemented: it is meant for pixel-space models; configs asking for it are refused with a clear error";
 
     public static TheoryData<int> Reproducible()
@@ -49,14 +46,19 @@ public class DiffusersSchedulerTestValues(ITestOutputHelper output)
         string key = Key(test);
         var config = SchedulerReferences.ConfigFromJson(test.GetProperty("config")) with { ClassName = test.GetProperty("scheduler").GetString() };
         var scheduler = SchedulerFactory.FromConfig(config);
-        int steps = test.GetProperty("num_inference_steps").GetInt32();
         string loop = test.GetProperty("loop").GetString()!;
         var sample = SchedulerReferences.Get("difftest.dummy_sample_deter").ToFloat32Array();
-        INoiseSource? noise = scheduler is EulerAncestralDiscreteScheduler
-            ? RecordedNoise.FromStacked(SchedulerReferences.Get("difftest.euler_ancestral.noise"))
-            : null;
+        // Torch's draws: stored for Euler ancestral; DDPM's 999 draws from manual_seed(0) are regenerated
+        // (the generator is checked against torch's stored draws in Torch_normal_stream_is_reproduced).
+        INoiseSource? noise = scheduler switch
+        {
+            EulerAncestralDiscreteScheduler => RecordedNoise.FromStacked(SchedulerReferences.Get("difftest.euler_ancestral.noise")),
+            DdpmScheduler => new TorchCpuNormal(0),
+            _ => null,
+        };
 
-        scheduler.SetTimesteps(steps);
+        // ddpm_all_train_steps: no set_timesteps, t = 999 … 0 stepping t → t − 1.
+        if (loop != "ddpm_all_train_steps") scheduler.SetTimesteps(test.GetProperty("num_inference_steps").GetInt32());
         if (loop == "kdiff_test")
         {
             float s0 = (float)scheduler.InitNoiseSigma;
@@ -91,14 +93,25 @@ public class DiffusersSchedulerTestValues(ITestOutputHelper output)
         return x.Select(v => v * t / (t + 1f)).ToArray();
     }
 
-    [Fact(Skip = DdpmReason)]
-    public void DDPMScheduler_test_full_loop_no_noise() { }
-
-    [Fact(Skip = DdpmReason)]
-    public void DDPMScheduler_test_full_loop_with_v_prediction() { }
-
     [Fact(Skip = ThresholdReason)]
     public void DPMSolverMultistepScheduler_test_full_loop_no_noise_thres() { }
+
+    [Fact]
+    public void Torch_normal_stream_is_reproduced()
+    {
+        // The fixture's Euler ancestral draws were made by torch from manual_seed(0): [10 draws, 4,3,8,8].
+        var stored = SchedulerReferences.Get("difftest.euler_ancestral.noise");
+        var rng = new TorchCpuNormal(0);
+        var draw = new float[768];
+        double worst = 0;
+        for (int k = 0; k < 10; k++)
+        {
+            rng.Fill(draw);
+            worst = Math.Max(worst, TensorAssert.RelativeMaxError(draw, SchedulerReferences.Row(stored, k)));
+        }
+        output.WriteLine($"torch randn emulation vs stored torch draws: {worst:E2}");
+        Assert.True(worst < 1e-5, $"torch normal stream differs: {worst:E2}");
+    }
 
     [Fact]
     public void Every_published_test_is_either_run_or_skipped_with_a_reason()
@@ -106,7 +119,7 @@ public class DiffusersSchedulerTestValues(ITestOutputHelper output)
         var all = Root.Value.GetProperty("tests").EnumerateArray().Select(Key).ToList();
         Assert.Equal(35, all.Count);
         Assert.All(NotReproducible.Keys, k => Assert.Contains(k, all));
-        Assert.Equal(32, all.Count(k => !NotReproducible.ContainsKey(k)));
+        Assert.Equal(34, all.Count(k => !NotReproducible.ContainsKey(k)));
         // The thresholding config is refused with a message, not silently run without thresholding.
         var thres = Root.Value.GetProperty("tests").EnumerateArray().First(t => Key(t) == "DPMSolverMultistepScheduler.test_full_loop_no_noise_thres");
         var ex = Assert.ThrowsAny<Engine.CudaDreamException>(() => SchedulerFactory.FromConfig(

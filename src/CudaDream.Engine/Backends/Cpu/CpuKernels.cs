@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 
 namespace CudaDream.Engine.Backends.Cpu;
@@ -6,38 +7,108 @@ namespace CudaDream.Engine.Backends.Cpu;
 /// <summary>
 /// Chooses between the fast fp32 kernels and the reference kernels: fast when the context allows it
 /// and T is float; the reference loops otherwise (float64 for gradient checks, or on request).
+/// Both have the same signature, so each method is a one-line switch.
 /// </summary>
 internal static class CpuKernels
 {
     private static bool Fast<T>(CpuContext c) => c.UseFastKernels && typeof(T) == typeof(float);
 
-    private static ReadOnlySpan<float> F<T>(ReadOnlySpan<T> s) where T : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(s);
-    private static Span<float> F<T>(Span<T> s) where T : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(s);
+    private static ReadOnlySpan<float> F<T>(ReadOnlySpan<T> s) where T : unmanaged => MemoryMarshal.Cast<T, float>(s);
+    private static Span<float> F<T>(Span<T> s) where T : unmanaged => MemoryMarshal.Cast<T, float>(s);
+    private static float F<T>(T v) where T : INumberBase<T> => float.CreateTruncating(v);
 
     public static void Gemm<T>(CpuContext c, bool transA, bool transB, int m, int n, int k, T alpha, ReadOnlySpan<T> a, int lda, ReadOnlySpan<T> b, int ldb, T beta, Span<T> y, int ldc)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        if (Fast<T>(c)) GemmFast.Gemm(transA, transB, m, n, k, float.CreateTruncating(alpha), F(a), lda, F(b), ldb, float.CreateTruncating(beta), F(y), ldc);
+        if (Fast<T>(c)) GemmFast.Gemm(transA, transB, m, n, k, F(alpha), F(a), lda, F(b), ldb, F(beta), F(y), ldc);
         else GemmReference.Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, y, ldc);
     }
 
+    public static void GemmStridedBatched<T>(CpuContext c, bool transA, bool transB, int m, int n, int k, T alpha, ReadOnlySpan<T> a, int lda, ReadOnlySpan<T> b, int ldb,
+        T beta, Span<T> y, int ldc, int batch, long strideA, long strideB, long strideC)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) GemmFast.GemmStridedBatched(transA, transB, m, n, k, F(alpha), F(a), lda, F(b), ldb, F(beta), F(y), ldc, batch, strideA, strideB, strideC);
+        else GemmReference.GemmStridedBatched(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, y, ldc, batch, strideA, strideB, strideC);
+    }
+
     public static void Conv2dForward<T>(CpuContext c, in Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> w, ReadOnlySpan<T> bias, Span<T> y)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        ConvReference.Conv2dForward(g, x, w, bias, y);
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) ConvFast.Conv2dForward(g, F(x), F(w), F(bias), F(y));
+        else ConvReference.Conv2dForward(g, x, w, bias, y);
+    }
+
+    public static void Conv2dBackwardData<T>(CpuContext c, in Conv2dGeometry g, ReadOnlySpan<T> dy, ReadOnlySpan<T> w, Span<T> dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) ConvFast.Conv2dBackwardData(g, F(dy), F(w), F(dx));
+        else ConvReference.Conv2dBackwardData(g, dy, w, dx);
+    }
+
+    public static void Conv2dBackwardWeight<T>(CpuContext c, in Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> dw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) ConvFast.Conv2dBackwardWeight(g, F(x), F(dy), F(dw));
+        else ConvReference.Conv2dBackwardWeight(g, x, dy, dw);
+    }
 
     public static void GroupNormForward<T>(CpuContext c, int n, int ch, int s, int groups, T eps, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta, Span<T> y, Span<T> mean, Span<T> rstd, bool silu)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        GroupNormReference.Forward(n, ch, s, groups, eps, x, gamma, beta, y, mean, rstd, silu);
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) GroupNormFast.Forward(n, ch, s, groups, F(eps), F(x), F(gamma), F(beta), F(y), F(mean), F(rstd), silu);
+        else GroupNormReference.Forward(n, ch, s, groups, eps, x, gamma, beta, y, mean, rstd, silu);
+    }
+
+    public static void GroupNormBackward<T>(CpuContext c, int n, int ch, int s, int groups, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta,
+        ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd, ReadOnlySpan<T> dy, Span<T> dx, Span<T> dgamma, Span<T> dbeta, bool silu)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) GroupNormFast.Backward(n, ch, s, groups, F(x), F(gamma), F(beta), F(mean), F(rstd), F(dy), F(dx), F(dgamma), F(dbeta), silu);
+        else GroupNormReference.Backward(n, ch, s, groups, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, silu);
+    }
 
     public static void LayerNormForward<T>(CpuContext c, int rows, int dim, T eps, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta, Span<T> y, Span<T> mean, Span<T> rstd)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        LayerNormReference.Forward(rows, dim, eps, x, gamma, beta, y, mean, rstd);
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) LayerNormFast.Forward(rows, dim, F(eps), F(x), F(gamma), F(beta), F(y), F(mean), F(rstd));
+        else LayerNormReference.Forward(rows, dim, eps, x, gamma, beta, y, mean, rstd);
+    }
+
+    public static void LayerNormBackward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd,
+        ReadOnlySpan<T> dy, Span<T> dx, Span<T> dgamma, Span<T> dbeta)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) LayerNormFast.Backward(rows, dim, F(x), F(gamma), F(mean), F(rstd), F(dy), F(dx), F(dgamma), F(dbeta));
+        else LayerNormReference.Backward(rows, dim, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
+    }
 
     public static void SoftmaxForward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> x, Span<T> y)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        SoftmaxReference.Forward(rows, dim, x, y);
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) SoftmaxFast.Forward(rows, dim, F(x), F(y));
+        else SoftmaxReference.Forward(rows, dim, x, y);
+    }
+
+    public static void SoftmaxBackward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> y, ReadOnlySpan<T> dy, Span<T> dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) SoftmaxFast.Backward(rows, dim, F(y), F(dy), F(dx));
+        else SoftmaxReference.Backward(rows, dim, y, dy, dx);
+    }
 
     public static void AttentionForward<T>(CpuContext c, in AttentionShape shape, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> o, Span<T> lse)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        AttentionReference.Forward(shape, q, k, v, o, lse);
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) AttentionFast.Forward(shape, F(q), F(k), F(v), F(o), F(lse));
+        else AttentionReference.Forward(shape, q, k, v, o, lse);
+    }
+
+    public static void AttentionBackward<T>(CpuContext c, in AttentionShape shape, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> o,
+        ReadOnlySpan<T> lse, ReadOnlySpan<T> dout, Span<T> dq, Span<T> dk, Span<T> dv)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (Fast<T>(c)) AttentionFast.Backward(shape, F(q), F(k), F(v), F(o), F(lse), F(dout), F(dq), F(dk), F(dv));
+        else AttentionReference.Backward(shape, q, k, v, o, lse, dout, dq, dk, dv);
+    }
 }

@@ -20,6 +20,7 @@ public static class CpuOps
         ReduceOps.Register(t);
         NnOps.Register(t);
         FusedOpsCpu.Register(t);
+        GradientOpsCpu.Register(t);
         return t;
     }
 

@@ -56,6 +56,7 @@ public static class FusedOps
     internal static long LinearMacs(Node n)
     {
         var (k, nn) = LinearDims(n);
+        // Attribute alpha (default 1) scales the product: y = alpha·x·W + bias.
         return Shapes.Numel(ShapeOf(n, 0)) / k * k * nn;
     }
 
@@ -76,6 +77,8 @@ public static class FusedOps
     {
         var (b, nq, _, h, _, dv) = AttentionDims(n);
         Set(n, 0, In(n, 0).DType, new[] { b, nq, h * dv });
+        // Optional second output: the log-sum-exp of each query row, kept for the backward pass.
+        if (n.Outputs.Count > 1) Set(n, 1, In(n, 0).DType, new[] { b, h, nq });
     }
 
     internal static long AttentionMacs(Node n)

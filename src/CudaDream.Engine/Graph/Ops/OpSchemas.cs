@@ -99,8 +99,9 @@ public static class OpSchemas
 
         // Fused ops (FusedOps documents their inputs and attributes).
         Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
-        Add(new(FusedOps.GroupNorm, SameAsInput));
-        Add(new(FusedOps.LayerNorm, SameAsInput));
+        // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
+        Add(new(FusedOps.GroupNorm, n => { SameAsInput(n); StatOutputs(n, ShapeOf(n, 0)[0] * (int)n.Attributes.Int("groups")); }));
+        Add(new(FusedOps.LayerNorm, n => { SameAsInput(n); StatOutputs(n, (int)(Shapes.Numel(ShapeOf(n, 0)) / Math.Max(1, ShapeOf(n, 0)[^1]))); }));
         Add(new(FusedOps.Geglu, n => { var s = (int[])ShapeOf(n, 0).Clone(); s[^1] /= 2; Set(n, 0, In(n, 0).DType, s); }));
         Add(new(FusedOps.Attention, FusedOps.InferAttention, FusedOps.AttentionMacs));
         Add(new(FusedOps.UpsampleNearest, n =>
@@ -112,7 +113,14 @@ public static class OpSchemas
             Set(n, 0, In(n, 0).DType, s);
         }));
         Add(new(FusedOps.TimestepEmbedding, n => Set(n, 0, DType.F32, new[] { ShapeOf(n, 0)[0], (int)n.Attributes.Int("dim") })));
+
+        Autodiff.GradientOps.AddSchemas(Add);
         return t;
+    }
+
+    private static void StatOutputs(Node n, int count)
+    {
+        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, new[] { count });
     }
 
     private static DType OnnxType(Node n, long onnxType) =>

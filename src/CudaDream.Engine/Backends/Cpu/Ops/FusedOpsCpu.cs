@@ -47,7 +47,8 @@ internal static class FusedOpsCpu
                 var b = bias.ReadOnlySpan<T>();
                 for (int r = 0; r < rows; r++) b.CopyTo(y.Slice(r * n, n));
             }
-            CpuKernels.Gemm(C, false, tb, rows, n, k, T.One, x.ReadOnlySpan<T>(), k, w.ReadOnlySpan<T>(), tb ? k : n, bias != null ? T.One : T.Zero, y, n);
+            T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f));
+            CpuKernels.Gemm(C, false, tb, rows, n, k, alpha, x.ReadOnlySpan<T>(), k, w.ReadOnlySpan<T>(), tb ? k : n, bias != null ? T.One : T.Zero, y, n);
         }
     }
 

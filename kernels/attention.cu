@@ -1,0 +1,232 @@
+// Scaled dot-product attention, forward and backward, with online softmax (Milakov & Gimelshein
+// 2018; FlashAttention-2, Dao 2023, Algorithms 1-2): no Nq x Nk matrix is ever stored. Any head
+// width D works (the VAE's single 512-wide head included): per-warp rows of Q, dO and the
+// accumulators live in dynamic shared memory, K/V (or Q/dO) tiles are staged with cp.async.
+//
+// Layout: element strides per (batch, head, row) for Q, K, V, O (and dO, dQ, dK, dV alike); the
+// last axis is contiguous. So [B, N, H, D] and [B, H, N, D] views are both read in place.
+// causal != 0 masks key j > query i (a flag, not a -inf constant). lse[b,h,i] = log sum exp.
+//
+// Launcher contract (KernelLaunchers.Attention*): W = warps per block (4 if D <= 256, else 2),
+// block 32*W, one warp per query (or key) row; T = tile rows = clamp(2048 / D, 1, 32).
+//   attention_forward_<t>(AttentionShape s, const T* q, const T* k, const T* v, T* o, float* lse, int tile)
+//       grid (ceil(Nq/W), H, B), dynamic smem = (2*T*D + 2*W*D) floats
+//   attention_backward_dot_<t>(AttentionShape s, const T* o, const T* dout, float* delta)
+//       grid (ceil(Nq/W), H, B): delta[b,h,i] = dO_i . O_i (FlashAttention-2 eq. D_i)
+//   attention_backward_dq_<t>(AttentionShape s, q, k, v, dout, lse, delta, T* dq, int tile)
+//       grid (ceil(Nq/W), H, B), dynamic smem = (2*T*D + 3*W*D) floats
+//   attention_backward_dkv_<t>(AttentionShape s, q, k, v, dout, lse, delta, T* dk, T* dv, int tile)
+//       grid (ceil(Nk/W), H, B), dynamic smem = (2*T*D + 2*T + 4*W*D) floats
+// dO/dQ/dK/dV use the strides of O/Q/K/V respectively.
+#include "device.cuh"
+
+struct AttentionShape
+{
+    int batch, heads, q_len, kv_len, head_dim, causal;
+    float scale;
+    int pad_;
+    i64 q_stride[3], k_stride[3], v_stride[3], o_stride[3]; // batch, head, row
+};
+
+CD_DEVICE i64 row_offset(const i64 st[3], int b, int h, int row) { return (i64)b * st[0] + (i64)h * st[1] + (i64)row * st[2]; }
+
+// Stages rows [first, first+count) of a strided (b,h) matrix into smem[count][D] as fp32.
+template <class T>
+CD_DEVICE void stage_rows(float* smem, const T* src, const i64 st[3], int b, int h, int first, int count, int limit, int D)
+{
+    const int total = count * D;
+    for (int e = threadIdx.x; e < total; e += blockDim.x)
+    {
+        const int r = e / D, d = e - r * D;
+        if (first + r < limit)
+        {
+            const T* p = src + row_offset(st, b, h, first + r) + d;
+            if (sizeof(T) == 4) cp_async<4>(&smem[e], p);
+            else smem[e] = to_f32(*p);
+        }
+        else smem[e] = 0.0f;
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+}
+
+template <class T>
+CD_DEVICE void load_row(float* dst, const T* src, int D)
+{
+    for (int d = lane_id(); d < D; d += CD_WARP) dst[d] = to_f32(src[d]);
+}
+
+// Warp-wide dot product of two shared/global fp32 rows.
+CD_DEVICE float warp_dot(const float* a, const float* b, int D)
+{
+    float s = 0.0f;
+    for (int d = lane_id(); d < D; d += CD_WARP) s += a[d] * b[d];
+    return warp_sum(s);
+}
+
+template <class T>
+__global__ void attention_forward(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                  T* __restrict__ o, float* __restrict__ lse, int tile)
+{
+    const int D = s.head_dim, W = blockDim.x / CD_WARP, w = warp_id();
+    const int b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * W + w;
+    float* ks = dynamic_smem<float>();
+    float* vs = ks + tile * D;
+    float* qrow = vs + tile * D + w * D;
+    float* acc = vs + tile * D + W * D + w * D;
+    const bool active = row < s.q_len;
+    if (active)
+    {
+        load_row(qrow, q + row_offset(s.q_stride, b, h, row), D);
+        for (int d = lane_id(); d < D; d += CD_WARP) acc[d] = 0.0f;
+    }
+    float m = -3.402823466e38f, l = 0.0f;
+    const int kv_end = s.causal ? min(s.kv_len, (int)(blockIdx.x + 1) * W) : s.kv_len; // keys any row of this block sees
+    for (int j0 = 0; j0 < kv_end; j0 += tile)
+    {
+        __syncthreads(); // the previous tile is no longer read
+        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
+        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
+        __syncthreads();
+        if (!active) continue;
+        const int jn = min(tile, s.kv_len - j0);
+        for (int jj = 0; jj < jn; jj++)
+        {
+            if (s.causal && j0 + jj > row) break;
+            const float score = warp_dot(qrow, ks + jj * D, D) * s.scale;
+            const float m_new = fmaxf(m, score);
+            const float corr = expf(m - m_new), p = expf(score - m_new);
+            l = l * corr + p;
+            for (int d = lane_id(); d < D; d += CD_WARP) acc[d] = acc[d] * corr + p * vs[jj * D + d];
+            m = m_new;
+        }
+    }
+    if (!active) return;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T* orow = o + row_offset(s.o_stride, b, h, row);
+    for (int d = lane_id(); d < D; d += CD_WARP) orow[d] = from_f32<T>(acc[d] * inv);
+    if (lane_id() == 0) lse[((i64)b * s.heads + h) * s.q_len + row] = l > 0.0f ? m + logf(l) : -3.402823466e38f;
+}
+
+template <class T>
+__global__ void attention_backward_dot(AttentionShape s, const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta)
+{
+    const int W = blockDim.x / CD_WARP, b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * W + warp_id();
+    if (row >= s.q_len) return;
+    const T* orow = o + row_offset(s.o_stride, b, h, row);
+    const T* drow = dout + row_offset(s.o_stride, b, h, row);
+    float acc = 0.0f;
+    for (int d = lane_id(); d < s.head_dim; d += CD_WARP) acc += to_f32(orow[d]) * to_f32(drow[d]);
+    acc = warp_sum(acc);
+    if (lane_id() == 0) delta[((i64)b * s.heads + h) * s.q_len + row] = acc;
+}
+
+// dQ_i = scale * sum_j P_ij (dP_ij - delta_i) K_j, P_ij = exp(scale q_i.k_j - lse_i), dP_ij = dO_i.v_j
+template <class T>
+__global__ void attention_backward_dq(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                      const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                                      T* __restrict__ dq, int tile)
+{
+    const int D = s.head_dim, W = blockDim.x / CD_WARP, w = warp_id();
+    const int b = blockIdx.z, h = blockIdx.y, row = blockIdx.x * W + w;
+    float* ks = dynamic_smem<float>();
+    float* vs = ks + tile * D;
+    float* qrow = vs + tile * D + w * D;
+    float* drow = vs + tile * D + W * D + w * D;
+    float* acc = vs + tile * D + 2 * W * D + w * D;
+    const bool active = row < s.q_len;
+    float L = 0.0f, Di = 0.0f;
+    if (active)
+    {
+        load_row(qrow, q + row_offset(s.q_stride, b, h, row), D);
+        load_row(drow, dout + row_offset(s.o_stride, b, h, row), D);
+        for (int d = lane_id(); d < D; d += CD_WARP) acc[d] = 0.0f;
+        const i64 st = ((i64)b * s.heads + h) * s.q_len + row;
+        L = lse[st];
+        Di = delta[st];
+    }
+    const int kv_end = s.causal ? min(s.kv_len, (int)(blockIdx.x + 1) * W) : s.kv_len;
+    for (int j0 = 0; j0 < kv_end; j0 += tile)
+    {
+        __syncthreads();
+        stage_rows(ks, k, s.k_stride, b, h, j0, tile, s.kv_len, D);
+        stage_rows(vs, v, s.v_stride, b, h, j0, tile, s.kv_len, D);
+        __syncthreads();
+        if (!active) continue;
+        const int jn = min(tile, s.kv_len - j0);
+        for (int jj = 0; jj < jn; jj++)
+        {
+            if (s.causal && j0 + jj > row) break;
+            const float p = expf(warp_dot(qrow, ks + jj * D, D) * s.scale - L);
+            const float dp = warp_dot(drow, vs + jj * D, D);
+            const float ds = p * (dp - Di) * s.scale;
+            for (int d = lane_id(); d < D; d += CD_WARP) acc[d] += ds * ks[jj * D + d];
+        }
+    }
+    if (!active) return;
+    T* out = dq + row_offset(s.q_stride, b, h, row);
+    for (int d = lane_id(); d < D; d += CD_WARP) out[d] = from_f32<T>(acc[d]);
+}
+
+// dV_j = sum_i P_ij dO_i ; dK_j = scale * sum_i P_ij (dP_ij - delta_i) q_i
+template <class T>
+__global__ void attention_backward_dkv(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                       const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                                       T* __restrict__ dk, T* __restrict__ dv, int tile)
+{
+    const int D = s.head_dim, W = blockDim.x / CD_WARP, w = warp_id();
+    const int b = blockIdx.z, h = blockIdx.y, col = blockIdx.x * W + w;
+    float* qs = dynamic_smem<float>();
+    float* dos = qs + tile * D;
+    float* ls = dos + tile * D;      // lse of the staged query rows
+    float* ds_ = ls + tile;          // delta of the staged query rows
+    float* krow = ds_ + tile + w * D;
+    float* vrow = ds_ + tile + W * D + w * D;
+    float* dk_acc = ds_ + tile + 2 * W * D + w * D;
+    float* dv_acc = ds_ + tile + 3 * W * D + w * D;
+    const bool active = col < s.kv_len;
+    if (active)
+    {
+        load_row(krow, k + row_offset(s.k_stride, b, h, col), D);
+        load_row(vrow, v + row_offset(s.v_stride, b, h, col), D);
+        for (int d = lane_id(); d < D; d += CD_WARP) { dk_acc[d] = 0.0f; dv_acc[d] = 0.0f; }
+    }
+    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
+    const int i_begin = s.causal ? ((int)blockIdx.x * W / tile) * tile : 0; // queries before the block's first key see none of it
+    for (int i0 = i_begin; i0 < s.q_len; i0 += tile)
+    {
+        __syncthreads();
+        stage_rows(qs, q, s.q_stride, b, h, i0, tile, s.q_len, D);
+        stage_rows(dos, dout, s.o_stride, b, h, i0, tile, s.q_len, D);
+        for (int e = threadIdx.x; e < tile; e += blockDim.x)
+        {
+            const bool in = i0 + e < s.q_len;
+            ls[e] = in ? lse[stat + i0 + e] : 0.0f;
+            ds_[e] = in ? delta[stat + i0 + e] : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
+        const int in_ = min(tile, s.q_len - i0);
+        for (int ii = 0; ii < in_; ii++)
+        {
+            if (s.causal && i0 + ii < col) continue;
+            const float p = expf(warp_dot(qs + ii * D, krow, D) * s.scale - ls[ii]);
+            const float dp = warp_dot(dos + ii * D, vrow, D);
+            const float dsc = p * (dp - ds_[ii]) * s.scale;
+            for (int d = lane_id(); d < D; d += CD_WARP)
+            {
+                dv_acc[d] += p * dos[ii * D + d];
+                dk_acc[d] += dsc * qs[ii * D + d];
+            }
+        }
+    }
+    if (!active) return;
+    T* dko = dk + row_offset(s.k_stride, b, h, col);
+    T* dvo = dv + row_offset(s.v_stride, b, h, col);
+    for (int d = lane_id(); d < D; d += CD_WARP) { dko[d] = from_f32<T>(dk_acc[d]); dvo[d] = from_f32<T>(dv_acc[d]); }
+}
+
+CD_EXPORT(attention_forward_f32, attention_forward<float>)
+CD_EXPORT(attention_backward_dot_f32, attention_backward_dot<float>)
+CD_EXPORT(attention_backward_dq_f32, attention_backward_dq<float>)
+CD_EXPORT(attention_backward_dkv_f32, attention_backward_dkv<float>)

@@ -1,0 +1,92 @@
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+using static CudaDream.Engine.Graph.Ops.Infer;
+
+namespace CudaDream.Engine.Autodiff;
+
+/// <summary>
+/// Ops that only the backward pass (and the loss) use. Each backward op pairs with the forward op of
+/// the same family; every backend implements both, side by side.
+/// <list type="bullet">
+/// <item><c>MseLoss(pred, target, weights[B]?)</c> → [1]: Σ_b w_b·mean((pred_b − target_b)²) / B (all w = 1: torch's mse_loss, mean).</item>
+/// <item><c>MseLossGrad(pred, target, weights?, dloss[1])</c> → d pred.</item>
+/// <item><c>LinearGradWeight(x, dy)</c> → dW in the Linear's weight layout (<c>transB</c>, <c>alpha</c> as the forward).</item>
+/// <item><c>SumTo(x)</c>: sums the broadcast dimensions away to <c>shape</c> (the gradient of broadcasting).</item>
+/// <item><c>ConvGradInput(dy, w)</c>, <c>ConvGradWeight(x, dy)</c>: Conv's attributes plus <c>input_shape</c> / <c>weight_shape</c>.</item>
+/// <item><c>GroupNormGrad(x, gamma?, beta?, mean, rstd, dy)</c> → dx, dgamma, dbeta; <c>LayerNormGrad(x, gamma?, mean, rstd, dy)</c> likewise.</item>
+/// <item><c>AttentionGrad(q, k, v, o, lse, dO)</c> → dq, dk, dv (FlashAttention-2 backward; no N×M matrix kept).</item>
+/// <item><c>ActivationGrad(x, dy)</c>: <c>kind</c> = Gelu | Silu | QuickGelu | Geglu | Sigmoid | Tanh | Relu | Erf | Exp | Sqrt | Square.</item>
+/// <item><c>UpsampleNearestGrad(dy)</c> → dx of <c>input_size</c>; <c>SoftmaxGrad(y, dy)</c>.</item>
+/// <item><c>CounterDropout(x)</c>: x·m/(1−p), m ~ Bernoulli(1−p) from the counter-based generator keyed by
+/// (seed, step, Dropout, <c>stream</c>, element) — the same node applied to dy is its own backward, no mask stored.</item>
+/// </list>
+/// </summary>
+public static class GradientOps
+{
+    public const string MseLoss = "MseLoss";
+    public const string MseLossGrad = "MseLossGrad";
+    public const string LinearGradWeight = "LinearGradWeight";
+    public const string SumTo = "SumTo";
+    public const string ConvGradInput = "ConvGradInput";
+    public const string ConvGradWeight = "ConvGradWeight";
+    public const string GroupNormGrad = "GroupNormGrad";
+    public const string LayerNormGrad = "LayerNormGrad";
+    public const string AttentionGrad = "AttentionGrad";
+    public const string ActivationGrad = "ActivationGrad";
+    public const string UpsampleNearestGrad = "UpsampleNearestGrad";
+    public const string SoftmaxGrad = "SoftmaxGrad";
+    public const string CounterDropout = "CounterDropout";
+
+    internal static void AddSchemas(Action<OpSchema> add)
+    {
+        add(new(MseLoss, n => Set(n, 0, In(n, 0).DType, new[] { 1 })));
+        add(new(MseLossGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
+        add(new(LinearGradWeight, n =>
+        {
+            var x = ShapeOf(n, 0);
+            var dy = ShapeOf(n, 1);
+            bool tb = n.Attributes.Int("transB", 0) != 0;
+            Set(n, 0, In(n, 0).DType, tb ? new[] { dy[^1], x[^1] } : new[] { x[^1], dy[^1] });
+        }, n => Shapes.Numel(ShapeOf(n, 0)) * ShapeOf(n, 1)[^1]));
+        add(new(SumTo, n =>
+        {
+            var target = n.Attributes.Ints("shape")!.Select(d => (int)d).ToArray();
+            if (Shapes.Broadcast(target, ShapeOf(n, 0)) is not { } b || !Shapes.Equal(b, ShapeOf(n, 0)))
+                throw new GraphException(n, $"cannot sum {Shapes.Format(ShapeOf(n, 0))} to {Shapes.Format(target)}");
+            Set(n, 0, In(n, 0).DType, target);
+        }));
+        add(new(ConvGradInput, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
+        add(new(ConvGradWeight, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("weight_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
+        add(new(GroupNormGrad, n => ParamGrads(n, ShapeOf(n, 0)[1])));
+        add(new(LayerNormGrad, n => ParamGrads(n, ShapeOf(n, 0)[^1])));
+        add(new(AttentionGrad, n =>
+        {
+            for (int i = 0; i < 3; i++) Set(n, i, In(n, i).DType, ShapeOf(n, i));
+        }, n =>
+        {
+            var q = ShapeOf(n, 0); var k = ShapeOf(n, 1); var v = ShapeOf(n, 2);
+            // Recompute the scores plus four products (dV, dP, dQ, dK): 2.5× the forward's matrix work.
+            return (long)(2.5 * q[0] * q[1] * k[1] * (q[2] + v[2]));
+        }));
+        add(new(ActivationGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
+        add(new(UpsampleNearestGrad, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray())));
+        add(new(SoftmaxGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
+        add(new(CounterDropout, SameAsInput, Deterministic: false));
+    }
+
+    private static void ParamGrads(Node n, int channels)
+    {
+        Set(n, 0, In(n, 0).DType, ShapeOf(n, 0));
+        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, new[] { channels });
+    }
+
+    private static long ConvGradMacs(Node n)
+    {
+        // The same multiply-adds as the forward: N·Cout·Ho·Wo·(Cin/groups)·kh·kw (w[1] is already Cin/groups).
+        var w = n.Attributes.Ints("weight_shape")!;
+        var x = n.Attributes.Ints("input_shape")!;
+        var dy = n.Op == ConvGradInput ? ShapeOf(n, 0) : ShapeOf(n, 1);
+        return x[0] * w[0] * dy[2] * dy[3] * w[1] * w[2] * w[3];
+    }
+}

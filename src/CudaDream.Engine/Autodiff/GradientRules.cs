@@ -1,0 +1,231 @@
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Autodiff;
+
+/// <summary>
+/// Computes the gradients of a node's inputs from the gradients of its outputs.
+/// <paramref name="dy"/> holds one gradient per output (null where an output does not reach the loss);
+/// the result holds one per input (null where not needed or not defined, e.g. shape operands).
+/// </summary>
+public delegate Value?[] GradRule(Node node, Value?[] dy, bool[] needed, GradBuilder b);
+
+/// <summary>
+/// The gradient rules, one per op, as a table a reader can scan (tinygrad style). Rules build backward
+/// nodes out of forward ops where they can (the gradient of a Linear input is a Linear) and out of the
+/// backward ops of <see cref="GradientOps"/> where a fused kernel does it better.
+/// </summary>
+public static class GradientRules
+{
+    private static readonly Dictionary<string, GradRule> Table = new(StringComparer.Ordinal)
+    {
+        // ---- fused ops ----
+        [FusedOps.Linear] = Linear,
+        [FusedOps.GroupNorm] = GroupNorm,
+        [FusedOps.LayerNorm] = LayerNorm,
+        [FusedOps.Attention] = Attention,
+        [FusedOps.Gelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Gelu) },
+        [FusedOps.Silu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Silu) },
+        [FusedOps.QuickGelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.QuickGelu) },
+        [FusedOps.Geglu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Geglu) },
+        [FusedOps.UpsampleNearest] = (n, dy, need, b) => new[]
+        {
+            b.Emit1(GradientOps.UpsampleNearestGrad, new[] { dy[0] }, new Attributes().Set("input_shape", Longs(n.Input(0).Shape!))),
+        },
+        [GradientOps.CounterDropout] = (n, dy, need, b) => new[] { b.Emit1(GradientOps.CounterDropout, new[] { dy[0] }, n.Attributes.Clone()) },
+
+        // ---- ONNX ops ----
+        ["Conv"] = Conv,
+        ["MatMul"] = MatMul,
+        ["Add"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), b.SumTo(dy[0]!, n.Input(1).Shape!) },
+        ["Sub"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), need[1] ? b.SumTo(b.Neg(dy[0]!), n.Input(1).Shape!) : null },
+        ["Mul"] = (n, dy, need, b) => new[]
+        {
+            need[0] ? b.SumTo(b.Mul(dy[0]!, n.Input(1)), n.Input(0).Shape!) : null,
+            need[1] ? b.SumTo(b.Mul(dy[0]!, n.Input(0)), n.Input(1).Shape!) : null,
+        },
+        ["Div"] = (n, dy, need, b) => new[]
+        {
+            need[0] ? b.SumTo(b.Div(dy[0]!, n.Input(1)), n.Input(0).Shape!) : null,
+            // d(a/b)/db = −a/b² = −y/b
+            need[1] ? b.SumTo(b.Neg(b.Div(b.Mul(dy[0]!, n.Output()), n.Input(1))), n.Input(1).Shape!) : null,
+        },
+        ["Neg"] = (n, dy, need, b) => new[] { b.Neg(dy[0]!) },
+        ["Identity"] = PassThrough,
+        ["Dropout"] = PassThrough,
+        ["Cast"] = (n, dy, need, b) => new[] { n.Input(0).DType == dy[0]!.DType ? dy[0] : b.Emit1("Cast", new[] { dy[0] }, new Attributes().Set("to", n.Input(0).DType.ToOnnx())) },
+        ["Reshape"] = ReshapeBack,
+        ["Flatten"] = ReshapeBack,
+        ["Squeeze"] = ReshapeBack,
+        ["Unsqueeze"] = ReshapeBack,
+        ["Transpose"] = (n, dy, need, b) =>
+        {
+            var perm = OpSchemas.Perm(n, n.Input(0).Rank);
+            var inverse = new int[perm.Length];
+            for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
+            return new[] { b.Transpose(dy[0]!, inverse) };
+        },
+        ["Expand"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!) },
+        ["Concat"] = Concat,
+        ["Slice"] = Slice,
+        ["Softmax"] = (n, dy, need, b) =>
+        {
+            if (Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) != n.Input(0).Rank - 1) throw new GraphException(n, "gradient of Softmax over a non-last axis is not supported");
+            return new[] { b.Emit1(GradientOps.SoftmaxGrad, new[] { n.Output(), dy[0] }) };
+        },
+        ["Sigmoid"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Sigmoid") },
+        ["Tanh"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Tanh") },
+        ["Relu"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Relu") },
+        ["Erf"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Erf") },
+        ["Exp"] = (n, dy, need, b) => new[] { b.Mul(dy[0]!, n.Output()) },
+        ["Sqrt"] = (n, dy, need, b) => new[] { b.Div(dy[0]!, b.Mul(n.Output(), b.Scalar(2, n.Output().DType))) },
+        ["Pow"] = (n, dy, need, b) =>
+        {
+            if (Specializer.Uniform(n.Input(1)) != 2.0) throw new GraphException(n, "gradient of Pow is supported for exponent 2 only");
+            return new[] { b.Mul(dy[0]!, b.Mul(n.Input(0), b.Scalar(2, n.Input(0).DType))), null };
+        },
+        ["ReduceMean"] = ReduceMean,
+        ["ReduceSum"] = ReduceMean,
+        [GradientOps.MseLoss] = (n, dy, need, b) => new[] { b.Emit1(GradientOps.MseLossGrad, new[] { n.Input(0), n.Input(1), n.OptionalInput(2), dy[0] }), null, null },
+    };
+
+    public static bool Has(string op) => Table.ContainsKey(op);
+    public static IReadOnlyCollection<string> Ops => Table.Keys;
+
+    public static GradRule Get(Node n) =>
+        Table.TryGetValue(n.Op, out var r) ? r : throw new GraphException(n, $"no gradient rule for op '{n.Op}' (it lies between a trainable parameter and the loss)");
+
+    private static long[] Longs(int[] s) => s.Select(d => (long)d).ToArray();
+
+    private static Value?[] PassThrough(Node n, Value?[] dy, bool[] need, GradBuilder b) => new[] { dy[0] };
+
+    private static Value?[] ReshapeBack(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var r = new Value?[n.Inputs.Count];
+        r[0] = b.Reshape(dy[0]!, n.Input(0).Shape!);
+        return r;
+    }
+
+    private static Value Activation(Node n, Value dy, GradBuilder b, string kind) =>
+        b.Emit1(GradientOps.ActivationGrad, new[] { n.Input(0), dy }, new Attributes().Set("kind", kind));
+
+    /// <summary>y = α·x·W_eff + bias: dx = α·dy·W_effᵀ (a Linear with the other weight layout), dW = α·xᵀ·dy, dbias = Σ dy.</summary>
+    private static Value?[] Linear(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        long transB = n.Attributes.Int("transB", 0);
+        float alpha = n.Attributes.Float("alpha", 1f);
+        var g = dy[0]!;
+        var r = new Value?[n.Inputs.Count];
+        if (need[0]) r[0] = b.Emit1(FusedOps.Linear, new[] { g, n.Input(1) }, new Attributes().Set("transB", 1 - transB).Set("alpha", alpha));
+        if (need[1]) r[1] = b.Emit1(GradientOps.LinearGradWeight, new[] { n.Input(0), g }, new Attributes().Set("transB", transB).Set("alpha", alpha));
+        if (n.Inputs.Count > 2 && need[2]) r[2] = b.SumTo(g, n.Input(2).Shape!);
+        return r;
+    }
+
+    private static Value?[] Conv(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var g = dy[0]!;
+        var attrs = n.Attributes.Clone().Set("input_shape", Longs(n.Input(0).Shape!)).Set("weight_shape", Longs(n.Input(1).Shape!));
+        var p = OpSchemas.ResolveConv(n);
+        // Store the resolved padding so auto_pad never has to be recomputed without the input.
+        attrs.Set("pads", new long[] { p.PadTop, p.PadLeft, p.PadBottom, p.PadRight }).Set("auto_pad", "NOTSET");
+        var r = new Value?[n.Inputs.Count];
+        if (need[0]) r[0] = b.Emit1(GradientOps.ConvGradInput, new[] { g, n.Input(1) }, attrs);
+        if (need[1]) r[1] = b.Emit1(GradientOps.ConvGradWeight, new[] { n.Input(0), g }, attrs);
+        if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
+            r[2] = b.Reshape(b.Emit1("ReduceSum", new[] { g }, new Attributes().Set("axes", new long[] { 0, 2, 3 }).Set("keepdims", 0L)), n.Input(2).Shape!);
+        return r;
+    }
+
+    /// <summary>The norm's forward node must carry its mean/rstd outputs (<see cref="Differentiator"/> adds them).</summary>
+    private static Value?[] GroupNorm(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        if (n.Outputs.Count < 3) throw new GraphException(n, "GroupNorm has no saved statistics");
+        var outs = b.Emit(GradientOps.GroupNormGrad, new[] { n.Input(0), n.OptionalInput(1), n.OptionalInput(2), n.Outputs[1], n.Outputs[2], dy[0] },
+            new Attributes().Set("groups", n.Attributes.Int("groups")).Set("silu", n.Attributes.Int("silu", 0)), 3);
+        return new Value?[] { outs[0], n.OptionalInput(1) != null ? outs[1] : null, n.OptionalInput(2) != null ? outs[2] : null };
+    }
+
+    private static Value?[] LayerNorm(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        if (n.Outputs.Count < 3) throw new GraphException(n, "LayerNorm has no saved statistics");
+        var outs = b.Emit(GradientOps.LayerNormGrad, new[] { n.Input(0), n.OptionalInput(1), n.Outputs[1], n.Outputs[2], dy[0] }, null, 3);
+        return new Value?[] { outs[0], n.OptionalInput(1) != null ? outs[1] : null, n.OptionalInput(2) != null ? outs[2] : null };
+    }
+
+    private static Value?[] Attention(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        if (n.Outputs.Count < 2) throw new GraphException(n, "Attention has no saved log-sum-exp");
+        var outs = b.Emit(GradientOps.AttentionGrad, new[] { n.Input(0), n.Input(1), n.Input(2), n.Outputs[0], n.Outputs[1], dy[0] }, n.Attributes.Clone(), 3);
+        return outs;
+    }
+
+    /// <summary>numpy.matmul: dA = dy·Bᵀ, dB = Aᵀ·dy, each summed over broadcast batch dimensions.</summary>
+    private static Value?[] MatMul(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var a = n.Input(0);
+        var bb = n.Input(1);
+        if (a.Rank < 2 || bb.Rank < 2) throw new GraphException(n, "gradient of MatMul with 1-D operands is not supported");
+        var g = dy[0]!;
+        return new[]
+        {
+            need[0] ? b.SumTo(b.Emit1("MatMul", new[] { g, b.TransposeLast2(bb) }), a.Shape!) : null,
+            need[1] ? b.SumTo(b.Emit1("MatMul", new[] { b.TransposeLast2(a), g }), bb.Shape!) : null,
+        };
+    }
+
+    private static Value?[] Concat(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        int axis = Shapes.Axis(n.Attributes.Int("axis"), n.Output().Rank);
+        var r = new Value?[n.Inputs.Count];
+        long offset = 0;
+        for (int i = 0; i < n.Inputs.Count; i++)
+        {
+            int size = n.Input(i).Shape![axis];
+            if (need[i])
+                r[i] = b.Emit1("Slice", new[]
+                {
+                    dy[0], b.Constant(Tensor.FromArray(new[] { offset }, 1)), b.Constant(Tensor.FromArray(new[] { offset + size }, 1)),
+                    b.Constant(Tensor.FromArray(new long[] { axis }, 1)),
+                });
+            offset += size;
+        }
+        return r;
+    }
+
+    /// <summary>Slice with unit steps: the gradient is dy zero-padded back to the input's extent.</summary>
+    private static Value?[] Slice(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var (starts, steps, outShape) = OpSchemas.ResolveSlice(n);
+        if (steps.Any(s => s != 1)) throw new GraphException(n, "gradient of a strided Slice is not supported");
+        var inShape = n.Input(0).Shape!;
+        var pads = new long[2 * inShape.Length];
+        for (int d = 0; d < inShape.Length; d++)
+        {
+            pads[d] = starts[d];
+            pads[d + inShape.Length] = inShape[d] - starts[d] - outShape[d];
+        }
+        var r = new Value?[n.Inputs.Count];
+        r[0] = b.Emit1("Pad", new[] { dy[0], b.Constant(Tensor.FromArray(pads, pads.Length)) }, new Attributes().Set("mode", "constant"));
+        return r;
+    }
+
+    /// <summary>ReduceMean/ReduceSum: broadcast dy back over the reduced axes (÷ count for the mean).</summary>
+    private static Value?[] ReduceMean(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var x = n.Input(0);
+        var axes = OpSchemas.ReduceAxes(n);
+        var kept = x.Shape!.Select((d, i) => axes.Contains(i) ? 1 : d).ToArray();
+        var g = b.Reshape(dy[0]!, kept);
+        var expanded = b.Emit1("Expand", new[] { g, b.Constant(Tensor.FromArray(Longs(x.Shape!), x.Rank)) });
+        if (n.Op == "ReduceMean")
+        {
+            long count = axes.Aggregate(1L, (acc, a) => acc * x.Shape![a]);
+            expanded = b.Div(expanded, b.Scalar(count, x.DType));
+        }
+        var r = new Value?[n.Inputs.Count];
+        r[0] = expanded;
+        return r;
+    }
+}

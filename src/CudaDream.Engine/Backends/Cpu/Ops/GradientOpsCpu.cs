@@ -1,0 +1,215 @@
+using System.Numerics;
+using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Randomness;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Cpu.Ops;
+
+/// <summary>CPU implementations of the loss and backward ops (<see cref="GradientOps"/>), generic over float and double.</summary>
+internal static class GradientOpsCpu
+{
+    public static void Register(Dictionary<string, CpuOpImpl> t)
+    {
+        t[GradientOps.MseLoss] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], false));
+        t[GradientOps.MseLossGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], true));
+        t[GradientOps.LinearGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearGradWeightAction(n, i[0]!, i[1]!, o[0], c));
+        t[GradientOps.SumTo] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SumToAction(i[0]!, o[0]));
+        t[GradientOps.ConvGradInput] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, true));
+        t[GradientOps.ConvGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, false));
+        t[GradientOps.GroupNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormGradAction(n, i, o, c));
+        t[GradientOps.LayerNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormGradAction(i, o, c));
+        t[GradientOps.AttentionGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new AttentionGradAction(n, i, o, c));
+        t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0]));
+        t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
+        t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
+        t[GradientOps.CounterDropout] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new DropoutAction(n, i[0]!, o[0], c));
+    }
+
+    private static ReadOnlySpan<T> Optional<T>(Tensor?[] inputs, int i) where T : unmanaged =>
+        inputs.Length > i && inputs[i] != null ? inputs[i]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
+
+    private static Span<T> OptionalOut<T>(Tensor[] outputs, int i, bool present) where T : unmanaged =>
+        present && outputs.Length > i ? outputs[i].Span<T>() : Span<T>.Empty;
+
+    private readonly record struct MseAction(Tensor?[] I, Tensor Y, bool Backward) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var pred = I[0]!;
+            int batch = pred.Shape[0];
+            int per = pred.Numel / batch;
+            var weights = Optional<T>(I, 2);
+            if (!Backward)
+                Y.Span<T>()[0] = LossReference.WeightedMse(batch, per, pred.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), weights);
+            else
+                LossReference.WeightedMseBackward(batch, per, pred.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), weights, I[3]!.ReadOnlySpan<T>()[0], Y.Span<T>());
+        }
+    }
+
+    /// <summary>dW = α·xᵀ·dy over all leading rows (stored [K,N]), or its transpose α·dyᵀ·x (stored [N,K]).</summary>
+    private readonly record struct LinearGradWeightAction(Node N, Tensor X, Tensor Dy, Tensor Dw, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            int k = X.Shape[^1], n = Dy.Shape[^1], rows = X.Numel / k;
+            T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f));
+            if (N.Attributes.Int("transB", 0) != 0)
+                CpuKernels.Gemm(C, true, false, n, k, rows, alpha, Dy.ReadOnlySpan<T>(), n, X.ReadOnlySpan<T>(), k, T.Zero, Dw.Span<T>(), k);
+            else
+                CpuKernels.Gemm(C, true, false, k, n, rows, alpha, X.ReadOnlySpan<T>(), k, Dy.ReadOnlySpan<T>(), n, T.Zero, Dw.Span<T>(), n);
+        }
+    }
+
+    /// <summary>Sum over the dimensions along which the target shape was broadcast.</summary>
+    private readonly record struct SumToAction(Tensor X, Tensor Y) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var plan = new BroadcastPlan(X.Shape, Y.Shape);
+            var x = X.ReadOnlySpan<T>();
+            var y = Y.Span<T>();
+            y.Clear();
+            for (long row = 0; row < plan.Rows; row++)
+            {
+                long oy = plan.Offset(0, row), ox = row * plan.Inner;
+                long step = plan.InnerStride[0];
+                if (step == 0)
+                {
+                    T acc = T.Zero;
+                    for (int i = 0; i < plan.Inner; i++) acc += x[(int)(ox + i)];
+                    y[(int)oy] += acc;
+                }
+                else
+                    for (int i = 0; i < plan.Inner; i++) y[(int)(oy + i * step)] += x[(int)(ox + i)];
+            }
+        }
+    }
+
+    private static Conv2dGeometry Geometry(Node n)
+    {
+        var x = n.Attributes.Ints("input_shape")!;
+        var w = n.Attributes.Ints("weight_shape")!;
+        var s = n.Attributes.Ints("strides") ?? new long[] { 1, 1 };
+        var p = n.Attributes.Ints("pads") ?? new long[] { 0, 0, 0, 0 };
+        var d = n.Attributes.Ints("dilations") ?? new long[] { 1, 1 };
+        return new Conv2dGeometry((int)x[0], (int)x[1], (int)x[2], (int)x[3], (int)w[0], (int)w[2], (int)w[3], (int)s[0], (int)s[1],
+            (int)p[0], (int)p[1], (int)p[2], (int)p[3], (int)d[0], (int)d[1], (int)n.Attributes.Int("group", 1));
+    }
+
+    private readonly record struct ConvGradAction(Node N, Tensor?[] I, Tensor Y, CpuContext C, bool Input) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var g = Geometry(N);
+            if (Input) CpuKernels.Conv2dBackwardData(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
+            else CpuKernels.Conv2dBackwardWeight(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
+        }
+    }
+
+    private readonly record struct GroupNormGradAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
+            bool hasGamma = I[1] != null, hasBeta = I[2] != null;
+            CpuKernels.GroupNormBackward(C, n, c, s, (int)N.Attributes.Int("groups"), x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2),
+                I[3]!.ReadOnlySpan<T>(), I[4]!.ReadOnlySpan<T>(), I[5]!.ReadOnlySpan<T>(), O[0].Span<T>(),
+                OptionalOut<T>(O, 1, hasGamma), OptionalOut<T>(O, 2, hasBeta), N.Attributes.Int("silu", 0) != 0);
+        }
+    }
+
+    private readonly record struct LayerNormGradAction(Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = I[0]!;
+            int dim = x.Shape[^1], rows = x.Numel / dim;
+            bool hasGamma = I[1] != null;
+            CpuKernels.LayerNormBackward(C, rows, dim, x.ReadOnlySpan<T>(), Optional<T>(I, 1), I[2]!.ReadOnlySpan<T>(), I[3]!.ReadOnlySpan<T>(), I[4]!.ReadOnlySpan<T>(),
+                O[0].Span<T>(), OptionalOut<T>(O, 1, hasGamma), OptionalOut<T>(O, 2, true));
+        }
+    }
+
+    private readonly record struct AttentionGradAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(N);
+            var shape = new AttentionShape(b, nq, m, h, d, dv, N.Attributes.Float("scale", 1f / MathF.Sqrt(d)), N.Attributes.Int("causal", 0) != 0);
+            CpuKernels.AttentionBackward(C, shape, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), I[3]!.ReadOnlySpan<T>(),
+                I[4]!.ReadOnlySpan<T>(), I[5]!.ReadOnlySpan<T>(), O[0].Span<T>(), O[1].Span<T>(), O[2].Span<T>());
+        }
+    }
+
+    private readonly record struct ActivationGradAction(Node N, Tensor X, Tensor Dy, Tensor Dx) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var x = X.ReadOnlySpan<T>(); var dy = Dy.ReadOnlySpan<T>(); var dx = Dx.Span<T>();
+            var kind = N.Attributes.String("kind", "");
+            switch (kind)
+            {
+                case FusedOps.Gelu: ActivationReference.GeluBackward(x, dy, dx); break;
+                case FusedOps.Silu: ActivationReference.SiluBackward(x, dy, dx); break;
+                case FusedOps.QuickGelu: ActivationReference.QuickGeluBackward(x, dy, dx); break;
+                case FusedOps.Geglu:
+                    int f = Dy.Shape[^1];
+                    ActivationReference.GegluBackward(Dy.Numel / f, f, x, dy, dx);
+                    break;
+                case "Sigmoid":
+                    for (int i = 0; i < x.Length; i++) { T s = T.One / (T.One + T.Exp(-x[i])); dx[i] = dy[i] * s * (T.One - s); }
+                    break;
+                case "Tanh":
+                    for (int i = 0; i < x.Length; i++) { T t = T.Tanh(x[i]); dx[i] = dy[i] * (T.One - t * t); }
+                    break;
+                case "Relu":
+                    for (int i = 0; i < x.Length; i++) dx[i] = x[i] > T.Zero ? dy[i] : T.Zero;
+                    break;
+                case "Erf":
+                    T c = T.CreateTruncating(2.0 / Math.Sqrt(Math.PI));
+                    for (int i = 0; i < x.Length; i++) dx[i] = dy[i] * c * T.Exp(-x[i] * x[i]);
+                    break;
+                default: throw new GraphException(N, $"unknown activation kind '{kind}'");
+            }
+        }
+    }
+
+    private readonly record struct UpsampleGradAction(Tensor Dy, Tensor Dx) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T> =>
+            ResizeReference.NearestBackward(Dx.Shape[0], Dx.Shape[1], Dx.Shape[2], Dx.Shape[3], Dy.Shape[2], Dy.Shape[3], Dy.ReadOnlySpan<T>(), Dx.Span<T>());
+    }
+
+    private readonly record struct SoftmaxGradAction(Tensor Y, Tensor Dy, Tensor Dx, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            int dim = Y.Shape[^1];
+            CpuKernels.SoftmaxBackward(C, Y.Numel / dim, dim, Y.ReadOnlySpan<T>(), Dy.ReadOnlySpan<T>(), Dx.Span<T>());
+        }
+    }
+
+    /// <summary>
+    /// Inverted dropout with the mask drawn from the counter-based generator keyed by (seed, step, stream, element):
+    /// the backward node recomputes the same mask, so nothing is stored between the passes.
+    /// </summary>
+    private readonly record struct DropoutAction(Node N, Tensor X, Tensor Y, CpuContext C) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            double p = N.Attributes.Float("p", 0f);
+            long stream = N.Attributes.Int("stream", 0);
+            var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
+            T keep = T.CreateTruncating(1.0 / (1.0 - p));
+            for (int i = 0; i < x.Length; i++)
+            {
+                float u = CounterRng.Uniform(C.Seed, C.Step, RandomPurpose.Dropout, (stream << 40) + i);
+                y[i] = u < p ? T.Zero : x[i] * keep;
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using CudaDream.Engine.Backends.Cuda.Interop;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Cuda;
+
+/// <summary>
+/// A CUDA GPU as an <see cref="IKernelDevice"/>: the primary context (shared with ONNX Runtime),
+/// one non-blocking stream, kernels from kernels/*.cu compiled by NVRTC at first use (per file,
+/// cached on disk), GEMMs through cuBLAS with full fp32 compute.
+/// </summary>
+public sealed unsafe class CudaDevice : IKernelDevice
+{
+    private readonly PrimaryContextHandle _context;
+    private readonly CudaStreamHandle _stream;
+    private readonly CublasHandle _cublas;
+    private readonly string _arch;
+    private readonly bool _ptx;
+    private readonly string? _cacheDir;
+    private readonly Dictionary<string, CudaModuleHandle> _modules = new();
+    private readonly Dictionary<string, nint> _functions = new();
+    private readonly Dictionary<nint, int> _sharedOptIn = new();
+
+    public string Name { get; }
+    public int ComputeCapability { get; }
+
+    private CudaDevice(int ordinal, string? cacheDir)
+    {
+        NativeLibraries.Require(NativeLibraries.Driver);
+        CudaErrors.Check(CudaDriver.Init(0), "cuInit");
+        CudaErrors.Check(CudaDriver.DeviceGetCount(out var count), "cuDeviceGetCount");
+        if (ordinal >= count) throw new CudaDreamException($"CUDA device {ordinal} does not exist ({count} device(s) found)");
+        CudaErrors.Check(CudaDriver.DeviceGet(out var dev, ordinal), "cuDeviceGet");
+        CudaErrors.Check(CudaDriver.DeviceGetAttribute(out var major, CudaDriver.AttrComputeCapabilityMajor, dev), "cuDeviceGetAttribute");
+        CudaErrors.Check(CudaDriver.DeviceGetAttribute(out var minor, CudaDriver.AttrComputeCapabilityMinor, dev), "cuDeviceGetAttribute");
+        ComputeCapability = major * 10 + minor;
+        var name = new byte[256];
+        fixed (byte* p = name) CudaErrors.Check(CudaDriver.DeviceGetName(p, name.Length, dev), "cuDeviceGetName");
+        NativeLibraries.Require(NativeLibraries.Nvrtc);
+        NativeLibraries.Require(NativeLibraries.Cublas);
+        _context = new PrimaryContextHandle(dev);
+        MakeCurrent();
+        _stream = new CudaStreamHandle();
+        _cublas = new CublasHandle(_stream.DangerousGetHandle());
+        (_arch, _ptx) = KernelCompiler.TargetFor(ComputeCapability);
+        _cacheDir = cacheDir;
+        Name = $"cuda sm_{ComputeCapability} ({Encoding.UTF8.GetString(name).TrimEnd('\0')})";
+    }
+
+    /// <summary>Opens GPU <paramref name="ordinal"/>; throws a one-line error naming a missing library.</summary>
+    public static CudaDevice Open(int ordinal = 0, string? cacheDir = null) => new(ordinal, cacheDir);
+
+    private void MakeCurrent() => CudaErrors.Check(CudaDriver.CtxSetCurrent(_context.DangerousGetHandle()), "cuCtxSetCurrent");
+    private nint Stream => _stream.DangerousGetHandle();
+
+    public DeviceBuffer Allocate(long bytes)
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.MemAlloc(out var p, (nuint)Math.Max(1, bytes)), "cuMemAlloc_v2");
+        return new DeviceBuffer(this, new DevicePtr(p), bytes);
+    }
+
+    public void Free(DevicePtr ptr)
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.MemFree(ptr.Address), "cuMemFree_v2");
+    }
+
+    public void CopyToDevice(DevicePtr dst, ReadOnlySpan<byte> src)
+    {
+        MakeCurrent();
+        fixed (byte* p = src) CudaErrors.Check(CudaDriver.MemcpyHtoDAsync(dst.Address, p, (nuint)src.Length, Stream), "cuMemcpyHtoDAsync_v2");
+        Synchronize(); // the span may be gone once we return
+    }
+
+    public void CopyToHost(Span<byte> dst, DevicePtr src)
+    {
+        MakeCurrent();
+        fixed (byte* p = dst) CudaErrors.Check(CudaDriver.MemcpyDtoHAsync(p, src.Address, (nuint)dst.Length, Stream), "cuMemcpyDtoHAsync_v2");
+        Synchronize();
+    }
+
+    public void CopyDeviceToDevice(DevicePtr dst, DevicePtr src, long bytes) =>
+        CudaErrors.Check(CudaDriver.MemcpyDtoDAsync(dst.Address, src.Address, (nuint)bytes, Stream), "cuMemcpyDtoDAsync_v2");
+
+    public void Memset(DevicePtr dst, byte value, long bytes) =>
+        CudaErrors.Check(CudaDriver.MemsetD8Async(dst.Address, value, (nuint)bytes, Stream), "cuMemsetD8Async");
+
+    public void Launch(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
+    {
+        MakeCurrent();
+        var f = Function(kernel);
+        if (dynamicSharedBytes > 48 * 1024 && _sharedOptIn.GetValueOrDefault(f) < dynamicSharedBytes)
+        {
+            CudaErrors.Check(CudaDriver.FuncSetAttribute(f, CudaDriver.FuncAttrMaxDynamicSharedBytes, dynamicSharedBytes), "cuFuncSetAttribute");
+            _sharedOptIn[f] = dynamicSharedBytes;
+        }
+        CuResult r;
+        using (var pinned = args.Pin())
+            r = CudaDriver.LaunchKernel(f, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)dynamicSharedBytes, Stream, pinned.Pointers, 0);
+        if (r != CuResult.Success) throw new CudaException("CUDA driver", $"cuLaunchKernel({kernel}, grid {grid}, block {block}, smem {dynamicSharedBytes})", (int)r, CudaDriver.ErrorName(r));
+    }
+
+    public void Gemm(in GemmArgs g)
+    {
+        if (g.Type != DType.F32) throw new NotSupportedException($"gemm in {g.Type} is not implemented yet (fp32 only)");
+        MakeCurrent();
+        float alpha = g.Alpha, beta = g.Beta;
+        CudaErrors.Check(CuBlas.GemmStridedBatchedEx(_cublas.DangerousGetHandle(), (int)g.TransA, (int)g.TransB, g.M, g.N, g.K,
+            &alpha, g.A.Address, CuBlas.CudaR32F, g.Lda, g.StrideA, g.B.Address, CuBlas.CudaR32F, g.Ldb, g.StrideB,
+            &beta, g.C.Address, CuBlas.CudaR32F, g.Ldc, g.StrideC, g.Batch, CuBlas.Compute32FPedantic, CuBlas.GemmDefault),
+            "cublasGemmStridedBatchedEx");
+    }
+
+    public void Synchronize()
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.StreamSynchronize(Stream), "cuStreamSynchronize");
+    }
+
+    private nint Function(string alias)
+    {
+        if (_functions.TryGetValue(alias, out var f)) return f;
+        var export = KernelSources.Find(alias);
+        if (!_modules.TryGetValue(export.File, out var module))
+        {
+            var file = KernelSources.KernelFiles.First(k => k.Name == export.File);
+            var compiled = KernelCompiler.Compile(file, _arch, _cacheDir);
+            module = CudaModuleHandle.Load(compiled.Image);
+            _modules[export.File] = module;
+            foreach (var (a, lowered) in compiled.LoweredNames)
+            {
+                CudaErrors.Check(CudaDriver.ModuleGetFunction(out var fn, module.DangerousGetHandle(), lowered), $"cuModuleGetFunction({a})");
+                _functions[a] = fn;
+            }
+        }
+        return _functions[alias];
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _modules.Values) m.Dispose();
+        _modules.Clear();
+        _cublas.Dispose();
+        _stream.Dispose();
+        _context.Dispose();
+    }
+}

@@ -1,0 +1,108 @@
+using System.Runtime.InteropServices;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends.Emu;
+
+/// <summary>Where the emulator puts an inaccessible page: none, right after each allocation, or right before.</summary>
+public enum EmuGuard { None = 0, After = 1, Before = 2 }
+
+/// <summary>Emulator options: the guard mode, the seed of the thread-order shuffles and shared-memory garbage.</summary>
+public sealed record EmuOptions
+{
+    public int Tier { get; init; } = 800;
+    public EmuGuard Guard { get; init; } = EmuGuard.After;
+    public ulong Seed { get; init; } = 1;
+    /// <summary>Off only to debug a kernel: runs threads in index order.</summary>
+    public bool Shuffle { get; init; } = true;
+    public string? CacheDir { get; init; }
+}
+
+/// <summary>Thrown when an emulated kernel faults, races into a deadlock or breaks a CUDA rule.</summary>
+public sealed class EmuKernelException(string message) : CudaDreamException(message);
+
+/// <summary>
+/// The emulated GPU: device memory is host memory (optionally guarded), kernels are the emulator
+/// library's cdk_* trampolines, GEMM is its cuBLAS-semantics reference. Same host code as CUDA.
+/// </summary>
+public sealed unsafe class EmuDevice : IKernelDevice
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private struct LaunchConfig
+    {
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, DynamicSharedBytes, Flags;
+        public ulong Seed;
+    }
+
+    private readonly EmuLibrary _lib;
+    private readonly EmuOptions _options;
+    private readonly Dictionary<string, nint> _kernels = new();
+    private readonly delegate* unmanaged<ulong, int, void*> _alloc;
+    private readonly delegate* unmanaged<void*, int> _free;
+    private readonly delegate* unmanaged<nint> _lastError;
+    private readonly delegate* unmanaged<int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int> _gemm;
+    private ulong _launches;
+
+    public string Name => $"emu sm_{_lib.Tier / 10}";
+    public int ComputeCapability => _lib.Tier / 10;
+    public EmuOptions Options => _options;
+
+    public EmuDevice(EmuOptions? options = null)
+    {
+        _options = options ?? new EmuOptions();
+        _lib = EmuLibrary.Get(_options.Tier, _options.CacheDir);
+        _alloc = (delegate* unmanaged<ulong, int, void*>)_lib.Export("emu_alloc");
+        _free = (delegate* unmanaged<void*, int>)_lib.Export("emu_free");
+        _lastError = (delegate* unmanaged<nint>)_lib.Export("emu_last_error");
+        _gemm = (delegate* unmanaged<int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int>)_lib.Export("emu_gemm_f32");
+    }
+
+    private string LastError() => Marshal.PtrToStringUTF8(_lastError()) ?? "unknown emulator error";
+
+    public DeviceBuffer Allocate(long bytes)
+    {
+        var p = _alloc((ulong)Math.Max(0, bytes), (int)_options.Guard);
+        if (p == null) throw new OutOfMemoryException($"emu: cannot allocate {bytes} bytes");
+        return new DeviceBuffer(this, new DevicePtr((ulong)p), bytes);
+    }
+
+    public void Free(DevicePtr ptr)
+    {
+        if (_free((void*)ptr.Address) != 0) throw new InvalidOperationException($"emu: {ptr} was not allocated here");
+    }
+
+    public void CopyToDevice(DevicePtr dst, ReadOnlySpan<byte> src) => src.CopyTo(new Span<byte>((void*)dst.Address, src.Length));
+    public void CopyToHost(Span<byte> dst, DevicePtr src) => new ReadOnlySpan<byte>((void*)src.Address, dst.Length).CopyTo(dst);
+    public void CopyDeviceToDevice(DevicePtr dst, DevicePtr src, long bytes) => Buffer.MemoryCopy((void*)src.Address, (void*)dst.Address, bytes, bytes);
+    public void Memset(DevicePtr dst, byte value, long bytes) => NativeMemory.Fill((void*)dst.Address, (nuint)bytes, value);
+
+    public void Launch(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
+    {
+        if (!_kernels.TryGetValue(kernel, out var fn))
+        {
+            if (!_lib.TryExport("cdk_" + kernel, out fn)) throw new CudaDreamException($"no kernel exported as '{kernel}' in kernels/*.cu");
+            _kernels[kernel] = fn;
+        }
+        var cfg = new LaunchConfig
+        {
+            GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z,
+            DynamicSharedBytes = (uint)dynamicSharedBytes, Flags = _options.Shuffle ? 0u : 1u,
+            Seed = _options.Seed * 1_000_003 + _launches++,
+        };
+        var f = (delegate* unmanaged<LaunchConfig*, nint, int>)fn;
+        int rc;
+        using (var pinned = args.Pin()) rc = f(&cfg, pinned.Pointers);
+        if (rc != 0) throw new EmuKernelException(LastError());
+    }
+
+    public void Gemm(in GemmArgs g)
+    {
+        if (g.Type != DType.F32) throw new NotSupportedException($"gemm in {g.Type} is not implemented yet (fp32 only)");
+        int rc = _gemm((int)g.TransA, (int)g.TransB, g.M, g.N, g.K, g.Alpha, (void*)g.A.Address, g.Lda, g.StrideA,
+            (void*)g.B.Address, g.Ldb, g.StrideB, g.Beta, (void*)g.C.Address, g.Ldc, g.StrideC, g.Batch);
+        if (rc != 0) throw new EmuKernelException($"cublasGemmStridedBatchedEx (emulated) failed: status {rc}: {LastError()}");
+    }
+
+    public void Synchronize() { }
+
+    public void Dispose() { }
+}

@@ -1,0 +1,201 @@
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Backends;
+
+/// <summary>device.cuh UnaryOp codes (elementwise.cu and activations.cu).</summary>
+public enum UnaryOp
+{
+    Identity = 0, Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Silu, Tanh, Relu, Abs, Erf, Sin, Cos, GeluErf, GeluTanh, QuickGelu,
+    Scale, AddScalar, Reciprocal, Square, PowScalar,
+}
+
+/// <summary>device.cuh BinaryOp codes.</summary>
+public enum BinaryOp { Add = 0, Sub, Mul, Div, Max, Min, Pow }
+
+public enum ReduceOp { Sum = 0, Mean = 1, Max = 2, SumOfSquares = 3 }
+
+/// <summary>
+/// Typed launchers of kernels/*.cu, written once against <see cref="IKernelDevice"/> so the cuda
+/// and emu backends run identical host code. Each method implements the launcher contract in the
+/// header comment of its kernel file (grid, block, shared memory, argument order). Pointers are
+/// device addresses (arena base + offset); shapes are element counts. fp32 today: the dtype
+/// parameter selects the instantiation, so fp16/bf16 need only new CD_EXPORT lines.
+/// </summary>
+public static partial class KernelLaunchers
+{
+    private const int Threads = 256;
+    private static readonly Dim3 Block256 = new(Threads);
+
+    internal static Dim3 Grid1D(long n) => new((uint)Math.Clamp((n + Threads - 1) / Threads, 1, 4096));
+
+    private static string Suffix(DType t) => t switch
+    {
+        DType.F32 => "f32",
+        _ => throw new NotSupportedException($"kernels for {t} are not instantiated yet (fp32 only)"),
+    };
+
+    // ------------------------------------------------------------------ elementwise.cu, activations.cu
+    public static void Unary(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr y, long n, float alpha = 0, DType t = DType.F32) =>
+        d.Launch("unary_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(n).F32(alpha));
+
+    public static void UnaryBackward(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr dy, DevicePtr dx, long n, float alpha = 0, DType t = DType.F32) =>
+        d.Launch("unary_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(dy).Ptr(dx).I64(n).F32(alpha));
+
+    /// <summary>SiLU, GELU (erf/tanh), quick_gelu, sigmoid, tanh, ReLU.</summary>
+    public static void Activation(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr y, long n, DType t = DType.F32) =>
+        d.Launch("activation_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(n));
+
+    public static void ActivationBackward(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr dy, DevicePtr dx, long n, DType t = DType.F32) =>
+        d.Launch("activation_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(dy).Ptr(dx).I64(n));
+
+    /// <summary>x [rows, 2·half] = [h | g] → y [rows, half] = h·gelu(g) (diffusers GEGLU).</summary>
+    public static void Geglu(IKernelDevice d, DevicePtr x, DevicePtr y, long rows, int half, DType t = DType.F32) =>
+        d.Launch("geglu_forward_" + Suffix(t), Grid1D(rows * half), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I64(rows).I32(half));
+
+    public static void GegluBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr dx, long rows, int half, DType t = DType.F32) =>
+        d.Launch("geglu_backward_" + Suffix(t), Grid1D(rows * half), Block256, 0, new KernelArgs().Ptr(x).Ptr(dy).Ptr(dx).I64(rows).I32(half));
+
+    /// <summary>y = a op b with NumPy broadcasting of the two shapes.</summary>
+    public static unsafe void Binary(IKernelDevice d, BinaryOp op, DevicePtr a, int[] aShape, DevicePtr b, int[] bShape, DevicePtr y, DType t = DType.F32)
+    {
+        var outShape = Shapes.Broadcast(aShape, bShape) ?? throw new ArgumentException($"shapes {Shapes.Format(aShape)} and {Shapes.Format(bShape)} do not broadcast");
+        if (outShape.Length > BroadcastShape.MaxRank) throw new NotSupportedException($"broadcast of rank {outShape.Length} > {BroadcastShape.MaxRank}");
+        var s = new BroadcastShape { Rank = Math.Max(1, outShape.Length) };
+        var sa = BroadcastStrides(aShape, outShape);
+        var sb = BroadcastStrides(bShape, outShape);
+        if (outShape.Length == 0) { s.Shape[0] = 1; }
+        for (int i = 0; i < outShape.Length; i++) { s.Shape[i] = outShape[i]; s.StrideA[i] = sa[i]; s.StrideB[i] = sb[i]; }
+        long n = Shapes.Numel(outShape);
+        d.Launch("binary_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(a).Ptr(b).Ptr(y).Value(s).I64(n));
+    }
+
+    private static long[] BroadcastStrides(int[] shape, int[] outShape)
+    {
+        var own = Shapes.Strides(shape);
+        var r = new long[outShape.Length];
+        int off = outShape.Length - shape.Length;
+        for (int i = 0; i < shape.Length; i++) r[off + i] = shape[i] == 1 ? 0 : own[i];
+        return r;
+    }
+
+    public static void Fill(IKernelDevice d, DevicePtr y, long n, float value, DType t = DType.F32) =>
+        d.Launch("fill_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().Ptr(y).I64(n).F32(value));
+
+    // ------------------------------------------------------------------ reduce.cu
+    /// <summary>y[outer, inner] = reduce over the middle axis of x[outer, len, inner].</summary>
+    public static void Reduce(IKernelDevice d, ReduceOp op, DevicePtr x, DevicePtr y, long outer, int len, long inner, DType t = DType.F32)
+    {
+        var args = new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(outer).I32(len).I64(inner);
+        if (inner == 1) d.Launch("reduce_rows_" + Suffix(t), new Dim3(checked((uint)outer)), Block256, 0, args);
+        else d.Launch("reduce_strided_" + Suffix(t), Grid1D(outer * inner), Block256, 0, args);
+    }
+
+    // ------------------------------------------------------------------ softmax.cu
+    public static void Softmax(IKernelDevice d, DevicePtr x, DevicePtr y, int rows, int cols, DType t = DType.F32) =>
+        d.Launch("softmax_forward_" + Suffix(t), new Dim3((uint)rows), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I32(rows).I32(cols));
+
+    public static void SoftmaxBackward(IKernelDevice d, DevicePtr dy, DevicePtr y, DevicePtr dx, int rows, int cols, DType t = DType.F32) =>
+        d.Launch("softmax_backward_" + Suffix(t), new Dim3((uint)rows), Block256, 0, new KernelArgs().Ptr(dy).Ptr(y).Ptr(dx).I32(rows).I32(cols));
+
+    // ------------------------------------------------------------------ groupnorm.cu
+    /// <summary>x [N, C, S] → y = silu?(GroupNorm(x)·gamma + beta); mean, rstd [N, G] fp32 saved for the backward.</summary>
+    public static void GroupNormForward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
+        int N, int C, long S, int G, float eps, bool silu, DType t = DType.F32)
+    {
+        if (C % G != 0) throw new ArgumentException($"{C} channels are not divisible into {G} groups");
+        d.Launch("groupnorm_forward_" + Suffix(t), new Dim3((uint)(N * G)), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I32(N).I32(C).I64(S).I32(G).F32(eps).I32(silu ? 1 : 0));
+    }
+
+    /// <summary>dx (if not null), dgamma and dbeta (if not null) of <see cref="GroupNormForward"/>.</summary>
+    public static void GroupNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr beta, DevicePtr mean, DevicePtr rstd,
+        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, int N, int C, long S, int G, bool silu, DType t = DType.F32)
+    {
+        if (!dx.IsNull)
+            d.Launch("groupnorm_backward_dx_" + Suffix(t), new Dim3((uint)(N * G)), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dx).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
+        if (!dgamma.IsNull || !dbeta.IsNull)
+        {
+            if (dgamma.IsNull || dbeta.IsNull) throw new ArgumentException("GroupNorm affine gradients come as a pair");
+            d.Launch("groupnorm_backward_affine_" + Suffix(t), new Dim3((uint)C), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
+        }
+    }
+
+    // ------------------------------------------------------------------ layernorm.cu
+    public static void LayerNormForward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
+        long rows, int dim, float eps, DType t = DType.F32) =>
+        d.Launch("layernorm_forward_" + Suffix(t), new Dim3(checked((uint)rows)), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I64(rows).I32(dim).F32(eps));
+
+    public static void LayerNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr mean, DevicePtr rstd,
+        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, long rows, int dim, DType t = DType.F32)
+    {
+        if (!dx.IsNull)
+            d.Launch("layernorm_backward_dx_" + Suffix(t), new Dim3(checked((uint)rows)), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(mean).Ptr(rstd).Ptr(dx).I64(rows).I32(dim));
+        if (!dgamma.IsNull || !dbeta.IsNull)
+            d.Launch("layernorm_backward_affine_" + Suffix(t), new Dim3((uint)((dim + Threads - 1) / Threads)), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I64(rows).I32(dim));
+    }
+
+    // ------------------------------------------------------------------ resize.cu, pad.cu
+    public static void ResizeNearest(IKernelDevice d, DevicePtr x, DevicePtr y, long nc, int h, int w, int fy, int fx, DType t = DType.F32) =>
+        d.Launch("resize_nearest_forward_" + Suffix(t), Grid1D(nc * h * fy * w * fx), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I64(nc).I32(h).I32(w).I32(fy).I32(fx));
+
+    public static void ResizeNearestBackward(IKernelDevice d, DevicePtr dy, DevicePtr dx, long nc, int h, int w, int fy, int fx, DType t = DType.F32) =>
+        d.Launch("resize_nearest_backward_" + Suffix(t), Grid1D(nc * h * w), Block256, 0, new KernelArgs().Ptr(dy).Ptr(dx).I64(nc).I32(h).I32(w).I32(fy).I32(fx));
+
+    public static void Pad2d(IKernelDevice d, DevicePtr x, DevicePtr y, long nc, int h, int w, int top, int bottom, int left, int right, float value = 0, DType t = DType.F32) =>
+        d.Launch("pad2d_forward_" + Suffix(t), Grid1D(nc * (h + top + bottom) * (w + left + right)), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(y).I64(nc).I32(h).I32(w).I32(top).I32(bottom).I32(left).I32(right).F32(value));
+
+    public static void Pad2dBackward(IKernelDevice d, DevicePtr dy, DevicePtr dx, long nc, int h, int w, int top, int bottom, int left, int right, DType t = DType.F32) =>
+        d.Launch("pad2d_backward_" + Suffix(t), Grid1D(nc * h * w), Block256, 0,
+            new KernelArgs().Ptr(dy).Ptr(dx).I64(nc).I32(h).I32(w).I32(top).I32(bottom).I32(left).I32(right));
+
+    // ------------------------------------------------------------------ gather.cu
+    /// <summary>y [outer, count, inner] = x [outer, len, inner] gathered at idx (I32 or I64); *badIndex (int) is set on an out-of-range index.</summary>
+    public static void Gather(IKernelDevice d, DevicePtr x, DevicePtr idx, DType indexType, DevicePtr y, long outer, int len, long inner, long count, DevicePtr badIndex, DType t = DType.F32) =>
+        d.Launch($"gather_forward_{Suffix(t)}_{IndexSuffix(indexType)}", Grid1D(outer * count * inner), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(idx).Ptr(y).I64(outer).I32(len).I64(inner).I64(count).Ptr(badIndex));
+
+    /// <summary>dx (fp32, zeroed by the caller) += dy scattered back to the gathered rows.</summary>
+    public static void GatherBackward(IKernelDevice d, DevicePtr dy, DevicePtr idx, DType indexType, DevicePtr dx, long outer, int len, long inner, long count, DType t = DType.F32) =>
+        d.Launch($"gather_backward_{Suffix(t)}_{IndexSuffix(indexType)}", Grid1D(outer * count * inner), Block256, 0,
+            new KernelArgs().Ptr(dy).Ptr(idx).Ptr(dx).I64(outer).I32(len).I64(inner).I64(count));
+
+    private static string IndexSuffix(DType t) => t switch
+    {
+        DType.I32 => "i32",
+        DType.I64 => "i64",
+        _ => throw new ArgumentException($"gather indices must be I32 or I64, not {t}"),
+    };
+
+    // ------------------------------------------------------------------ loss.cu
+    /// <summary>loss[0] = mean of weight·(pred − target)²; weight may be null.</summary>
+    public static void MseLoss(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr loss, long n, DType t = DType.F32) =>
+        d.Launch("mse_loss_forward_" + Suffix(t), new Dim3(1), new Dim3(1024), 0, new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(loss).I64(n));
+
+    /// <summary>dpred = dloss[0]·2·weight·(pred − target)/n (dloss is a device scalar).</summary>
+    public static void MseLossBackward(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr dloss, DevicePtr dpred, long n, DType t = DType.F32) =>
+        d.Launch("mse_loss_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(dloss).Ptr(dpred).I64(n));
+
+    // ------------------------------------------------------------------ GEMM helpers
+    /// <summary>
+    /// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (A stored [M,K], or [K,M] when transA; B stored
+    /// [K,N], or [N,K] when transB), mapped onto the column-major device GEMM as Cᵀ = op(B)ᵀ·op(A)ᵀ.
+    /// </summary>
+    public static void MatMul(IKernelDevice d, bool transA, bool transB, int M, int N, int K, DevicePtr A, DevicePtr B, DevicePtr C,
+        float alpha = 1, float beta = 0, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0) =>
+        d.Gemm(new GemmArgs(transB ? GemmOp.T : GemmOp.N, transA ? GemmOp.T : GemmOp.N, N, M, K, alpha,
+            B, transB ? K : N, strideB, A, transA ? M : K, strideA, beta, C, N, strideC, batch));
+
+    /// <summary>mma_gemm.cu: C[M,N] = A·B through m16n8k8 tensor-core fragments (elem "f16", "bf16" or "tf32").</summary>
+    public static void MmaGemm(IKernelDevice d, string elem, DevicePtr A, DevicePtr B, DevicePtr C, int M, int N, int K)
+    {
+        if (M % 16 != 0 || N % 8 != 0 || K % 8 != 0) throw new ArgumentException($"mma tile GEMM needs M%16, N%8, K%8 == 0 (got {M}x{N}x{K})");
+        d.Launch("mma_gemm_" + elem, new Dim3((uint)(N / 8), (uint)(M / 16)), new Dim3(32), 0, new KernelArgs().Ptr(A).Ptr(B).Ptr(C).I32(M).I32(N).I32(K));
+    }
+}

@@ -1,0 +1,57 @@
+using System.Runtime.InteropServices;
+
+namespace CudaDream.Engine.Backends;
+
+// Mirrors of the structs kernels take by value (kernels/*.cu); field order and types must match.
+
+/// <summary>device.cuh BroadcastShape: output shape and per-operand element strides (0 = broadcast).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct BroadcastShape
+{
+    public const int MaxRank = 6;
+    public int Rank;
+    public fixed int Shape[MaxRank];
+    public fixed long StrideA[MaxRank];
+    public fixed long StrideB[MaxRank];
+}
+
+/// <summary>conv.cu ConvGeometry (one image).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct ConvGeometryArgs
+{
+    public int C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW;
+}
+
+/// <summary>attention.cu AttentionShape: element strides per (batch, head, row).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct AttentionArgs
+{
+    public int Batch, Heads, QueryLength, KeyLength, HeadDim, Causal;
+    public float Scale;
+    private int _pad;
+    public fixed long QStride[3];
+    public fixed long KStride[3];
+    public fixed long VStride[3];
+    public fixed long OStride[3];
+}
+
+/// <summary>optimizer.cu ParamSlot: one tensor of a parameter group.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct ParamSlot
+{
+    public DevicePtr Param, Grad, M, V;
+    public long Count;
+}
+
+/// <summary>optimizer.cu AdamWConfig (torch.optim.AdamW's per-step scalars).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct AdamWConfig(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, float BiasCorrection1, float BiasCorrection2, float GradScale = 1f)
+{
+    /// <summary>The scalars of optimizer step <paramref name="step"/> (1-based).</summary>
+    public static AdamWConfig ForStep(int step, float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 1e-2f, float gradScale = 1f) =>
+        new(lr, beta1, beta2, eps, weightDecay, 1f - MathF.Pow(beta1, step), 1f - MathF.Pow(beta2, step), gradScale);
+}
+
+/// <summary>optimizer.cu SgdConfig (torch.optim.SGD).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct SgdConfig(float Lr, float Momentum, float Dampening, float WeightDecay, float GradScale, int Nesterov, int FirstStep, int Pad = 0);

@@ -1,0 +1,101 @@
+using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Training;
+
+/// <summary>A tensor the optimizer updates: its value (a weight whose Constant is a managed buffer) and its gradient value.</summary>
+public sealed record TrainableParameter(string Name, Value Value, Value Gradient);
+
+public sealed record TrainingGraphOptions
+{
+    /// <summary>The graph output that is compared with the target (default: the first output).</summary>
+    public string? Prediction { get; init; }
+    /// <summary>Add a per-sample loss weight input <c>loss_weights</c> [B] (prior preservation, Min-SNR).</summary>
+    public bool PerSampleWeights { get; init; }
+    /// <summary>Graph inputs whose gradients are wanted too (e.g. <c>sample</c>).</summary>
+    public IReadOnlyCollection<string> InputGradients { get; init; } = Array.Empty<string>();
+    /// <summary>Recompute activations inside each top-level module in the backward pass instead of keeping them.</summary>
+    public bool GradientCheckpointing { get; init; }
+}
+
+/// <summary>
+/// One training step as a graph: the (specialised, fused) forward, an MSE loss against the input
+/// <c>target</c>, and the backward nodes for every trainable parameter — planned and executed like any
+/// other graph. Inputs: the forward's inputs, <c>target</c>, and <c>loss_weights</c> when asked for.
+/// Outputs: <c>loss</c>, the prediction, and the gradients.
+/// </summary>
+public sealed class TrainingGraph
+{
+    public const string TargetInput = "target";
+    public const string WeightsInput = "loss_weights";
+    public const string LossOutput = "loss";
+
+    public ComputeGraph Graph { get; }
+    public Value Loss { get; }
+    public Value Prediction { get; }
+    public IReadOnlyList<TrainableParameter> Parameters { get; }
+    public IReadOnlyDictionary<string, Value> InputGradients { get; }
+
+    private TrainingGraph(ComputeGraph g, Value loss, Value prediction, List<TrainableParameter> parameters, Dictionary<string, Value> inputGrads)
+    {
+        Graph = g;
+        Loss = loss;
+        Prediction = prediction;
+        Parameters = parameters;
+        InputGradients = inputGrads;
+    }
+
+    /// <summary>Turns a specialised forward graph into a training-step graph (in place). <paramref name="trainable"/> are weight values.</summary>
+    public static TrainingGraph Build(ComputeGraph g, IReadOnlyList<Value> trainable, TrainingGraphOptions? options = null)
+    {
+        options ??= new TrainingGraphOptions();
+        var prediction = options.Prediction == null ? g.Outputs[0] : g.Outputs.FirstOrDefault(o => o.Name == options.Prediction)
+            ?? throw new CudaDreamException($"{g.Source}: the graph has no output named '{options.Prediction}'");
+        foreach (var p in trainable)
+            if (p.Constant == null || p.DType is not (DType.F32 or DType.F64))
+                throw new CudaDreamException($"parameter '{p.Name}' cannot be trained: it is not a loaded floating-point weight");
+
+        var target = new Value(TargetInput, prediction.DType, (int[])prediction.Shape!.Clone());
+        g.Inputs.Add(target);
+        Value? weights = null;
+        if (options.PerSampleWeights)
+        {
+            weights = new Value(WeightsInput, prediction.DType, new[] { prediction.Shape[0] });
+            g.Inputs.Add(weights);
+        }
+        var loss = new Value(LossOutput, prediction.DType, new[] { 1 });
+        var lossNode = new Node(GradientOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
+        OpSchemas.InferShapes(lossNode);
+        g.AddNode(lossNode);
+
+        var inputs = new List<Value>();
+        foreach (var name in options.InputGradients)
+            inputs.Add(g.Inputs.FirstOrDefault(i => i.Name == name) ?? throw new CudaDreamException($"{g.Source}: the graph has no input named '{name}'"));
+        var wrt = trainable.Concat(inputs).Distinct().ToList();
+        var grads = Differentiator.Differentiate(g, loss, wrt);
+
+        var parameters = new List<TrainableParameter>();
+        foreach (var p in trainable)
+        {
+            var grad = grads[p] ?? throw new CudaDreamException($"parameter '{p.Name}' does not influence the loss");
+            grad.Name = p.Name + ".grad";
+            parameters.Add(new TrainableParameter(p.Name, p, grad));
+        }
+        var inputGrads = new Dictionary<string, Value>();
+        foreach (var i in inputs)
+        {
+            var grad = grads[i] ?? throw new CudaDreamException($"input '{i.Name}' does not influence the loss");
+            grad.Name = i.Name + ".grad";
+            inputGrads[i.Name] = grad;
+        }
+        g.Outputs.Clear();
+        g.Outputs.Add(loss);
+        g.Outputs.Add(prediction);
+        foreach (var p in parameters) if (!g.Outputs.Contains(p.Gradient)) g.Outputs.Add(p.Gradient);
+        foreach (var v in inputGrads.Values) if (!g.Outputs.Contains(v)) g.Outputs.Add(v);
+        if (options.GradientCheckpointing) Checkpointing.Apply(g);
+        return new TrainingGraph(g, loss, prediction, parameters, inputGrads);
+    }
+}

@@ -1,0 +1,78 @@
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Cuda;
+using CudaDream.Engine.Backends.Cuda.Interop;
+using Xunit;
+
+namespace CudaDream.Engine.Tests.Cuda;
+
+/// <summary>The CUDA host path that runs without a GPU: library errors, NVRTC compilation and its report.</summary>
+public class CudaBackendTests
+{
+    [Fact]
+    public void Without_a_cuda_driver_opening_the_device_fails_with_one_line_naming_the_library()
+    {
+        if (NativeLibraries.IsAvailable(NativeLibraries.Driver)) return; // a GPU machine: device-check covers it
+        var e = Assert.Throws<CudaDreamException>(() => CudaDevice.Open());
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Contains(OperatingSystem.IsWindows() ? "nvcuda.dll" : "libcuda.so.1", e.Message);
+        Assert.Contains("CUDA driver", e.Message);
+    }
+
+    [Fact]
+    public void Every_exported_kernel_name_is_unique_and_every_file_exports_kernels()
+    {
+        var files = KernelSources.KernelFiles;
+        Assert.True(files.Count >= 13, $"only {files.Count} kernel files embedded");
+        Assert.All(files, f => Assert.NotEmpty(f.Exports));
+        var aliases = files.SelectMany(f => f.Exports).Select(e => e.Alias).ToList();
+        Assert.Equal(aliases.Count, aliases.Distinct().Count());
+        Assert.All(files, f => Assert.DoesNotContain("#include <", f.Text)); // no toolkit header
+    }
+
+    [Fact]
+    public void Ptxas_report_is_parsed_per_kernel()
+    {
+        const string log = """
+            ptxas info    : 0 bytes gmem
+            ptxas info    : Compiling entry function '_Z15softmax_forwardIfEvPKT_PS0_ii' for 'sm_86'
+            ptxas info    : Function properties for _Z15softmax_forwardIfEvPKT_PS0_ii
+            ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+            ptxas info    : Used 16 registers, 128 bytes smem, 380 bytes cmem[0]
+            ptxas info    : Compiling entry function '_Z4fillIfEvPT_xf' for 'sm_86'
+            ptxas info    : Function properties for _Z4fillIfEvPT_xf
+            ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+            ptxas info    : Used 10 registers, 372 bytes cmem[0]
+            """;
+        var usage = KernelCompiler.ParseUsage(log, new Dictionary<string, string>
+        {
+            ["softmax_forward_f32"] = "_Z15softmax_forwardIfEvPKT_PS0_ii", ["fill_f32"] = "_Z4fillIfEvPT_xf",
+        });
+        Assert.Equal(2, usage.Count);
+        Assert.Equal(new KernelResourceUsage("softmax_forward_f32", "_Z15softmax_forwardIfEvPKT_PS0_ii", 16, 128, 8, 4, 12), usage[0]);
+        Assert.Equal(new KernelResourceUsage("fill_f32", "_Z4fillIfEvPT_xf", 10, 0, 0, 0, 0), usage[1]);
+    }
+
+    /// <summary>With NVRTC present (CI unpacks Debian's), a real compile and a compile error that names file and line.</summary>
+    [Fact]
+    public void Nvrtc_compiles_a_kernel_file_and_reports_errors_with_file_and_line()
+    {
+        if (!NativeLibraries.IsAvailable(NativeLibraries.Nvrtc))
+        {
+            var missing = Assert.Throws<CudaDreamException>(() => NvrtcApi.GetVersion());
+            Assert.Contains("NVRTC", missing.Message);
+            return;
+        }
+        using var cache = TestSupport.Fixtures.TempDir();
+        var file = KernelSources.KernelFiles.First(f => f.Name == "softmax.cu");
+        var compiled = KernelCompiler.Compile(file, "sm_80", cache.FullName);
+        Assert.False(compiled.IsPtx);
+        Assert.Equal(0x7f, compiled.Image[0]); // ELF
+        Assert.Contains(compiled.Usage, u => u.Alias == "softmax_forward_f32" && u.Registers > 0 && u.SharedBytes == 128);
+        Assert.True(KernelCompiler.Compile(file, "sm_80", cache.FullName).FromCache);
+
+        var broken = file with { Name = "broken.cu", Text = file.Text.Replace("float m = -3.402823466e38f;", "float m = undeclared_name;") };
+        var e = Assert.Throws<CudaDreamException>(() => KernelCompiler.Compile(broken, "sm_80", cache.FullName));
+        Assert.Contains("kernels/broken.cu(", e.Message);
+        Assert.Contains("undeclared_name", e.Message);
+    }
+}
