@@ -215,8 +215,7 @@ public sealed class Sampler : IDisposable
             var clip = clipSkip == 1 ? null : Model.TextEncoderGraph.ClipSkip(clipSkip);
             _plan = new PipelinePlan(Model, (component, readStored) => new NetworkEdits(
                 _loras.MergedWeights(component, readStored),
-                component == ModelFolder.TextEncoder ? clip : null,
-                component == ModelFolder.VaeEncoder ? Model.RequireVaeEncoder().VaeMoments() : null));
+                component == ModelFolder.TextEncoder ? clip : null));
             _planClipSkip = clipSkip;
             if (!_engineAnnounced) _options.Log?.Invoke(EngineLine);
             _engineAnnounced = true;

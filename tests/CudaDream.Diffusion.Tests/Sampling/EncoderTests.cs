@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using CudaDream.Diffusion.Models.Export;
 using CudaDream.Diffusion.Sampling;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Randomness;
@@ -37,7 +36,8 @@ public sealed class EncoderTests(ITestOutputHelper output)
     [InlineData(SamplerEngine.CudaDream)]
     public void Clip_skip_takes_an_earlier_layer_through_the_final_layer_norm(SamplerEngine engine)
     {
-        var weights = OnnxWeightReader.Read(Fixtures.SdTiny("text_encoder/model.onnx"));
+        using var model = OnnxModel.Load(Fixtures.SdTiny("text_encoder/model.onnx"));
+        var weights = model.Initializers;
         var gamma = weights["text_model.final_layer_norm.weight"].ToFloat32Array();
         var beta = weights["text_model.final_layer_norm.bias"].ToFloat32Array();
         double eps = JsonNode.Parse(File.ReadAllText(Fixtures.SdTiny("configs/text_encoder_config.json")))!["layer_norm_eps"]!.GetValue<double>();
@@ -72,6 +72,18 @@ public sealed class EncoderTests(ITestOutputHelper output)
         TensorAssert.Close(Vae["moments"], moments, 1e-5, "moments");
         var latent = LatentCodec.SampleLatents(moments, 1f, RecordedNoise.FromStacked(Vae["noise"]));
         TensorAssert.Close(Vae["latent_sample"], latent, 1e-5, "latent_sample = mean + std·noise");
+    }
+
+    /// <summary>Engines built on a plan that edits nothing (as the training cache builds them) still read the moments, not the exporter's random sample.</summary>
+    [Fact]
+    public void Engines_always_encode_to_moments()
+    {
+        var folder = CudaDream.Diffusion.Models.ModelFolder.Open(Fixtures.SdTiny());
+        var plan = new CudaDream.Diffusion.Sampling.Engines.PipelinePlan(folder, (_, _) => CudaDream.Diffusion.Sampling.Engines.NetworkEdits.None);
+        using (var engine = new CudaDream.Diffusion.Sampling.Engines.GraphPipelineEngine(plan, new CudaDream.Diffusion.Sampling.Engines.CpuGraphBackend()))
+            TensorAssert.Close(Vae["moments"], engine.EncodeMoments(Vae["sample"]), 1e-5, "engine moments");
+        using (var engine = new CudaDream.Diffusion.Sampling.Engines.OrtPipelineEngine(plan, cudaDevice: null))
+            TensorAssert.Close(Vae["moments"], engine.EncodeMoments(Vae["sample"]), 1e-5, "ORT moments");
     }
 
     private static Tensor ReferenceLayerNorm(Tensor x, float[] gamma, float[] beta, double eps)

@@ -66,10 +66,19 @@ public sealed class PipelinePlan
         _make = make;
     }
 
-    /// <summary>The edits of <paramref name="component"/>, built once per round; <paramref name="readStored"/> reads a base weight by initializer name.</summary>
+    /// <summary>
+    /// The edits of <paramref name="component"/>, built once per round; <paramref name="readStored"/> reads a base
+    /// weight by initializer name. The VAE encoder always computes its posterior's moments (never the exporter's
+    /// randomly sampled latent), whatever the maker says.
+    /// </summary>
     public NetworkEdits EditsFor(string component, Func<string, Tensor> readStored)
     {
-        if (!_edits.TryGetValue(component, out var e)) _edits[component] = e = _make(component, readStored);
+        if (!_edits.TryGetValue(component, out var e))
+        {
+            e = _make(component, readStored);
+            if (component == ModelFolder.VaeEncoder && e.Output == null) e = e with { Output = Folder.RequireVaeEncoder().VaeMoments() };
+            _edits[component] = e;
+        }
         return e;
     }
 
