@@ -12,16 +12,27 @@ namespace CudaDream.Diffusion.Tests.Sampling;
 public sealed class BuiltFolderFixture : IDisposable
 {
     private readonly TempDir _dir = Fixtures.TempDir();
+    private readonly Lazy<string> _half;
     public string Folder { get; }
+    /// <summary>The same model with fp16 weights and activations.</summary>
+    public string HalfFolder => _half.Value;
 
     public BuiltFolderFixture()
     {
-        Folder = _dir.File("built");
-        CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), Folder, new ImportOptions
+        Folder = Import("built", Engine.Tensors.DType.F32);
+        _half = new(() => Import("built-f16", Engine.Tensors.DType.F16));
+    }
+
+    private string Import(string name, Engine.Tensors.DType dtype)
+    {
+        var folder = _dir.File(name);
+        CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), folder, new ImportOptions
         {
+            FloatType = dtype,
             TokenizerDir = Fixtures.SdTiny("tokenizer"),
             ConfigDir = Fixtures.SdTiny("configs"),
         });
+        return folder;
     }
 
     public void Dispose() => _dir.Dispose();
@@ -56,6 +67,21 @@ public sealed class BuiltFolderTests(BuiltFolderFixture built, ITestOutputHelper
         });
         Assert.Equal(132, sampler.LoraModules);
         Check(reference, sampler.Generate(reference.Request()), $"ddim_lora on built graphs, {engine}");
+    }
+
+    /// <summary>fp16 graphs: the sampler converts at the graph boundary; DESIGN.md's fp16 bound is 5e-3 of the reference's scale.</summary>
+    /// <remarks>ONNX Runtime only: the engine's CPU backend computes in fp32 and refuses fp16 graphs.</remarks>
+    [Fact]
+    public void Half_precision_graphs_stay_within_the_fp16_bound()
+    {
+        var reference = PipelineReference.Load("ddim");
+        const SamplerEngine engine = SamplerEngine.Ort;
+        using var sampler = Sampler.Create(built.HalfFolder, new SamplerOptions { Engine = engine });
+        var result = sampler.Generate(reference.Request());
+        double latentError = TensorAssert.RelativeMaxError(result.FinalLatents, reference.Tensors["final_latents"]);
+        double imageError = PipelineReference.MaxAbsError(reference.Tensors["image"], result.Pixels);
+        output.WriteLine($"fp16 ddim on {engine}: final latents {latentError:E2}, image {imageError:E2}");
+        Assert.True(latentError <= 5e-3, $"final latents off by {latentError:E2}");
     }
 
     [Fact]
