@@ -106,10 +106,9 @@ public sealed class ModelFolder
         throw new CudaDreamException($"--width {width} --height {height}: {SizeRule.Explain()}; nearest valid sizes: {SizeRule.Suggest(width, height)}");
     }
 
-    /// <summary>Every weight of the UNet and text encoder a LoRA may adapt.</summary>
+    /// <summary>Every linear and conv weight of the UNet and text encoder a LoRA may adapt (embedding tables are not among them: they feed Gather, not a linear op).</summary>
     public IReadOnlyList<LoraWeightSlot> LoraSlots() =>
-        UNetGraph.LinearWeights(LoraComponents.UNet).Concat(TextEncoderGraph.LinearWeights(LoraComponents.TextEncoder))
-            .Where(s => !s.ModulePath.Contains("embedding", StringComparison.Ordinal)).ToList();
+        UNetGraph.LinearWeights(LoraComponents.UNet).Concat(TextEncoderGraph.LinearWeights(LoraComponents.TextEncoder)).ToList();
 
     // ---- checks ---------------------------------------------------------------------------
 

@@ -35,6 +35,43 @@ public sealed class LoraSamplingTests(ITestOutputHelper output) : IDisposable
         Assert.Contains(", copy: ", infotext);
     }
 
+    /// <summary>
+    /// No torch reference covers text-encoder or Gemm (time embedding) LoRAs, so the two engines — which apply the
+    /// merged weights by different routes (ONNX Runtime initializer overrides on an edited graph, the engine's
+    /// weight constants) — must agree, and the LoRA must change the result.
+    /// </summary>
+    [Fact]
+    public void Text_encoder_and_time_embedding_LoRAs_apply_on_both_engines()
+    {
+        var path = _dir.File("te.safetensors");
+        var rng = new Random(5);
+        Tensor Random(params int[] shape) => Tensor.FromArray(Enumerable.Range(0, (int)Shapes.Numel(shape)).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.5f).ToArray(), shape);
+        SafetensorsWriter.Write(path, new Dictionary<string, Tensor>
+        {
+            ["lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_down.weight"] = Random(2, 32),
+            ["lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_up.weight"] = Random(32, 2),
+            ["lora_te_text_model_encoder_layers_2_mlp_fc1.lora_down.weight"] = Random(2, 32),
+            ["lora_te_text_model_encoder_layers_2_mlp_fc1.lora_up.weight"] = Random(64, 2),
+            ["lora_unet_time_embedding_linear_1.lora_down.weight"] = Random(2, 32),
+            ["lora_unet_time_embedding_linear_1.lora_up.weight"] = Random(128, 2),
+        });
+        var request = new GenerationRequest { Prompt = "a photo of sks dog", Steps = 3, Scheduler = "ddim", Seed = 3, Width = 64, Height = 64 };
+        GenerationResult Run(SamplerEngine engine, bool lora)
+        {
+            using var sampler = Sampler.Create(Fixtures.SdTiny(), new SamplerOptions { Engine = engine, Loras = lora ? [LoraSource.Parse(path)] : [] });
+            if (lora) Assert.Equal(3, sampler.LoraModules);
+            return sampler.Generate(request);
+        }
+        var ort = Run(SamplerEngine.Ort, true);
+        var engine = Run(SamplerEngine.CudaDream, true);
+        var plain = Run(SamplerEngine.Ort, false);
+        double agreement = TensorAssert.RelativeMaxError(engine.FinalLatents, ort.FinalLatents);
+        double effect = TensorAssert.RelativeMaxError(plain.FinalLatents, ort.FinalLatents);
+        output.WriteLine($"engines differ by {agreement:E2}; the LoRA moves the latents by {effect:E2}");
+        Assert.True(agreement <= 1e-5, $"engines differ by {agreement:E2}");
+        Assert.True(effect > 1e-2, $"the LoRA moved the latents by only {effect:E2}");
+    }
+
     [Fact]
     public void Keys_that_match_no_module_are_listed_in_a_warning()
     {
