@@ -149,7 +149,7 @@ public sealed class Sampler : IDisposable
     // ---- preparation: everything that can be wrong is found here ---------------------------
 
     private sealed record Job(GenerationRequest Request, int Width, int Height, int LatentHeight, int LatentWidth, Func<IScheduler> NewScheduler,
-        ClipSkipEdit? ClipSkip, int[] PromptIds, int[] NegativeIds, bool Guided, RgbImage? InitImage);
+        int[] PromptIds, int[] NegativeIds, bool Guided, RgbImage? InitImage);
 
     private Job Prepare(GenerationRequest r)
     {
@@ -159,7 +159,7 @@ public sealed class Sampler : IDisposable
         if (r.BatchSize < 1 || r.BatchSize > MaxBatchSize) throw new CudaDreamException($"--batch-size {r.BatchSize}: use 1..{MaxBatchSize}");
         if (r.BatchCount < 1 || r.BatchCount > MaxBatchCount) throw new CudaDreamException($"--batch-count {r.BatchCount}: use 1..{MaxBatchCount}");
         if (r.Seed < 0) throw new CudaDreamException($"--seed {r.Seed}: seeds are 0 or more");
-        var clipSkip = r.ClipSkip == 1 ? null : Model.TextEncoderGraph.ClipSkip(r.ClipSkip);
+        if (r.ClipSkip != 1) Model.TextEncoderGraph.ClipSkip(r.ClipSkip); // validates the layer count
 
         IScheduler NewScheduler() => r.Scheduler == null ? SchedulerFactory.FromConfig(Model.SchedulerConfig) : SchedulerFactory.Create(r.Scheduler, Model.SchedulerConfig);
         var scheduler = NewScheduler();
@@ -194,7 +194,7 @@ public sealed class Sampler : IDisposable
         var negative = Tokenize(r.NegativePrompt ?? "", "negative prompt");
         var init = r.InitImage == null ? null
             : ImagePreprocessor.Prepare(r.InitImage, new ImagePreprocessOptions { Width = width, Height = height, Filter = ResampleFilter.Lanczos }, new CropPlacement.Center(), flip: false);
-        return new Job(r, width, height, height / factor, width / factor, NewScheduler, clipSkip, prompt, negative, r.CfgScale > 1.0, init);
+        return new Job(r, width, height, height / factor, width / factor, NewScheduler, prompt, negative, r.CfgScale > 1.0, init);
     }
 
     private int[] Tokenize(string text, string what)
