@@ -20,22 +20,9 @@ public class PipelineReferenceTests(ITestOutputHelper output)
     [MemberData(nameof(AllReferences))]
     public void ONNX_Runtime_reproduces_the_recorded_pipeline_run(string name) => Reproduce(name, SamplerEngine.Ort);
 
-    /// <summary>The engine runs the sd-tiny UNet in about 1.5 s per call on a 2-core VM: three schedulers (one of them
-    /// stochastic) stay in the default run, the other five are in the Slow suite (<c>./build.sh test --slow</c>).</summary>
     [Theory]
-    [InlineData("ddim")]
-    [InlineData("euler_ancestral")]
-    [InlineData("dpmpp_2m_karras")]
+    [MemberData(nameof(AllReferences))]
     public void CudaDream_engine_reproduces_the_recorded_pipeline_run(string name) => Reproduce(name, SamplerEngine.CudaDream);
-
-    [Theory]
-    [Trait("Category", "Slow")]
-    [InlineData("pndm")]
-    [InlineData("euler")]
-    [InlineData("lms")]
-    [InlineData("unipc")]
-    [InlineData("heun")]
-    public void CudaDream_engine_reproduces_the_recorded_pipeline_run_slow(string name) => Reproduce(name, SamplerEngine.CudaDream);
 
     public static IEnumerable<object[]> AllReferences() => PipelineReference.All.Select(s => new object[] { s });
 
