@@ -107,7 +107,7 @@ internal sealed class TrainingNetworks : IDisposable
         var eg = Load(ModelFolder.UNet, shapes);
         if (_o.TrainLayers.Count > 0)
         {
-            var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v]);
+            var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v].Replace("#transposed", ""));
             foreach (var p in _params) byName[p.Name["unet.".Length..]].Constant = p.Value.Constant;
         }
         else
