@@ -113,7 +113,13 @@ public static class DreamBoothConfig
             }
             if (RunSettings.TryGetValue(p.Name, out var prop))
             {
-                if (FromJson(p.Value, prop.PropertyType, out var value)) o = With(o, prop, value);
+                if (FromJson(p.Value, prop.PropertyType, out var value))
+                {
+                    // Paths in a file are relative to the file.
+                    if (value is string path && path.Length > 0 && prop.Name is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir))
+                        value = Path.GetFullPath(Path.Combine(baseDir, path));
+                    o = With(o, prop, value);
+                }
                 else problems.Add($"{source}: '{p.Name}' must be {Describe(prop.PropertyType)}, got {p.Value.GetRawText()}");
             }
             else if (ExtensionFields.Contains(p.Name)) ignored.Add(p.Name);

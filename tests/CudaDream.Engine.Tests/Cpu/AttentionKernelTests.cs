@@ -6,6 +6,7 @@ using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;
 
 namespace CudaDream.Engine.Tests.Cpu;
 
+[Collection(ThreadCountCollection.Name)]
 public class AttentionKernelTests(ITestOutputHelper output)
 {
     [Fact]

@@ -6,6 +6,7 @@ using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;
 
 namespace CudaDream.Engine.Tests.Cpu;
 
+[Collection(ThreadCountCollection.Name)]
 public class ConvKernelTests(ITestOutputHelper output)
 {
     /// <summary>The convolutions SD uses plus the general cases (asymmetric pads, dilation, groups) at odd sizes.</summary>

@@ -3,6 +3,7 @@ using Xunit;
 
 namespace CudaDream.Engine.Tests.Cpu;
 
+[Collection(ThreadCountCollection.Name)]
 public class CpuKernelOptionsTests
 {
     [Fact]

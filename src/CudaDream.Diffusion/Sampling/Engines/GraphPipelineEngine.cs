@@ -80,7 +80,7 @@ public sealed class GraphPipelineEngine : IPipelineEngine
         return runner;
     }
 
-    private static void Apply(ComputeGraph g, NetworkEdits edits)
+    internal static void Apply(ComputeGraph g, NetworkEdits edits)
     {
         foreach (var (name, merged) in edits.Weights)
         {
