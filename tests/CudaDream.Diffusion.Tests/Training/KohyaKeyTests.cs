@@ -72,25 +72,6 @@ public class KohyaKeyTests
         return table;
     }
 
-    /// <summary>Writes a weightless build like the sd15-structure fixture: every initializer points into an absent weights file.</summary>
-    private static void WriteShapesOnly(BuiltGraph built, string path)
-    {
-        var model = built.Model.Clone();
-        long offset = 0;
-        foreach (var i in built.Initializers)
-        {
-            var t = new Onnx.TensorProto { Name = i.Name, DataType = CudaDream.Engine.Tensors.DTypes.ToOnnx(i.DType), DataLocation = Onnx.TensorProto.Types.DataLocation.External };
-            t.Dims.AddRange(i.Shape.Select(d => (long)d));
-            long bytes = CudaDream.Engine.Tensors.Shapes.Numel(i.Shape) * CudaDream.Engine.Tensors.DTypes.Size(i.DType);
-            t.ExternalData.Add(new Onnx.StringStringEntryProto { Key = "location", Value = "weights.pb" });
-            t.ExternalData.Add(new Onnx.StringStringEntryProto { Key = "offset", Value = offset.ToString() });
-            t.ExternalData.Add(new Onnx.StringStringEntryProto { Key = "length", Value = bytes.ToString() });
-            offset += bytes;
-            model.Graph.Initializer.Add(t);
-        }
-        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(model));
-    }
-
     [Fact]
     public void KohyaPresetKeysMapOntoSd15ModulesWithTheirShapes()
     {
@@ -100,7 +81,7 @@ public class KohyaKeyTests
         var unet = OnnxImporter.Load(Fixtures.Path("sd15-structure/unet/model.onnx"), loadExternalData: false);
         CudaDream.Engine.GraphPasses.Prepare(unet, new Dictionary<string, int[]> { ["sample"] = new[] { 1, 4, 64, 64 }, ["timestep"] = new[] { 1 }, ["encoder_hidden_states"] = new[] { 1, 77, 768 } }, fuse: true);
         var tePath = dir.File("text_encoder.onnx");
-        WriteShapesOnly(ClipTextGraph.Build(ClipTextConfig.Sd15, null), tePath);
+        ShapesOnlyGraph.Write(ClipTextGraph.Build(ClipTextConfig.Sd15, null), tePath);
         var te = OnnxImporter.Load(tePath, loadExternalData: false);
         CudaDream.Engine.GraphPasses.Prepare(te, new Dictionary<string, int[]> { ["input_ids"] = new[] { 1, 77 } }, fuse: true);
         var targets = LoraTargetSelector.Select(GraphLora.Targets(unet, LoraComponents.UNet), new[] { "kohya" })
