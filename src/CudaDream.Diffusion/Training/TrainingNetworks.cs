@@ -110,15 +110,7 @@ internal sealed class TrainingNetworks : IDisposable
             var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v].Replace("#transposed", ""));
             foreach (var p in _params) byName[p.Name["unet.".Length..]].Constant = p.Value.Constant;
         }
-        else
-        {
-            var evalLoras = GraphLora.Attach(eg, _unetLoras.Select(a => a.Adapter).ToList());
-            for (int i = 0; i < evalLoras.Count; i++)
-            {
-                evalLoras[i].Down.Constant = _unetLoras[i].Down.Constant;
-                evalLoras[i].Up.Constant = _unetLoras[i].Up.Constant;
-            }
-        }
+        else AttachShared(eg, _unetLoras);
         _evalPrediction = eg.Outputs[0];
         _eval = new CpuExecutor(ExecutionPlan.Create(eg));
     }
@@ -137,15 +129,21 @@ internal sealed class TrainingNetworks : IDisposable
             _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], null, p));
 
         var fg = LoadText(shapes, out _);
-        var forwardLoras = GraphLora.Attach(fg, _textLoras.Select(a => a.Adapter).ToList());
-        for (int i = 0; i < forwardLoras.Count; i++)
-        {
-            forwardLoras[i].Down.Constant = _textLoras[i].Down.Constant;
-            forwardLoras[i].Up.Constant = _textLoras[i].Up.Constant;
-        }
+        AttachShared(fg, _textLoras);
         _textHidden = fg.Outputs[0];
         _textForward = new CpuExecutor(ExecutionPlan.Create(fg));
         say($"text encoder: LoRA on {_textLoras.Count} modules, lr {_o.TextEncoderLr ?? _o.LearningRate}");
+    }
+
+    /// <summary>Attaches the same adapters to another graph, reading the trained buffers (no copy), so it sees every update.</summary>
+    private static void AttachShared(ComputeGraph g, List<AttachedLora> trained)
+    {
+        var attached = GraphLora.Attach(g, trained.Select(a => a.Adapter).ToList());
+        for (int i = 0; i < attached.Count; i++)
+        {
+            attached[i].Down.Constant = trained[i].Down.Constant;
+            attached[i].Up.Constant = trained[i].Up.Constant;
+        }
     }
 
     /// <summary>The text encoder with CLIP skip applied, returning only its hidden states.</summary>
