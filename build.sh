@@ -26,6 +26,11 @@ here="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
 exec dotnet "$here/bin/cudadream.dll" "$@"
 LAUNCH
   chmod +x "$ART/cudadream"
+  # The embedded default model: the sd-tiny checkpoint imported into CudaDream's own graphs (models/tiny-sd/README.md).
+  if [ ! -f "$ART/models/tiny-sd/model_index.json" ]; then
+    "$ART/cudadream" import tests/fixtures/sd-tiny/checkpoint.safetensors --out "$ART/models/tiny-sd" \
+      --config tests/fixtures/sd-tiny/configs --tokenizer tests/fixtures/sd-tiny/tokenizer > /dev/null
+  fi
   echo "built: $ART/cudadream"
 }
 

@@ -29,6 +29,10 @@ public static class Program
     /// <summary>Entry point for tests and for embedding: parses, runs, maps errors to exit codes.</summary>
     public static int Run(string[] args)
     {
+        // `train` takes every DreamBoothOptions setting as a flag; it parses its own arguments.
+        if (args.Length >= 1 && args[0] == "train")
+            return Execute(new Commands.TrainCommand { Arguments = args[1..] });
+
         if (args.Length >= 2 && VerbGroups.Contains(args[0]) && !args[1].StartsWith('-'))
             args = [args[0] + " " + args[1], .. args[2..]];
 
@@ -51,14 +55,20 @@ public static class Program
             bool helpAsked = np.Errors.Any(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
             return helpAsked ? 0 : 2;
         }
-        var command = (ICommand)((Parsed<object>)parsed).Value;
+        return Execute((ICommand)((Parsed<object>)parsed).Value);
+    }
+
+    /// <summary>The one error funnel: user errors are one line and exit 1; anything else is an internal error.</summary>
+    private static int Execute(ICommand command)
+    {
         try
         {
             return command.Run();
         }
         catch (CudaDreamException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            // One line per problem (a configuration can have several).
+            foreach (var line in e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries)) Console.Error.WriteLine($"error: {line.TrimEnd('\r')}");
             return 1;
         }
         catch (OperationCanceledException)

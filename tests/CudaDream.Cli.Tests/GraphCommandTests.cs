@@ -159,3 +159,30 @@ public class GraphGradCommandTests
         Assert.Contains("mid_block.attentions.0.transformer_blocks.0.attn2.to_v", stderr);
     }
 }
+
+[Collection("Console")]
+public class BenchCommandTests
+{
+    /// <summary>bench reports each measurement with its FLOP rate and planned memory (values are the machine's; only their presence is checked).</summary>
+    [Fact]
+    public void BenchReportsForwardAndTrainingStep()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", Fixtures.SdTiny(), "--what", "forward,train", "--repeats", "1", "--size", "64", "--json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(new[] { "unet forward b1 64x64", "lora train step b1 64x64", "lora train step b1 64x64 ckpt" }, results.Select(r => r.GetProperty("name").GetString()));
+        Assert.All(results, r => Assert.True(r.GetProperty("median_seconds").GetDouble() > 0));
+        Assert.All(results, r => Assert.True(r.GetProperty("planned_bytes").GetInt64() > 0));
+        // Checkpointing trades time for memory: its planned arena is smaller.
+        Assert.True(results[2].GetProperty("planned_bytes").GetInt64() < results[1].GetProperty("planned_bytes").GetInt64());
+    }
+
+    [Fact]
+    public void BenchRefusesAnUnknownMeasurement()
+    {
+        var (code, _, stderr) = CliRunner.Run("bench", "--model", Fixtures.SdTiny(), "--what", "everything");
+        Assert.Equal(1, code);
+        Assert.Contains("unknown measurement 'everything'", stderr);
+    }
+}

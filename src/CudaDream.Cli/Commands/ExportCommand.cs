@@ -10,8 +10,11 @@ public sealed class ExportCommand : ICommand
     [Option("model", Required = true, HelpText = "Model folder written by `cudadream import`.")]
     public string Model { get; set; } = "";
 
-    [Option("lora", HelpText = "LoRA files to merge, each FILE or FILE:multiplier (default 1), separated by spaces.")]
+    [Option("lora", HelpText = "LoRA file to merge, FILE or FILE:multiplier (default 1); repeat for several.")]
     public IEnumerable<string> Loras { get; set; } = [];
+
+    [Option("weights", HelpText = "Fine-tuned weights (.safetensors, state-dict keys, optional unet./text_encoder./vae. prefix) that replace the model's; repeat for several.")]
+    public IEnumerable<string> WeightFiles { get; set; } = [];
 
     [Option("format", Default = "ldm", HelpText = "ldm (single .safetensors file) or onnx (model folder).")]
     public string Format { get; set; } = "ldm";
@@ -37,6 +40,7 @@ public sealed class ExportCommand : ICommand
         {
             Format = format,
             Loras = Loras.Select(LoraSpec.Parse).ToList(),
+            WeightFiles = WeightFiles.ToList(),
             FloatType = DType == null ? null : ImportCommand.ParseDType(DType),
         };
         var started = System.Diagnostics.Stopwatch.StartNew();

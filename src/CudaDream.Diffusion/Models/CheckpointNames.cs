@@ -1,4 +1,5 @@
 using CudaDream.Diffusion.Models.Builder;
+using CudaDream.Engine.Training.Lora;
 
 namespace CudaDream.Diffusion.Models;
 
@@ -35,8 +36,8 @@ public static class CheckpointNames
     public const string LdmTextPrefix = "cond_stage_model.transformer.";
     public const string LdmEmaPrefix = "model_ema.";
 
-    public const string KohyaUNetPrefix = "lora_unet_";
-    public const string KohyaTextPrefix = "lora_te_";
+    public const string KohyaUNetPrefix = LoraFile.KohyaUNetPrefix;
+    public const string KohyaTextPrefix = LoraFile.KohyaTextPrefix;
 
     /// <summary>
     /// The full table for a model: every diffusers/transformers weight of the three networks (read from
@@ -182,7 +183,6 @@ public static class CheckpointNames
 
     // ---- kohya ----------------------------------------------------------------------------
 
-    /// <summary>The kohya/A1111 LoRA module name of a diffusers module path ("lora_unet_down_blocks_0_…").</summary>
-    public static string KohyaModuleName(string component, string modulePath) =>
-        (component == Components.UNet ? KohyaUNetPrefix : KohyaTextPrefix) + modulePath.Replace('.', '_');
+    /// <summary>The kohya/A1111 LoRA module name of a diffusers module path ("lora_unet_down_blocks_0_…"); the LoRA reader resolves names with the same rule.</summary>
+    public static string KohyaModuleName(string component, string modulePath) => LoraFile.KohyaName(component, modulePath);
 }

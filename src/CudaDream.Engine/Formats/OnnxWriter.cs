@@ -5,9 +5,11 @@ using Onnx;
 namespace CudaDream.Engine.Formats;
 
 /// <summary>
-/// A graph weight as the writer stores it: its name, element type and shape, and its bytes.
-/// <see cref="Data"/> is null for a shape-only graph (structure checks, or a graph whose weights
-/// live in a file written elsewhere); such a graph can be inspected but not written.
+/// A graph weight as the writer stores it: its name, element type and shape, and its values.
+/// <see cref="Data"/> may hold another float type than <see cref="DType"/> (e.g. a view of an fp16
+/// checkpoint for an fp32 graph): it is converted one tensor at a time while writing, so a model is
+/// never held twice in memory. <see cref="Data"/> is null for a shape-only graph (structure checks);
+/// such a graph can be inspected but not written.
 /// </summary>
 public sealed record OnnxInitializer(string Name, DType DType, int[] Shape, Tensor? Data)
 {
@@ -60,7 +62,7 @@ public static class OnnxWriter
             proto.Dims.AddRange(init.Shape.Select(d => (long)d));
             if (!external || init.ByteLength < options.InlineBelowBytes)
             {
-                proto.RawData = ByteString.CopyFrom(init.Data!.Data.Span);
+                proto.RawData = ByteString.CopyFrom(Stored(init).Data.Span);
             }
             else
             {
@@ -93,10 +95,13 @@ public static class OnnxWriter
         {
             long aligned = (position + Alignment - 1) / Alignment * Alignment;
             s.Write(padding[..(int)(aligned - position)]);
-            s.Write(t.Data!.Data.Span);
+            s.Write(Stored(t).Data.Span);
             position = aligned + t.ByteLength;
         }
     }
+
+    /// <summary>The initializer's values in its stored element type.</summary>
+    private static Tensor Stored(OnnxInitializer init) => init.Data!.DType == init.DType ? init.Data : init.Data.To(init.DType);
 
     /// <summary>An empty model with the given opset (default domain) and producer, ready for a graph.</summary>
     public static ModelProto NewModel(GraphProto graph, int opset, string producer = "CudaDream")

@@ -59,11 +59,11 @@ public sealed class OnnxGraphBuilder
     /// <summary>Declares graph output <paramref name="name"/> as the value <paramref name="value"/> (which is renamed to it).</summary>
     public void AddOutput(string name, string value, DType dtype, params object[] dims) => _outputs.Add((name, value, dtype, dims));
 
-    /// <summary>Registers a weight under its own name; returns the name.</summary>
+    /// <summary>Registers a weight under its own name; returns the name. Float data of another float type is converted when written.</summary>
     public string AddInitializer(string name, DType dtype, int[] shape, Tensor? data)
     {
         if (!_initializerNames.Add(name)) throw new ArgumentException($"initializer '{name}' added twice");
-        if (data != null && (data.DType != dtype || !Shapes.Equal(data.Shape, shape)))
+        if (data != null && (!Shapes.Equal(data.Shape, shape) || (data.DType != dtype && !(data.DType.IsFloat() && dtype.IsFloat()))))
             throw new ArgumentException($"initializer '{name}': data {data} does not match {dtype}{Shapes.Format(shape)}");
         _initializers.Add(new OnnxInitializer(name, dtype, shape, data));
         return name;

@@ -29,6 +29,8 @@ public sealed class Tensor
     public long ByteLength => Data.Length;
 
     public Span<T> Span<T>() where T : unmanaged => MemoryMarshal.Cast<byte, T>(Data.Span);
+    /// <summary>The elements as a <see cref="Memory{T}"/> over the same storage (for APIs that keep a buffer, like optimizers).</summary>
+    public Memory<T> Memory<T>() where T : unmanaged => new CastMemory<T>(Data).Memory;
     public ReadOnlySpan<T> ReadOnlySpan<T>() where T : unmanaged => MemoryMarshal.Cast<byte, T>(Data.Span);
 
     public static Tensor Zeros(DType dtype, params int[] shape) =>
@@ -215,4 +217,23 @@ public sealed unsafe class UnmanagedMemory : MemoryManager<byte>
     public override void Unpin() { }
     protected override void Dispose(bool disposing) { }
     public object? Owner => _owner;
+}
+
+/// <summary>Views a <see cref="Memory{T}"/> of bytes as another element type without copying (spans are reinterpreted on access).</summary>
+public sealed class CastMemory<T> : MemoryManager<T> where T : unmanaged
+{
+    private readonly Memory<byte> _bytes;
+
+    public CastMemory(Memory<byte> bytes) => _bytes = bytes;
+
+    public override Span<T> GetSpan() => MemoryMarshal.Cast<byte, T>(_bytes.Span);
+
+    public override MemoryHandle Pin(int elementIndex = 0)
+    {
+        var h = _bytes.Pin();
+        unsafe { return new MemoryHandle((byte*)h.Pointer + elementIndex * System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), default, this); }
+    }
+
+    public override void Unpin() { }
+    protected override void Dispose(bool disposing) { }
 }

@@ -12,10 +12,11 @@ namespace CudaDream.Engine.Training;
 /// </summary>
 public static class Checkpointing
 {
-    /// <summary>Rewrites a differentiated graph (forward, MseLoss, backward) in place; returns how many nodes are recomputed.</summary>
+    /// <summary>Rewrites a differentiated graph (forward, loss, backward) in place; returns how many nodes are recomputed.</summary>
     public static int Apply(ComputeGraph g)
     {
-        int lossIndex = g.Nodes.FindIndex(n => n.Op == GradientOps.MseLoss);
+        // The loss nodes (named /loss/...) separate the forward from the backward.
+        int lossIndex = g.Nodes.FindIndex(n => n.Name.StartsWith("/loss/", StringComparison.Ordinal));
         if (lossIndex < 0) throw new InvalidOperationException("checkpointing needs a differentiated graph with a loss");
         var forward = g.Nodes.Take(lossIndex).ToList();
         var backward = new HashSet<Node>(g.Nodes.Skip(lossIndex + 1));

@@ -18,6 +18,12 @@ public sealed record TrainingGraphOptions
     public IReadOnlyCollection<string> InputGradients { get; init; } = Array.Empty<string>();
     /// <summary>Recompute activations inside each top-level module in the backward pass instead of keeping them.</summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>
+    /// Backpropagate a given gradient instead of an MSE: input <c>upstream</c> (shaped like the prediction) and
+    /// loss = Σ prediction·upstream, so d loss / d prediction = upstream exactly. This chains two graphs, e.g. the
+    /// UNet's gradient toward <c>encoder_hidden_states</c> into the text encoder.
+    /// </summary>
+    public bool UpstreamGradient { get; init; }
 }
 
 /// <summary>
@@ -30,6 +36,7 @@ public sealed class TrainingGraph
 {
     public const string TargetInput = "target";
     public const string WeightsInput = "loss_weights";
+    public const string UpstreamInput = "upstream";
     public const string LossOutput = "loss";
 
     public ComputeGraph Graph { get; }
@@ -47,6 +54,40 @@ public sealed class TrainingGraph
         InputGradients = inputGrads;
     }
 
+    private static void AddMseLoss(ComputeGraph g, Value prediction, Value loss, bool perSampleWeights)
+    {
+        var target = new Value(TargetInput, prediction.DType, (int[])prediction.Shape!.Clone());
+        g.Inputs.Add(target);
+        Value? weights = null;
+        if (perSampleWeights)
+        {
+            weights = new Value(WeightsInput, prediction.DType, new[] { prediction.Shape[0] });
+            g.Inputs.Add(weights);
+        }
+        var lossNode = new Node(GradientOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
+        OpSchemas.InferShapes(lossNode);
+        g.AddNode(lossNode);
+    }
+
+    private static void AddUpstreamLoss(ComputeGraph g, Value prediction, Value loss)
+    {
+        var upstream = new Value(UpstreamInput, prediction.DType, (int[])prediction.Shape!.Clone());
+        g.Inputs.Add(upstream);
+        var product = new Value("/loss/Mul_output_0", prediction.DType, null);
+        var mul = new Node("Mul", "/loss/Mul", new[] { prediction, upstream }, new[] { product });
+        OpSchemas.InferShapes(mul);
+        g.AddNode(mul);
+        // keepdims=1 over every axis then a reshape to [1], so the loss has the shape the MSE loss has.
+        var summed = new Value("/loss/ReduceSum_output_0", prediction.DType, null);
+        var sum = new Node("ReduceSum", "/loss/ReduceSum", new[] { product }, new[] { summed }, new Attributes().Set("keepdims", 0L));
+        OpSchemas.InferShapes(sum);
+        g.AddNode(sum);
+        var shape = new Value("/loss/shape", DType.I64, new[] { 1 }) { Constant = Tensor.FromArray(new long[] { 1 }, 1) };
+        var reshape = new Node("Reshape", "/loss/Reshape", new[] { summed, shape }, new[] { loss });
+        OpSchemas.InferShapes(reshape);
+        g.AddNode(reshape);
+    }
+
     /// <summary>Turns a specialised forward graph into a training-step graph (in place). <paramref name="trainable"/> are weight values.</summary>
     public static TrainingGraph Build(ComputeGraph g, IReadOnlyList<Value> trainable, TrainingGraphOptions? options = null)
     {
@@ -57,18 +98,9 @@ public sealed class TrainingGraph
             if (p.Constant == null || p.DType is not (DType.F32 or DType.F64))
                 throw new CudaDreamException($"parameter '{p.Name}' cannot be trained: it is not a loaded floating-point weight");
 
-        var target = new Value(TargetInput, prediction.DType, (int[])prediction.Shape!.Clone());
-        g.Inputs.Add(target);
-        Value? weights = null;
-        if (options.PerSampleWeights)
-        {
-            weights = new Value(WeightsInput, prediction.DType, new[] { prediction.Shape[0] });
-            g.Inputs.Add(weights);
-        }
         var loss = new Value(LossOutput, prediction.DType, new[] { 1 });
-        var lossNode = new Node(GradientOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
-        OpSchemas.InferShapes(lossNode);
-        g.AddNode(lossNode);
+        if (options.UpstreamGradient) AddUpstreamLoss(g, prediction, loss);
+        else AddMseLoss(g, prediction, loss, options.PerSampleWeights);
 
         var inputs = new List<Value>();
         foreach (var name in options.InputGradients)

@@ -94,3 +94,33 @@ public sealed class BuilderReferenceTests(ITestOutputHelper output) : IDisposabl
         _dir.Dispose();
     }
 }
+
+/// <summary>
+/// use_linear_projection changes only where proj_in/proj_out are applied (a linear on [B, HW, C] instead of a
+/// 1×1 conv on [B, C, H, W]); with the conv weights viewed as [C, C] the network is the same, so the
+/// linear-projection build must reproduce the same PyTorch reference.
+/// </summary>
+public sealed class LinearProjectionTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDir _dir = Fixtures.TempDir();
+
+    [Fact]
+    public void LinearProjectionUNetReproducesTheConvProjectionReference()
+    {
+        using var ck = SafetensorsFile.Open(Fixtures.SdTiny("checkpoint.safetensors"));
+        var config = SdModelConfig.FromFolder(Fixtures.SdTiny("configs"));
+        var w = LdmCheckpoint.Read(ck, config, false, new List<string>());
+        var linear = w.UNet.ToDictionary(kv => kv.Key, kv =>
+            (kv.Key.Contains(".proj_in.weight") || kv.Key.Contains(".proj_out.weight")) ? kv.Value.Reshape(kv.Value.Shape[0], kv.Value.Shape[1]) : kv.Value);
+        var graph = UNetGraph.Build(config.UNet with { UseLinearProjection = true }, new DictionaryWeights(linear));
+        Assert.Contains(graph.Initializers, i => i.Name == "down_blocks.0.attentions.0.proj_in.weight" && i.Shape.Length == 2);
+        var path = _dir.File("unet.onnx");
+        graph.Save(path);
+        var refs = SafetensorsFile.ReadAll(Fixtures.SdTiny("refs/unet.safetensors"));
+        var o = OrtRunner.Run(path, new() { ["sample"] = refs["sample"], ["timestep"] = refs["timestep"], ["encoder_hidden_states"] = refs["encoder_hidden_states"] });
+        output.WriteLine($"linear projection: {TensorAssert.RelativeMaxError(o["out_sample"], refs["out_sample"]):E2}");
+        TensorAssert.Close(refs["out_sample"], o["out_sample"], 1e-4, "out_sample");
+    }
+
+    public void Dispose() => _dir.Dispose();
+}

@@ -45,8 +45,8 @@ public sealed class ExportTests(ITestOutputHelper output) : IDisposable
         CheckpointImporter.Import(ldm, again, ImportTests.TinyOptions());
         foreach (var g in new[] { "unet", "text_encoder", "vae_encoder", "vae_decoder" })
         {
-            var a = OnnxWeightReader.Read(Path.Combine(model, g, "model.onnx"));
-            var b = OnnxWeightReader.Read(Path.Combine(again, g, "model.onnx"));
+            var a = OnnxWeights.Read(Path.Combine(model, g, "model.onnx"));
+            var b = OnnxWeights.Read(Path.Combine(again, g, "model.onnx"));
             Assert.Equal(a.Keys.Order(), b.Keys.Order());
             foreach (var k in a.Keys) Assert.True(a[k].Data.Span.SequenceEqual(b[k].Data.Span), $"{g}: {k}");
         }
@@ -187,6 +187,45 @@ public sealed class ExportTests(ITestOutputHelper output) : IDisposable
         var s = LoraSpec.Parse(text);
         Assert.Equal(path, s.Path);
         Assert.Equal(multiplier, s.Multiplier);
+    }
+
+    public void Dispose() => _dir.Dispose();
+}
+
+public sealed class FineTunedWeightsExportTests : IDisposable
+{
+    private readonly TempDir _dir = Fixtures.TempDir();
+
+    [Fact]
+    public void FineTunedLayersReplaceTheModelsAndBadKeysAreListed()
+    {
+        var model = _dir.File("model");
+        CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), model, ImportTests.TinyOptions());
+        var tuned = _dir.File("tuned.safetensors");
+        var newQ = Tensor.FromArray(Enumerable.Range(0, 32 * 32).Select(i => i * 1e-3f).ToArray(), 32, 32);
+        var newFc = Tensor.FromArray(Enumerable.Range(0, 64 * 32).Select(i => -i * 1e-3f).ToArray(), 64, 32);
+        SafetensorsWriter.Write(tuned, new Dictionary<string, Tensor>
+        {
+            ["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"] = newQ,
+            ["text_encoder.text_model.encoder.layers.1.mlp.fc1.weight"] = newFc,
+        });
+        var ldm = _dir.File("out.safetensors");
+        ModelExporter.Export(model, ldm, new ExportOptions { WeightFiles = [tuned] });
+        using (var f = SafetensorsFile.Open(ldm))
+        {
+            Assert.Equal(newQ.ToFloat32Array(), f.Get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight").ToFloat32Array());
+            Assert.Equal(newFc.ToFloat32Array(), f.Get("cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.weight").ToFloat32Array());
+        }
+
+        var bad = _dir.File("bad.safetensors");
+        SafetensorsWriter.Write(bad, new Dictionary<string, Tensor>
+        {
+            ["unet.not_a_layer.weight"] = newQ,
+            ["unet.conv_in.weight"] = newQ,
+        });
+        var e = Assert.Throws<InvalidFileException>(() => ModelExporter.Export(model, _dir.File("x.safetensors"), new ExportOptions { WeightFiles = [bad] }));
+        Assert.Contains("not_a_layer", e.Message);
+        Assert.Contains("'unet.conv_in.weight' is [32,32]", e.Message);
     }
 
     public void Dispose() => _dir.Dispose();

@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using CudaDream.Diffusion.Models.Export;
 using CudaDream.Diffusion.Models.Import;
 using CudaDream.Engine;
 using CudaDream.Engine.Formats;
@@ -84,7 +83,7 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         var half = _dir.File("half");
         CheckpointImporter.Import(f16, half, TinyOptions(DType.F16));
         AssertErrors(CompareWithRefs(half, DType.F16), 5e-3, "fp16 graph");
-        var unetWeights = OnnxWeightReader.Read(Path.Combine(half, "unet/model.onnx"));
+        var unetWeights = OnnxWeights.Read(Path.Combine(half, "unet/model.onnx"));
         Assert.All(unetWeights.Values, t => Assert.Equal(DType.F16, t.DType));
 
         var full = _dir.File("full");
@@ -98,10 +97,10 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         var outDir = _dir.File("model");
         CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), outDir, TinyOptions());
         using var ck = SafetensorsFile.Open(Fixtures.SdTiny("checkpoint.safetensors"));
-        var unet = OnnxWeightReader.Read(Path.Combine(outDir, "unet/model.onnx"));
+        var unet = OnnxWeights.Read(Path.Combine(outDir, "unet/model.onnx"));
         Assert.Equal(ck.Get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight").ToFloat32Array(),
             unet["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"].ToFloat32Array());
-        var dec = OnnxWeightReader.Read(Path.Combine(outDir, "vae_decoder/model.onnx"));
+        var dec = OnnxWeights.Read(Path.Combine(outDir, "vae_decoder/model.onnx"));
         var q = dec["decoder.mid_block.attentions.0.to_q.weight"];
         Assert.Equal(new[] { 32, 32 }, q.Shape);
         Assert.Equal(ck.Get("first_stage_model.decoder.mid.attn_1.q.weight").ToFloat32Array(), q.ToFloat32Array());
@@ -117,6 +116,18 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("--tokenizer", e.Message);
         Assert.Contains("1000", e.Message);
         Assert.Empty(Directory.EnumerateFileSystemEntries(_dir.FullName));
+    }
+
+    [Fact]
+    public void ANonEmptyOutputFolderIsNeverOverwritten()
+    {
+        var outDir = _dir.File("taken");
+        Directory.CreateDirectory(outDir);
+        File.WriteAllText(Path.Combine(outDir, "keep.txt"), "mine");
+        var e = Assert.Throws<CudaDreamException>(() => CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), outDir, TinyOptions()));
+        Assert.Contains("not empty", e.Message);
+        Assert.Equal(new[] { "keep.txt" }, Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName));
+        Assert.Single(Directory.GetFileSystemEntries(_dir.FullName));
     }
 
     [Fact]
@@ -222,8 +233,69 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
 
         var ema = _dir.File("ema");
         CheckpointImporter.Import(variant, ema, TinyOptions() with { UseEma = true });
-        var unet = OnnxWeightReader.Read(Path.Combine(ema, "unet/model.onnx"));
+        var unet = OnnxWeights.Read(Path.Combine(ema, "unet/model.onnx"));
         Assert.All(unet["conv_in.weight"].ToFloat32Array(), v => Assert.Equal(0f, v));
+    }
+
+    public void Dispose() => _dir.Dispose();
+}
+
+public sealed class DiffusersFolderImportTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDir _dir = Fixtures.TempDir();
+
+    /// <summary>A diffusers folder of the sd-tiny model (pre-0.14 VAE attention names, transformers' position_ids buffer).</summary>
+    private string MakeDiffusersFolder()
+    {
+        var root = _dir.File("diffusers");
+        DiffusersWeights w;
+        using (var ck = SafetensorsFile.Open(Fixtures.SdTiny("checkpoint.safetensors")))
+        {
+            var config = Diffusion.Models.Builder.SdModelConfig.FromFolder(Fixtures.SdTiny("configs"));
+            var read = LdmCheckpoint.Read(ck, config, false, new List<string>());
+            Dictionary<string, Tensor> Copy(IReadOnlyDictionary<string, Tensor> d) => d.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+            w = new DiffusersWeights(Copy(read.UNet), Copy(read.Vae), Copy(read.TextEncoder));
+        }
+        Directory.CreateDirectory(Path.Combine(root, "unet"));
+        Directory.CreateDirectory(Path.Combine(root, "vae"));
+        Directory.CreateDirectory(Path.Combine(root, "text_encoder"));
+        SafetensorsWriter.Write(Path.Combine(root, "unet/diffusion_pytorch_model.safetensors"), w.UNet);
+        var oldVae = w.Vae.ToDictionary(kv => kv.Key.Replace(".to_q.", ".query.").Replace(".to_k.", ".key.").Replace(".to_v.", ".value.").Replace(".to_out.0.", ".proj_attn."), kv => kv.Value);
+        SafetensorsWriter.Write(Path.Combine(root, "vae/diffusion_pytorch_model.safetensors"), oldVae);
+        var text = w.TextEncoder.ToDictionary(kv => kv.Key, kv => kv.Value);
+        text["text_model.embeddings.position_ids"] = Tensor.FromArray(Enumerable.Range(0, 77).Select(i => (long)i).ToArray(), 1, 77);
+        SafetensorsWriter.Write(Path.Combine(root, "text_encoder/model.safetensors"), text);
+        File.Copy(Fixtures.SdTiny("configs/unet/config.json"), Path.Combine(root, "unet/config.json"));
+        File.Copy(Fixtures.SdTiny("configs/vae/config.json"), Path.Combine(root, "vae/config.json"));
+        File.Copy(Fixtures.SdTiny("configs/text_encoder_config.json"), Path.Combine(root, "text_encoder/config.json"));
+        Directory.CreateDirectory(Path.Combine(root, "tokenizer"));
+        foreach (var f in Directory.GetFiles(Fixtures.SdTiny("tokenizer"))) File.Copy(f, Path.Combine(root, "tokenizer", Path.GetFileName(f)));
+        Directory.CreateDirectory(Path.Combine(root, "scheduler"));
+        File.Copy(Fixtures.SdTiny("scheduler/scheduler_config.json"), Path.Combine(root, "scheduler/scheduler_config.json"));
+        return root;
+    }
+
+    [Fact]
+    public void DiffusersFolderImportsWithItsOwnConfigAndTokenizer()
+    {
+        var source = MakeDiffusersFolder();
+        var outDir = _dir.File("onnx");
+        var report = CheckpointImporter.Import(source, outDir, new ImportOptions());
+        Assert.Empty(report.Warnings);
+        var errors = ImportTests.CompareWithRefs(outDir, DType.F32);
+        foreach (var (k, v) in errors) output.WriteLine($"{k}: {v:E2}");
+        Assert.All(errors.Values, v => Assert.True(v <= 1e-4));
+    }
+
+    [Fact]
+    public void PickleOnlyDiffusersFolderIsRefused()
+    {
+        var source = MakeDiffusersFolder();
+        File.Delete(Path.Combine(source, "unet/diffusion_pytorch_model.safetensors"));
+        File.WriteAllBytes(Path.Combine(source, "unet/diffusion_pytorch_model.bin"), [0x80, 0x02]);
+        var e = Assert.Throws<CudaDreamException>(() => CheckpointImporter.Import(source, _dir.File("onnx"), new ImportOptions()));
+        Assert.Contains("pickle", e.Message);
+        Assert.False(Directory.Exists(_dir.File("onnx")));
     }
 
     public void Dispose() => _dir.Dispose();

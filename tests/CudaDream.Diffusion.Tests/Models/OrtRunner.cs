@@ -56,3 +56,13 @@ internal static class OrtRunner
         };
     }
 }
+
+/// <summary>An ONNX file's initializers, copied out of the engine's reader.</summary>
+internal static class OnnxWeights
+{
+    public static Dictionary<string, Tensor> Read(string modelPath)
+    {
+        using var m = CudaDream.Engine.Formats.OnnxModel.Load(modelPath);
+        return m.Initializers.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+    }
+}

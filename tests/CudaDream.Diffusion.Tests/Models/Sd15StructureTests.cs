@@ -99,3 +99,15 @@ public sealed class Sd15StructureTests(ITestOutputHelper output)
         return string.Join('.', parts[..^1]);
     }
 }
+
+public sealed class Sd15ParameterCountTests
+{
+    /// <summary>Published sizes: CLIP ViT-L/14 text model 123,060,480 parameters; SD's AutoencoderKL 83,653,863.</summary>
+    [Fact]
+    public void Sd15TextEncoderAndVaeHaveTheirPublishedSizes()
+    {
+        Assert.Equal(123_060_480, ClipTextGraph.Build(ClipTextConfig.Sd15, null).ParameterCount);
+        long vae = VaeGraphs.BuildEncoder(VaeConfig.Sd15, null).ParameterCount + VaeGraphs.BuildDecoder(VaeConfig.Sd15, null).ParameterCount;
+        Assert.Equal(83_653_863, vae);
+    }
+}

@@ -6,6 +6,7 @@ using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;
 
 namespace CudaDream.Engine.Tests.Cpu;
 
+[Collection(ThreadCountCollection.Name)]
 public class AttentionKernelTests(ITestOutputHelper output)
 {
     [Fact]
@@ -159,13 +160,16 @@ public class AttentionKernelTests(ITestOutputHelper output)
             var o = new float[shape.OutputLengthTotal];
             var lse = new float[shape.LseLength];
             var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
-            AttentionFast.Forward(shape, q, k, v, o, lse);
-            var sw = Stopwatch.StartNew();
-            AttentionFast.Forward(shape, q, k, v, o, lse);
-            double forward = sw.Elapsed.TotalSeconds;
-            sw.Restart();
-            AttentionFast.Backward(shape, q, k, v, o, lse, dout, dq, dk, dv);
-            double backward = sw.Elapsed.TotalSeconds;
+            double forward = double.MaxValue, backward = double.MaxValue;
+            for (int rep = 0; rep < (n > 2048 ? 2 : 5); rep++) // best of several runs: the machine may be shared
+            {
+                var sw = Stopwatch.StartNew();
+                AttentionFast.Forward(shape, q, k, v, o, lse);
+                forward = Math.Min(forward, sw.Elapsed.TotalSeconds);
+                sw.Restart();
+                AttentionFast.Backward(shape, q, k, v, o, lse, dout, dq, dk, dv);
+                backward = Math.Min(backward, sw.Elapsed.TotalSeconds);
+            }
             double flopsForward = 4.0 * n * n * 40 * 8; // QKᵀ and PV
             double flopsBackward = 2.5 * flopsForward;  // recompute QKᵀ, dV, dP, dQ, dK
             output.WriteLine($"fast attention N=M={n}, H=8, d=40: forward {forward * 1e3:F0} ms ({flopsForward / forward / 1e9:F1} GFLOP/s), " +

@@ -1,10 +1,13 @@
+using System.Diagnostics;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using Xunit;
+using Xunit.Abstractions;
 using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;
 
 namespace CudaDream.Engine.Tests.Cpu;
 
-public class ConvKernelTests
+[Collection(ThreadCountCollection.Name)]
+public class ConvKernelTests(ITestOutputHelper output)
 {
     /// <summary>The convolutions SD uses plus the general cases (asymmetric pads, dilation, groups) at odd sizes.</summary>
     public static TheoryData<string, Conv2dGeometry> Geometries() => new()
@@ -103,7 +106,7 @@ public class ConvKernelTests
     [Fact]
     public void Fast_matches_reference_single_threaded_and_at_larger_sizes()
     {
-        var g = new Conv2dGeometry(1, 13, 21, 19, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+        var g = new Conv2dGeometry(1, 13, 33, 31, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1); // big enough for the parallel im2col
         var x = RandomFloats(1, (int)g.InputLength);
         var w = RandomFloats(2, (int)g.WeightLength);
         var dy = RandomFloats(3, (int)g.OutputLength);
@@ -143,5 +146,44 @@ public class ConvKernelTests
         Assert.Throws<ArgumentException>(() => new Conv2dGeometry(1, 1, 2, 2, 1, 3, 3).Validate());
         var g = new Conv2dGeometry(1, 1, 4, 4, 1, 3, 3);
         Assert.Throws<ArgumentException>(() => ConvFast.Conv2dForward(g, new float[15], new float[9], ReadOnlySpan<float>.Empty, new float[4]));
+    }
+
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void Benchmark_fast_conv_at_SD_sizes()
+    {
+        // SD 1.5's first down block at 512×512 (320 channels, 64×64 latent, 3×3 pad 1) and its stride-2 downsampler.
+        foreach (var (name, g) in new[]
+        {
+            ("3x3 320→320 64×64", new Conv2dGeometry(1, 320, 64, 64, 320, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1)),
+            ("3x3 s2 320→320 64×64", new Conv2dGeometry(1, 320, 64, 64, 320, 3, 3, 2, 2, 1, 1, 1, 1)),
+            ("1x1 320→320 64×64", new Conv2dGeometry(1, 320, 64, 64, 320, 1, 1)),
+        })
+        {
+            var x = RandomFloats(1, (int)g.InputLength);
+            var w = RandomFloats(2, (int)g.WeightLength);
+            var dy = RandomFloats(3, (int)g.OutputLength);
+            var y = new float[g.OutputLength];
+            var dx = new float[x.Length];
+            var dw = new float[w.Length];
+            double flops = 2.0 * g.OutputLength * g.InChannelsPerGroup * g.KernelH * g.KernelW;
+            double Best(Action run)
+            {
+                run();
+                double best = double.MaxValue;
+                for (int i = 0; i < 3; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    run();
+                    best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                }
+                return flops / best / 1e9;
+            }
+            double fwd = Best(() => ConvFast.Conv2dForward(g, x, w, ReadOnlySpan<float>.Empty, y));
+            double bwdData = Best(() => ConvFast.Conv2dBackwardData(g, dy, w, dx));
+            double bwdWeight = Best(() => ConvFast.Conv2dBackwardWeight(g, x, dy, dw));
+            output.WriteLine($"fast conv {name}: forward {fwd:F1}, backward data {bwdData:F1}, backward weight {bwdWeight:F1} GFLOP/s " +
+                             $"({CpuKernelOptions.MaxDegreeOfParallelism} threads)");
+        }
     }
 }

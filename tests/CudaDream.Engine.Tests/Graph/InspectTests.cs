@@ -44,3 +44,19 @@ public class InspectTests
         Assert.Equal(11, r.OpsAfter["Geglu"]);
     }
 }
+
+public class TrainingMemoryTests
+{
+    /// <summary>[E2] acceptance: SD 1.5 at batch 1, 64×64 latents, rank-4 attention LoRA; checkpointing cuts the planned peak ≥ 40%.</summary>
+    [Fact]
+    public void CheckpointingCutsTheSd15TrainingPeak()
+    {
+        var r = CudaDream.Engine.Training.TrainingMemory.Estimate(Fixtures.Path("sd15-structure/unet/model.onnx"), new Dictionary<string, int[]>
+        {
+            ["sample"] = new[] { 1, 4, 64, 64 }, ["timestep"] = new[] { 1 }, ["encoder_hidden_states"] = new[] { 1, 77, 768 },
+        }, rank: 4, new[] { "attention" });
+        Assert.Equal(128, r.Adapters);
+        Assert.True(r.PeakBytesCheckpointed < r.PeakBytes);
+        Assert.True(r.Saving >= 0.4, $"checkpointing saves only {r.Saving:P1} ({r.PeakBytes} -> {r.PeakBytesCheckpointed})");
+    }
+}

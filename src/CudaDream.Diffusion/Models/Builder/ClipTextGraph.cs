@@ -89,7 +89,7 @@ public sealed class ClipTextGraph : GraphLayers
         var k = Linear(x, "k_proj", d, d);
         var v = Linear(x, "v_proj", d, d);
         var o = Sdpa(SplitHeads(q, seqLen, heads, headDim), SplitHeads(k, seqLen, heads, headDim), SplitHeads(v, seqLen, heads, headDim),
-            headDim, additiveMask: mask, scaleQueryFirst: true);
+            headDim, scaleQueryFirst: true, causal: (mask, heads, seqLen));
         return Linear(MergeHeads(o, seqLen, heads, headDim), "out_proj", d, d);
     }
 

@@ -71,7 +71,8 @@ public class GraphLayers
             var t = _weights.TryGet(key);
             if (t == null) _missing.Add(key);
             else if (!Shapes.Equal(t.Shape, shape)) _misshaped.Add($"{key} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(shape)}");
-            else data = t.DType == F ? t : t.To(F);
+            else if (!t.DType.IsFloat()) _misshaped.Add($"{key} holds {t.DType}, expected floats");
+            else data = t; // converted to F tensor by tensor when written
         }
         return G.AddInitializer(key, F, shape, data);
     }
@@ -182,16 +183,21 @@ public class GraphLayers
     }
 
     /// <summary>
-    /// Scaled dot-product attention on split heads: MatMul(Q, Transpose(K)) → Mul(scale) [→ Add(mask)]
-    /// → Softmax(-1) → MatMul(V). Softmax runs in fp32 when <paramref name="upcastSoftmax"/> (diffusers' VAE).
+    /// Scaled dot-product attention on split heads [B·h, N, d]: MatMul(Q, Transpose(K)) → Mul(scale) → Softmax(-1)
+    /// → MatMul(V). A causal mask is added as transformers' CLIP export adds it, on the scores viewed as
+    /// [B, h, N, M] (Reshape → Add → Reshape). Softmax runs in fp32 when <paramref name="upcastSoftmax"/> (diffusers' VAE).
     /// </summary>
-    protected string Sdpa(string q, string k, string v, int headDim, string? additiveMask = null, bool scaleQueryFirst = false, bool upcastSoftmax = false)
+    protected string Sdpa(string q, string k, string v, int headDim, bool scaleQueryFirst = false, bool upcastSoftmax = false,
+        (string Mask, int Heads, string SeqLen)? causal = null)
     {
-        string scores;
         var kt = G.Op("Transpose", [k], new OnnxAttribute("perm", new long[] { 0, 2, 1 }));
-        if (scaleQueryFirst) scores = G.Op("MatMul", q, kt);
-        else scores = G.Op("Mul", G.Op("MatMul", q, kt), Scalar(1f / MathF.Sqrt(headDim)));
-        if (additiveMask != null) scores = G.Op("Add", scores, additiveMask);
+        var scores = G.Op("MatMul", q, kt);
+        if (!scaleQueryFirst) scores = G.Op("Mul", scores, Scalar(1f / MathF.Sqrt(headDim)));
+        if (causal is var (mask, heads, seqLen))
+        {
+            var perHead = G.Op("Reshape", scores, G.Op("Concat", [Ints(-1, heads), seqLen, seqLen], new OnnxAttribute("axis", 0L)));
+            scores = G.Op("Reshape", G.Op("Add", perHead, mask), G.Op("Concat", [Ints(-1), seqLen, seqLen], new OnnxAttribute("axis", 0L)));
+        }
         string probs;
         if (upcastSoftmax && F != DType.F32)
         {

@@ -124,10 +124,12 @@ public sealed class VaeGraphs : GraphLayers
         var h = GroupNorm(x, "group_norm", channels, _c.NormGroups, VaeConfig.NormEps);
         h = G.Op("Reshape", h, Ints(0, channels, -1));
         h = G.Op("Transpose", [h], new OnnxAttribute("perm", new long[] { 0, 2, 1 }));
-        var q = Linear(h, "to_q", channels, channels);
-        var k = Linear(h, "to_k", channels, channels);
-        var v = Linear(h, "to_v", channels, channels);
-        var o = Sdpa(q, k, v, channels, upcastSoftmax: true);
+        // One head, split and merged all the same as diffusers' Attention does (the pattern the engine fuses).
+        var n = ShapeOf(h, 1, 2);
+        var q = SplitHeads(Linear(h, "to_q", channels, channels), n, 1, channels);
+        var k = SplitHeads(Linear(h, "to_k", channels, channels), n, 1, channels);
+        var v = SplitHeads(Linear(h, "to_v", channels, channels), n, 1, channels);
+        var o = MergeHeads(Sdpa(q, k, v, channels, upcastSoftmax: true), n, 1, channels);
         o = Linear(o, "to_out.0", channels, channels);
         o = G.Op("Transpose", [o], new OnnxAttribute("perm", new long[] { 0, 2, 1 }));
         o = G.Op("Reshape", o, G.Op("Shape", x));

@@ -33,6 +33,11 @@ public sealed record ExportOptions
 {
     public ExportFormat Format { get; init; } = ExportFormat.Ldm;
     public IReadOnlyList<LoraSpec> Loras { get; init; } = [];
+    /// <summary>
+    /// .safetensors files of fine-tuned weights that replace the model's before LoRAs are merged; keys are
+    /// state-dict keys, optionally prefixed <c>unet.</c>, <c>text_encoder.</c> or <c>vae.</c>.
+    /// </summary>
+    public IReadOnlyList<string> WeightFiles { get; init; } = [];
     /// <summary>Element type of the output; null keeps the model's.</summary>
     public DType? FloatType { get; init; }
 }
@@ -53,8 +58,26 @@ public static class ModelExporter
         var config = SdModelConfig.FromFolder(modelDir);
         var warnings = new List<string>();
         progress?.Invoke("reading weights");
-        var weights = ReadFolderWeights(modelDir, config);
+        var (weights, models) = ReadFolderWeights(modelDir, config);
+        try
+        {
+            return Export(modelDir, outPath, options, config, weights, warnings, progress);
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    private static ExportReport Export(string modelDir, string outPath, ExportOptions options, SdModelConfig config, DiffusersWeights weights,
+        List<string> warnings, Action<string>? progress)
+    {
         int merged = 0;
+        foreach (var file in options.WeightFiles)
+        {
+            progress?.Invoke($"replacing weights from {file}");
+            weights = ReplaceWeights(weights, file);
+        }
         if (options.Loras.Count > 0)
         {
             progress?.Invoke("merging LoRA");
@@ -79,32 +102,81 @@ public static class ModelExporter
         return new ExportReport(merged, warnings);
     }
 
-    /// <summary>The weights of an import-written folder, checked against the architecture's table.</summary>
-    public static DiffusersWeights ReadFolderWeights(string modelDir, SdModelConfig config)
+    /// <summary>
+    /// The weights of an import-written folder, checked against the architecture's table. The tensors view
+    /// the opened models' memory maps; dispose the returned models when done with them.
+    /// </summary>
+    public static (DiffusersWeights Weights, List<OnnxModel> Models) ReadFolderWeights(string modelDir, SdModelConfig config)
     {
-        Dictionary<string, Tensor> Read(params string[] graphs)
+        var models = new List<OnnxModel>();
+        try
         {
-            var all = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            foreach (var g in graphs)
-                foreach (var (k, v) in OnnxWeightReader.Read(Path.Combine(modelDir, g, "model.onnx"))) all[k] = v;
-            return all;
+            Dictionary<string, Tensor> Read(params string[] graphs)
+            {
+                var all = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                foreach (var g in graphs)
+                {
+                    var m = OnnxModel.Load(Path.Combine(modelDir, g, "model.onnx"));
+                    models.Add(m);
+                    foreach (var (k, v) in m.Initializers) all[k] = v;
+                }
+                return all;
+            }
+            var unet = Read("unet");
+            var vae = Read("vae_encoder", "vae_decoder");
+            var text = Read("text_encoder");
+            var missing = new List<string>();
+            var misshaped = new List<string>();
+            foreach (var row in CheckpointNames.Table(config))
+            {
+                var source = row.Component switch { Components.UNet => unet, Components.Vae => vae, _ => text };
+                if (!source.TryGetValue(row.Diffusers, out var t)) missing.Add($"{row.Component}:{row.Diffusers}");
+                else if (!Shapes.Equal(t.Shape, row.Shape)) misshaped.Add($"{row.Diffusers} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(row.Shape)}");
+            }
+            if (missing.Count > 0 || misshaped.Count > 0)
+                throw new CudaDreamException($"{modelDir}: the graphs' weights are not named by state-dict key as `cudadream import` writes them " +
+                    $"({missing.Count} missing{(missing.Count > 0 ? ": " + string.Join(", ", missing.Take(5)) : "")}" +
+                    $"{(misshaped.Count > 0 ? "; mis-shaped: " + string.Join("; ", misshaped.Take(5)) : "")}); re-import the checkpoint first");
+            return (new DiffusersWeights(unet, vae, text), models);
         }
-        var unet = Read("unet");
-        var vae = Read("vae_encoder", "vae_decoder");
-        var text = Read("text_encoder");
-        var missing = new List<string>();
-        var misshaped = new List<string>();
-        foreach (var row in CheckpointNames.Table(config))
+        catch
         {
-            var source = row.Component switch { Components.UNet => unet, Components.Vae => vae, _ => text };
-            if (!source.TryGetValue(row.Diffusers, out var t)) missing.Add($"{row.Component}:{row.Diffusers}");
-            else if (!Shapes.Equal(t.Shape, row.Shape)) misshaped.Add($"{row.Diffusers} is {Shapes.Format(t.Shape)}, expected {Shapes.Format(row.Shape)}");
+            foreach (var m in models) m.Dispose();
+            throw;
         }
-        if (missing.Count > 0 || misshaped.Count > 0)
-            throw new CudaDreamException($"{modelDir}: the graphs' weights are not named by state-dict key as `cudadream import` writes them " +
-                $"({missing.Count} missing{(missing.Count > 0 ? ": " + string.Join(", ", missing.Take(5)) : "")}" +
-                $"{(misshaped.Count > 0 ? "; mis-shaped: " + string.Join("; ", misshaped.Take(5)) : "")}); re-import the checkpoint first");
-        return new DiffusersWeights(unet, vae, text);
+    }
+
+    /// <summary>
+    /// The weights with those of <paramref name="file"/> (fine-tuned layers) put in their place; every key
+    /// must name a weight of the model with its shape.
+    /// </summary>
+    public static DiffusersWeights ReplaceWeights(DiffusersWeights weights, string file)
+    {
+        var parts = new Dictionary<string, Dictionary<string, Tensor>>
+        {
+            [Components.UNet] = new(weights.UNet, StringComparer.Ordinal),
+            [Components.Vae] = new(weights.Vae, StringComparer.Ordinal),
+            [Components.TextEncoder] = new(weights.TextEncoder, StringComparer.Ordinal),
+        };
+        var problems = new List<string>();
+        foreach (var (name, tensor) in SafetensorsFile.ReadAll(file))
+        {
+            var (component, key) = name switch
+            {
+                _ when name.StartsWith("unet.", StringComparison.Ordinal) => (Components.UNet, name["unet.".Length..]),
+                _ when name.StartsWith("vae.", StringComparison.Ordinal) => (Components.Vae, name["vae.".Length..]),
+                _ when name.StartsWith("text_encoder.", StringComparison.Ordinal) => (Components.TextEncoder, name["text_encoder.".Length..]),
+                _ when name.StartsWith("text_model.", StringComparison.Ordinal) => (Components.TextEncoder, name),
+                _ => (Components.UNet, name),
+            };
+            if (!parts[component].TryGetValue(key, out var current)) { problems.Add($"'{name}' is no {component} weight"); continue; }
+            if (!Shapes.Equal(current.Shape, tensor.Shape)) { problems.Add($"'{name}' is {Shapes.Format(tensor.Shape)}, the model's is {Shapes.Format(current.Shape)}"); continue; }
+            if (!tensor.DType.IsFloat()) { problems.Add($"'{name}' holds {tensor.DType}"); continue; }
+            parts[component][key] = tensor.To(current.DType);
+        }
+        if (problems.Count > 0)
+            throw new InvalidFileException(file, $"{problems.Count} tensors do not fit the model: {string.Join("; ", problems.Take(10))}{(problems.Count > 10 ? "; …" : "")}");
+        return new DiffusersWeights(parts[Components.UNet], parts[Components.Vae], parts[Components.TextEncoder]);
     }
 
     /// <summary>The modules of a model a LoRA may adapt: every linear and conv weight of the UNet and text encoder (not embeddings).</summary>

@@ -17,7 +17,8 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// the softmax Jacobian. The GPU version adds dQ with atomics; here a head's key blocks run in one task
 /// (or, when there are fewer heads than threads, in a few tasks with private dQ buffers summed at the end).
 /// Q, K, V, dO rows are read in place through their row stride H·d; only Kᵀ (and Vᵀ for the backward)
-/// is laid out once per call so that the logit tiles are plain row-major products.
+/// is laid out once per call, as one d×BlockK tile per key block (a whole-sequence Kᵀ would put the rows
+/// of a tile M floats apart — 4 KiB for M = 1024 — and thrash the L1 sets).
 /// </summary>
 public static unsafe class AttentionFast
 {
@@ -31,7 +32,7 @@ public static unsafe class AttentionFast
         int queryBlocks = (a.QueryLength + BlockQ - 1) / BlockQ;
         int tasks = a.Batch * a.Heads * queryBlocks;
         int scratch = BlockQ * BlockK + BlockQ * a.ValueDim + 2 * BlockQ;
-        float[] kTransposed = ArrayPool<float>.Shared.Rent((int)a.KeyLengthTotal);
+        float[] kTransposed = ArrayPool<float>.Shared.Rent(TransposedLength(a, a.HeadDim));
         try
         {
             fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pkt = kTransposed)
@@ -63,8 +64,8 @@ public static unsafe class AttentionFast
         int degree = CpuKernelOptions.MaxDegreeOfParallelism;
         int chunks = Math.Clamp((degree + heads - 1) / heads, 1, keyBlocks);
         int scratch = BlockK * a.HeadDim + BlockK * a.ValueDim + 2 * BlockQ * BlockK + a.QueryLength;
-        float[] kTransposed = ArrayPool<float>.Shared.Rent((int)a.KeyLengthTotal);
-        float[] vTransposed = ArrayPool<float>.Shared.Rent((int)a.ValueLengthTotal);
+        float[] kTransposed = ArrayPool<float>.Shared.Rent(TransposedLength(a, a.HeadDim));
+        float[] vTransposed = ArrayPool<float>.Shared.Rent(TransposedLength(a, a.ValueDim));
         float[]? partialArray = chunks > 1 ? ArrayPool<float>.Shared.Rent(heads * chunks * a.QueryLength * a.HeadDim) : null;
         try
         {
@@ -88,7 +89,7 @@ public static unsafe class AttentionFast
         }
     }
 
-    /// <summary>Raw pointers to the tensors (spans cannot be captured by the parallel bodies). KT/VT: [B·H, width, M].</summary>
+    /// <summary>Raw pointers to the tensors (spans cannot be captured by the parallel bodies). KT/VT: [B·H, key blocks, width, BlockK].</summary>
     private readonly record struct Tensors(nint Q, nint K, nint V, nint O, nint Lse, nint KT, nint VT);
     private readonly record struct Gradients(nint DOut, nint DQ, nint DK, nint DV, nint PartialDQ);
 
@@ -119,19 +120,28 @@ public static unsafe class AttentionFast
             buffer => ArrayPool<float>.Shared.Return(buffer));
     }
 
-    /// <summary>dst[(b·H + h), e, j] = src[b, j, h, e]: each head's keys (or values) as a width × M matrix.</summary>
+    private static int TransposedLength(in AttentionShape a, int width) =>
+        checked(a.Batch * a.Heads * ((a.KeyLength + BlockK - 1) / BlockK) * width * BlockK);
+
+    /// <summary>Key block kb of head (b, h) as a width × BlockK tile: dst[((b·H + h)·blocks + kb)·width + e][j] = src[b, kb·BlockK + j, h, e].</summary>
+    private static float* TransposedTile(float* transposed, in AttentionShape a, int head, int keyBlock, int width) =>
+        transposed + ((long)head * ((a.KeyLength + BlockK - 1) / BlockK) + keyBlock) * width * BlockK;
+
     private static void TransposePerHead(in AttentionShape a, float* src, int width, float* dst)
     {
         int m = a.KeyLength, heads = a.Heads;
         nint s = (nint)src, d = (nint)dst;
         int batch = a.Batch;
+        var shape = a;
         void Head(int head)
         {
             int b = head / heads, h = head % heads;
             float* from = (float*)s + ((long)b * m * heads + h) * width;
-            float* to = (float*)d + (long)head * width * m;
             for (int j = 0; j < m; j++, from += (long)heads * width)
-                for (int e = 0; e < width; e++) to[(long)e * m + j] = from[e];
+            {
+                float* tile = TransposedTile((float*)d, shape, head, j / BlockK, width) + j % BlockK;
+                for (int e = 0; e < width; e++) tile[e * BlockK] = from[e];
+            }
         }
         int degree = CpuKernelOptions.MaxDegreeOfParallelism;
         if (degree > 1 && batch * heads > 1 && (long)batch * m * heads * width > 1 << 16)
@@ -150,7 +160,6 @@ public static unsafe class AttentionFast
         float* rowSum = rowMax + BlockQ;                // l
         float scale = (float)a.Scale;
         float* qRows = (float*)t.Q + (((long)b * a.QueryLength + i0) * a.Heads + h) * d;
-        float* kT = (float*)t.KT + (long)head * d * m;
         int qStride = a.Heads * d, vStride = a.Heads * dv;
         new Span<float>(acc, br * dv).Clear();
         new Span<float>(rowMax, br).Fill(float.NegativeInfinity);
@@ -160,7 +169,8 @@ public static unsafe class AttentionFast
         for (int j0 = 0; j0 < keyEnd; j0 += BlockK)
         {
             int bc = Math.Min(BlockK, keyEnd - j0);
-            SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT + j0, m, s, BlockK, accumulate: false);
+            float* kT = TransposedTile((float*)t.KT, a, head, j0 / BlockK, d);
+            SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, s, BlockK, accumulate: false);
             for (int i = 0; i < br; i++)
             {
                 float* row = s + i * BlockK;
@@ -208,8 +218,6 @@ public static unsafe class AttentionFast
         float* qHead = (float*)t.Q + ((long)b * n * a.Heads + h) * d;
         float* doHead = (float*)g.DOut + ((long)b * n * a.Heads + h) * dvDim;
         float* oHead = (float*)t.O + ((long)b * n * a.Heads + h) * dvDim;
-        float* kT = (float*)t.KT + (long)head * d * m;
-        float* vT = (float*)t.VT + (long)head * dvDim * m;
 
         for (int i = 0; i < n; i++)
             rowDot[i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(doHead + (long)i * vStride, dvDim), new ReadOnlySpan<float>(oHead + (long)i * vStride, dvDim));
@@ -234,6 +242,8 @@ public static unsafe class AttentionFast
         {
             int j0 = kb * BlockK, bc = Math.Min(BlockK, m - j0);
             float* kRows = (float*)t.K + (((long)b * m + j0) * a.Heads + h) * d;
+            float* kT = TransposedTile((float*)t.KT, a, head, kb, d);
+            float* vT = TransposedTile((float*)t.VT, a, head, kb, dvDim);
             new Span<float>(dkTile, bc * d).Clear();
             new Span<float>(dvTile, bc * dvDim).Clear();
 
@@ -244,7 +254,7 @@ public static unsafe class AttentionFast
                 float* qRows = qHead + (long)i0 * qStride;
                 float* doRows = doHead + (long)i0 * vStride;
                 // P = exp(scale·Q·Kᵀ − lse), 0 where masked
-                SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT + j0, m, p, BlockK, accumulate: false);
+                SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, p, BlockK, accumulate: false);
                 for (int i = 0; i < br; i++)
                 {
                     float l = lse[i0 + i];
@@ -254,7 +264,7 @@ public static unsafe class AttentionFast
                 }
                 ExpTile(p, br, bc);
                 SmallGemm.Multiply(bc, dvDim, br, p, 1, BlockK, doRows, vStride, dvTile, dvDim, accumulate: true);   // dV += Pᵀ·dO
-                SmallGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT + j0, m, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
+                SmallGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT, BlockK, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
                 for (int i = 0; i < br; i++) SoftmaxGradient(ds + i * BlockK, p + i * BlockK, bc, rowDot[i0 + i], scale);
                 SmallGemm.Multiply(br, d, bc, ds, BlockK, 1, kRows, qStride, dqHead + (long)i0 * dqStride, dqStride, accumulate: true); // dQ += dS·K
                 SmallGemm.Multiply(bc, d, br, ds, 1, BlockK, qRows, qStride, dkTile, d, accumulate: true);            // dK += dSᵀ·Q

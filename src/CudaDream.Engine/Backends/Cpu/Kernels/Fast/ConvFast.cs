@@ -62,7 +62,7 @@ public static unsafe class ConvFast
                 return;
             }
             int weightLength = (int)g.WeightLength;
-            float[] partials = ArrayPool<float>.Shared.Rent(weightLength * (slices - 1));
+            float[] partials = ArrayPool<float>.Shared.Rent(checked(weightLength * (slices - 1)));
             try
             {
                 Array.Clear(partials, 0, weightLength * (slices - 1));
@@ -129,7 +129,7 @@ public static unsafe class ConvFast
         else
             WithColumns(g, depth, plane, (col, c0, cc) =>
             {
-                Im2Col(geometry, xG, c0, cc, col);
+                Im2Col(geometry, xG, c0, cc, col, degree);
                 GemmFast.Run(false, false, coutG, cc, depth, 1f, wG, depth, col, cc, 0f, yG + c0, plane, degree);
             });
         if (bias != null)
@@ -158,7 +158,7 @@ public static unsafe class ConvFast
         WithColumns(g, depth, plane, (col, c0, cc) =>
         {
             GemmFast.Run(true, false, depth, cc, coutG, 1f, wG, depth, dyG + c0, plane, 0f, col, cc, degree);
-            Col2ImAdd(geometry, col, c0, cc, dxG);
+            Col2ImAdd(geometry, col, c0, cc, dxG, degree);
         });
     }
 
@@ -180,7 +180,7 @@ public static unsafe class ConvFast
             var geometry = g;
             WithColumns(g, depth, plane, (col, c0, cc) =>
             {
-                Im2Col(geometry, xG, c0, cc, col);
+                Im2Col(geometry, xG, c0, cc, col, degree);
                 GemmFast.Run(false, true, coutG, depth, cc, 1f, dyG + c0, plane, col, cc, 1f, dwG, depth, degree);
             });
         }
@@ -208,10 +208,25 @@ public static unsafe class ConvFast
     /// col[(c·kh + i)·kw + j, t] = x[c, oh·sh − pt + i·dh, ow·sw − pl + j·dw] (0 outside) for the output
     /// positions c0 ≤ oh·Wo + ow &lt; c0 + cc, x being one sample's channels of one group.
     /// </summary>
-    private static void Im2Col(in Conv2dGeometry g, float* x, int c0, int cc, float* col)
+    private static void Im2Col(in Conv2dGeometry g, float* x, int c0, int cc, float* col, int degree)
     {
-        int cinG = g.InChannelsPerGroup, wo = g.OutWidth;
-        for (int c = 0; c < cinG; c++)
+        var geometry = g;
+        ForChannels(g, cc, degree, c => Im2ColChannel(geometry, x, c0, cc, col, c));
+    }
+
+    /// <summary>Runs body for every input channel of a group; channels touch disjoint rows of col and planes of x, so they run in parallel.</summary>
+    private static void ForChannels(in Conv2dGeometry g, int columns, int degree, Action<int> body)
+    {
+        int channels = g.InChannelsPerGroup;
+        if (degree > 1 && channels > 1 && (long)channels * g.KernelH * g.KernelW * columns >= 1 << 16)
+            Parallel.For(0, channels, CpuKernelOptions.ParallelOptions(degree), body);
+        else
+            for (int c = 0; c < channels; c++) body(c);
+    }
+
+    private static void Im2ColChannel(Conv2dGeometry g, float* x, int c0, int cc, float* col, int c)
+    {
+        int wo = g.OutWidth;
         for (int i = 0; i < g.KernelH; i++)
         for (int j = 0; j < g.KernelW; j++)
         {
@@ -239,10 +254,15 @@ public static unsafe class ConvFast
     }
 
     /// <summary>The adjoint of <see cref="Im2Col"/>: adds every column entry back into the input pixel it was read from.</summary>
-    private static void Col2ImAdd(in Conv2dGeometry g, float* col, int c0, int cc, float* dx)
+    private static void Col2ImAdd(in Conv2dGeometry g, float* col, int c0, int cc, float* dx, int degree)
     {
-        int cinG = g.InChannelsPerGroup, wo = g.OutWidth;
-        for (int c = 0; c < cinG; c++)
+        var geometry = g;
+        ForChannels(g, cc, degree, c => Col2ImAddChannel(geometry, col, c0, cc, dx, c));
+    }
+
+    private static void Col2ImAddChannel(Conv2dGeometry g, float* col, int c0, int cc, float* dx, int c)
+    {
+        int wo = g.OutWidth;
         for (int i = 0; i < g.KernelH; i++)
         for (int j = 0; j < g.KernelW; j++)
         {

@@ -8,8 +8,8 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// C (+)= A·B for the small, cache-resident tiles inside the attention kernels (a 64×64 logit tile, a
 /// 64×d output tile), without packing. A is addressed through two strides — A(i,p) = a[i·rowStride +
 /// p·colStride] — so Aᵀ costs nothing (rowStride 1, colStride lda); B and C are row-major with ldb/ldc.
-/// Register tiles of 4 rows × 16 columns (8 ymm accumulators: 2 loads of B and 4 broadcasts of A per
-/// 8 FMAs), then 8-column and scalar tails.
+/// Register tiles of 6 rows × 16 columns (12 ymm accumulators: 2 loads of B and 6 broadcasts of A per
+/// 12 FMAs), then 4-row, 8-column and scalar tails.
 /// </summary>
 internal static unsafe class SmallGemm
 {
@@ -27,10 +27,62 @@ internal static unsafe class SmallGemm
             return;
         }
         int row = 0;
+        int wide = n / 16 * 16;
+        if (wide > 0)
+            for (; row + 6 <= m; row += 6)
+            {
+                float* a6 = a + row * aRowStride, c6 = c + (long)row * ldc;
+                SixRowsWide(wide, k, a6, aRowStride, aColStride, b, ldb, c6, ldc, accumulate);
+                if (wide == n) continue;
+                // Columns past the last 16-wide block.
+                FourRows(n - wide, k, a6, aRowStride, aColStride, b + wide, ldb, c6 + wide, ldc, accumulate);
+                OneRow(n - wide, k, a6 + 4 * aRowStride, aColStride, b + wide, ldb, c6 + 4L * ldc + wide, accumulate);
+                OneRow(n - wide, k, a6 + 5 * aRowStride, aColStride, b + wide, ldb, c6 + 5L * ldc + wide, accumulate);
+            }
         for (; row + 4 <= m; row += 4)
             FourRows(n, k, a + row * aRowStride, aRowStride, aColStride, b, ldb, c + (long)row * ldc, ldc, accumulate);
         for (; row < m; row++)
             OneRow(n, k, a + row * aRowStride, aColStride, b, ldb, c + (long)row * ldc, accumulate);
+    }
+
+    /// <summary>6 rows × 16-column blocks: 12 ymm accumulators, as the GEMM micro-kernel (enough independent FMA chains to hide latency).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SixRowsWide(int n, int k, float* a, long rs, long cs, float* b, int ldb, float* c, int ldc, bool accumulate)
+    {
+        float* c0 = c, c1 = c + ldc, c2 = c + 2L * ldc, c3 = c + 3L * ldc, c4 = c + 4L * ldc, c5 = c + 5L * ldc;
+        for (int j = 0; j + 16 <= n; j += 16)
+        {
+            Vector256<float> x00 = Start(c0 + j, accumulate), x01 = Start(c0 + j + 8, accumulate);
+            Vector256<float> x10 = Start(c1 + j, accumulate), x11 = Start(c1 + j + 8, accumulate);
+            Vector256<float> x20 = Start(c2 + j, accumulate), x21 = Start(c2 + j + 8, accumulate);
+            Vector256<float> x30 = Start(c3 + j, accumulate), x31 = Start(c3 + j + 8, accumulate);
+            Vector256<float> x40 = Start(c4 + j, accumulate), x41 = Start(c4 + j + 8, accumulate);
+            Vector256<float> x50 = Start(c5 + j, accumulate), x51 = Start(c5 + j + 8, accumulate);
+            float* bp = b + j;
+            float* ap = a;
+            for (int p = 0; p < k; p++, bp += ldb, ap += cs)
+            {
+                Vector256<float> b0 = Avx.LoadVector256(bp), b1 = Avx.LoadVector256(bp + 8);
+                Vector256<float> s = Avx.BroadcastScalarToVector256(ap);
+                x00 = Fma.MultiplyAdd(s, b0, x00); x01 = Fma.MultiplyAdd(s, b1, x01);
+                s = Avx.BroadcastScalarToVector256(ap + rs);
+                x10 = Fma.MultiplyAdd(s, b0, x10); x11 = Fma.MultiplyAdd(s, b1, x11);
+                s = Avx.BroadcastScalarToVector256(ap + 2 * rs);
+                x20 = Fma.MultiplyAdd(s, b0, x20); x21 = Fma.MultiplyAdd(s, b1, x21);
+                s = Avx.BroadcastScalarToVector256(ap + 3 * rs);
+                x30 = Fma.MultiplyAdd(s, b0, x30); x31 = Fma.MultiplyAdd(s, b1, x31);
+                s = Avx.BroadcastScalarToVector256(ap + 4 * rs);
+                x40 = Fma.MultiplyAdd(s, b0, x40); x41 = Fma.MultiplyAdd(s, b1, x41);
+                s = Avx.BroadcastScalarToVector256(ap + 5 * rs);
+                x50 = Fma.MultiplyAdd(s, b0, x50); x51 = Fma.MultiplyAdd(s, b1, x51);
+            }
+            Avx.Store(c0 + j, x00); Avx.Store(c0 + j + 8, x01);
+            Avx.Store(c1 + j, x10); Avx.Store(c1 + j + 8, x11);
+            Avx.Store(c2 + j, x20); Avx.Store(c2 + j + 8, x21);
+            Avx.Store(c3 + j, x30); Avx.Store(c3 + j + 8, x31);
+            Avx.Store(c4 + j, x40); Avx.Store(c4 + j + 8, x41);
+            Avx.Store(c5 + j, x50); Avx.Store(c5 + j + 8, x51);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

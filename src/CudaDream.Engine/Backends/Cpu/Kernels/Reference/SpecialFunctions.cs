@@ -10,7 +10,8 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// The polynomials are Chebyshev interpolants computed for this file with mpmath 1.3.0 at 60 digits
 /// (<c>mpmath.chebyfit</c>: P on y ∈ [0,1], Q_k on each range around its midpoint m_k; the script is
 /// tests/CudaDream.Engine.Tests/Cpu/Tools/erf_reference_values.py), then rounded to
-/// double. Measured against mpmath erf: at most 1.2 ulp in double; float rounds the double result.
+/// double. Measured against mpmath erf at 6000 random points in [0, 6.2]: at most 1.1 ulp in double;
+/// float rounds the double result (at most 0.5 ulp).
 /// </summary>
 public static class SpecialFunctions
 {

@@ -1,0 +1,59 @@
+using System.Text.Json;
+using CommandLine;
+using CudaDream.Diffusion.Benchmarks;
+using CudaDream.Diffusion.Sampling;
+using CudaDream.Engine;
+
+namespace CudaDream.Cli.Commands;
+
+[Verb("bench", HelpText = "Measure speed and memory on this machine: CPU kernels, UNet forward, LoRA training step, sampling.")]
+public sealed class BenchCommand : ICommand
+{
+    [Option("model", HelpText = "Model folder (default: the embedded tiny model, artifacts/models/tiny-sd).")]
+    public string? Model { get; set; }
+
+    [Option("batch", Default = 1, HelpText = "Batch size.")]
+    public int Batch { get; set; } = 1;
+
+    [Option("size", Default = "128", HelpText = "Image size: N or WxH (latents are 1/8).")]
+    public string Size { get; set; } = "128";
+
+    [Option("repeats", Default = 5, HelpText = "Timed runs per measurement (the median is reported).")]
+    public int Repeats { get; set; } = 5;
+
+    [Option("what", Default = "kernels,forward,train,sample", HelpText = "Comma list of: kernels, forward, train, sample.")]
+    public string What { get; set; } = "kernels,forward,train,sample";
+
+    [Option("steps", Default = 10, HelpText = "Sampling steps for the sample measurement.")]
+    public int Steps { get; set; } = 10;
+
+    [Option("engine", Default = "auto", HelpText = "Sampling engine: auto, ort, cudadream.")]
+    public string Engine { get; set; } = "auto";
+
+    [Option("backend", Default = "cpu", HelpText = "cpu.")]
+    public string Backend { get; set; } = "cpu";
+
+    [Option("json", HelpText = "Print JSON.")]
+    public bool Json { get; set; }
+
+    public int Run()
+    {
+        Backends.Require(Backend);
+        var model = Model ?? Path.Combine(AppContext.BaseDirectory, "..", "models", "tiny-sd");
+        if (!Directory.Exists(model)) throw new CudaDreamException($"model folder '{model}' not found (give --model, or run ./build.sh to import the tiny model)");
+        var parts = Size.ToLowerInvariant().Split('x');
+        if (!int.TryParse(parts[0], out int w) || !int.TryParse(parts[^1], out int h) || w <= 0 || h <= 0) throw new CudaDreamException($"--size '{Size}' is not N or WxH");
+        if (Batch < 1 || Repeats < 1 || Steps < 1) throw new CudaDreamException("--batch, --repeats and --steps must be at least 1");
+        var what = What.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var x in what) if (x is not ("kernels" or "forward" or "train" or "sample")) throw new CudaDreamException($"--what: unknown measurement '{x}'");
+        var options = new BenchmarkOptions
+        {
+            Model = model, Batch = Batch, Width = w, Height = h, Repeats = Repeats, SampleSteps = Steps,
+            SampleEngine = EngineSelection.Parse(Engine), What = what,
+        };
+        if (!Json) Console.WriteLine($"machine: {Benchmark.Machine()}");
+        var report = Benchmark.Run(options, Json ? null : Console.WriteLine);
+        if (Json) Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+        return 0;
+    }
+}

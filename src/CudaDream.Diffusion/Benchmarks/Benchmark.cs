@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Sampling;
+using CudaDream.Engine;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Randomness;
+using CudaDream.Engine.Tensors;
+using CudaDream.Engine.Training;
+using CudaDream.Engine.Training.Lora;
+
+namespace CudaDream.Diffusion.Benchmarks;
+
+public sealed record BenchmarkOptions
+{
+    /// <summary>A diffusers ONNX model folder.</summary>
+    public required string Model { get; init; }
+    public int Batch { get; init; } = 1;
+    public int Width { get; init; } = 128;
+    public int Height { get; init; } = 128;
+    /// <summary>Timed repetitions of each measurement (the median is reported).</summary>
+    public int Repeats { get; init; } = 5;
+    public int SampleSteps { get; init; } = 10;
+    public SamplerEngine SampleEngine { get; init; } = SamplerEngine.Auto;
+    /// <summary>Any of: kernels, forward, train, sample.</summary>
+    public IReadOnlyList<string> What { get; init; } = new[] { "kernels", "forward", "train", "sample" };
+}
+
+/// <summary>One measurement: what, its median time, and a rate or size where one applies.</summary>
+public sealed record BenchmarkResult(string Name, double MedianSeconds, double? GflopsPerSecond, long? PlannedBytes, string Detail);
+
+public sealed record BenchmarkReport(string Machine, IReadOnlyList<BenchmarkResult> Results);
+
+/// <summary>
+/// <c>cudadream bench</c>: speed and memory measured on this machine (DESIGN.md: benchmarks, never timed unit
+/// tests). CPU kernels, a UNet forward, a LoRA training step (with and without checkpointing) and sampling,
+/// each the median of several runs after one warm-up; FLOP rates use the graph's own multiply-add count.
+/// </summary>
+public static class Benchmark
+{
+    public static BenchmarkReport Run(BenchmarkOptions o, Action<string>? log = null)
+    {
+        var results = new List<BenchmarkResult>();
+        void Add(BenchmarkResult r) { results.Add(r); log?.Invoke(Format(r)); }
+        if (o.What.Contains("kernels")) foreach (var r in Kernels(o.Repeats)) Add(r);
+        var model = ModelFolder.Open(o.Model);
+        model.CheckImageSize(o.Width, o.Height);
+        if (o.What.Contains("forward")) Add(Forward(o, model));
+        if (o.What.Contains("train"))
+        {
+            Add(TrainStep(o, model, checkpointing: false));
+            Add(TrainStep(o, model, checkpointing: true));
+        }
+        if (o.What.Contains("sample")) Add(Sample(o, model));
+        return new BenchmarkReport(Machine(), results);
+    }
+
+    public static string Format(BenchmarkResult r) =>
+        $"{r.Name,-40} {r.MedianSeconds * 1000,10:F1} ms" + (r.GflopsPerSecond is double g ? $" {g,8:F1} GFLOP/s" : new string(' ', 17)) +
+        (r.PlannedBytes is long b ? $" {b / (1024.0 * 1024),9:F1} MiB" : new string(' ', 14)) + $"  {r.Detail}";
+
+    /// <summary>CPU model, cores, OS and runtime; the GPU line says what was found.</summary>
+    public static string Machine()
+    {
+        string cpu = RuntimeInformation.ProcessArchitecture.ToString();
+        try
+        {
+            if (File.Exists("/proc/cpuinfo"))
+                cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+        }
+        catch (IOException) { }
+        return $"{cpu}, {Environment.ProcessorCount} logical cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, CPU backend (no GPU measurement)";
+    }
+
+    private static double Median(int repeats, Action run)
+    {
+        run(); // warm-up: JIT, first-touch of the arena
+        var t = new List<double>();
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            run();
+            t.Add(sw.Elapsed.TotalSeconds);
+        }
+        t.Sort();
+        return t[t.Count / 2];
+    }
+
+    private static float[] Random(int n, ulong seed)
+    {
+        var a = new float[n];
+        CounterRng.FillNormal(a, seed, 0, RandomPurpose.Noise);
+        return a;
+    }
+
+    private static IEnumerable<BenchmarkResult> Kernels(int repeats)
+    {
+        const int s = 512;
+        var a = Random(s * s, 1); var b = Random(s * s, 2); var c = new float[s * s];
+        double t = Median(repeats, () => GemmFast.Gemm(false, false, s, s, s, 1f, a, s, b, s, 0f, c, s));
+        yield return new BenchmarkResult("kernel gemm 512x512x512", t, 2.0 * s * s * s / t / 1e9, null, "fast fp32, row-major");
+
+        var shape = AttentionShape.Create(1, 1024, 1024, 8, 40);
+        var q = Random(1024 * 320, 3); var k = Random(1024 * 320, 4); var v = Random(1024 * 320, 5);
+        var o = new float[1024 * 320]; var lse = new float[8 * 1024];
+        double flops = 4.0 * 1024 * 1024 * 320;
+        t = Median(repeats, () => AttentionFast.Forward(shape, q, k, v, o, lse));
+        yield return new BenchmarkResult("kernel attention fwd N=1024 8x40", t, flops / t / 1e9, null, "FlashAttention-2 style, no N×N matrix");
+        var dq = new float[q.Length]; var dk = new float[k.Length]; var dv = new float[v.Length];
+        t = Median(repeats, () => AttentionFast.Backward(shape, q, k, v, o, lse, o, dq, dk, dv));
+        yield return new BenchmarkResult("kernel attention bwd N=1024 8x40", t, 2.5 * flops / t / 1e9, null, "");
+
+        var g = new Conv2dGeometry(1, 320, 64, 64, 320, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+        var x = Random((int)g.InputLength, 6); var w = Random((int)g.WeightLength, 7); var y = new float[g.OutputLength];
+        t = Median(repeats, () => ConvFast.Conv2dForward(g, x, w, ReadOnlySpan<float>.Empty, y));
+        yield return new BenchmarkResult("kernel conv 3x3 320->320 @64x64 fwd", t, 2.0 * g.OutputLength * 320 * 9 / t / 1e9, null, "");
+    }
+
+    private static Dictionary<string, int[]> UNetShapes(BenchmarkOptions o, ModelFolder m)
+    {
+        var ehs = m.UNetGraph.Input("encoder_hidden_states")!.Dims;
+        return new()
+        {
+            ["sample"] = new[] { o.Batch, m.LatentChannels, o.Height / m.VaeScaleFactor, o.Width / m.VaeScaleFactor },
+            ["timestep"] = m.UNetGraph.Input("timestep")!.Dims.Length == 0 ? Array.Empty<int>() : new[] { o.Batch },
+            ["encoder_hidden_states"] = new[] { o.Batch, 77, ehs[^1] },
+        };
+    }
+
+    private static Dictionary<string, Tensor> RandomInputs(Dictionary<string, int[]> shapes)
+    {
+        ulong seed = 10;
+        return shapes.ToDictionary(kv => kv.Key, kv => kv.Key == "timestep"
+            ? Tensor.FromArray(Enumerable.Repeat(500f, (int)Shapes.Numel(kv.Value)).ToArray(), kv.Value)
+            : Tensor.FromArray(Random((int)Shapes.Numel(kv.Value), seed++), kv.Value));
+    }
+
+    private static BenchmarkResult Forward(BenchmarkOptions o, ModelFolder m)
+    {
+        var shapes = UNetShapes(o, m);
+        using var s = GraphSession.Create(m.ModelPath(ModelFolder.UNet), shapes);
+        long flops = 2 * s.Graph.Nodes.Sum(OpSchemas.MultiplyAdds);
+        var inputs = RandomInputs(shapes);
+        double t = Median(o.Repeats, () => s.Run(inputs));
+        return new BenchmarkResult($"unet forward b{o.Batch} {o.Width}x{o.Height}", t, flops / t / 1e9, s.Plan.ArenaBytes, $"{flops / 1e9:F2} GFLOP per forward");
+    }
+
+    private static BenchmarkResult TrainStep(BenchmarkOptions o, ModelFolder m, bool checkpointing)
+    {
+        var shapes = UNetShapes(o, m);
+        var g = OnnxImporter.Load(m.ModelPath(ModelFolder.UNet));
+        GraphPasses.Prepare(g, shapes, fuse: true);
+        long forwardFlops = 2 * g.Nodes.Sum(OpSchemas.MultiplyAdds);
+        var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), new[] { "attention" });
+        var attached = GraphLora.Attach(g, GraphLora.Initialize(targets, 4, 4, 1));
+        var tg = TrainingGraph.Build(g, attached.SelectMany(a => new[] { a.Down, a.Up }).ToList(), new TrainingGraphOptions { GradientCheckpointing = checkpointing });
+        using var session = new TrainingSession(tg);
+        long flops = 2 * g.Nodes.Sum(OpSchemas.MultiplyAdds);
+        var inputs = RandomInputs(shapes);
+        inputs[TrainingGraph.TargetInput] = Tensor.FromArray(Random((int)Shapes.Numel(shapes["sample"]), 20), shapes["sample"]);
+        double t = Median(o.Repeats, () => session.Run(inputs));
+        return new BenchmarkResult($"lora train step b{o.Batch} {o.Width}x{o.Height}{(checkpointing ? " ckpt" : "")}", t, flops / t / 1e9, session.Plan.ArenaBytes,
+            $"rank-4 attention LoRA, {flops / 1e9:F2} GFLOP per step ({(double)flops / forwardFlops:F2}× the forward)");
+    }
+
+    private static BenchmarkResult Sample(BenchmarkOptions o, ModelFolder m)
+    {
+        using var sampler = Sampler.Create(m, new SamplerOptions { Engine = o.SampleEngine, KeepSessionsLoaded = true });
+        var request = new GenerationRequest { Prompt = "a photo of a cat", Steps = o.SampleSteps, Width = o.Width, Height = o.Height, Scheduler = "euler-a", Seed = 1 };
+        double t = Median(Math.Max(1, o.Repeats / 2), () => sampler.Generate(request));
+        return new BenchmarkResult($"sample {o.Width}x{o.Height} {o.SampleSteps} steps", t, null, null, sampler.EngineLine.Replace("engine: ", ""));
+    }
+}

@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using CudaDream.Diffusion.Images;
+using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Sampling;
+using CudaDream.Diffusion.Schedulers;
+using CudaDream.Diffusion.Tokenizers;
+using CudaDream.Engine;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Randomness;
+using CudaDream.Engine.Tensors;
+using CudaDream.Engine.Training;
+using CudaDream.Engine.Training.LearningRate;
+using CudaDream.Engine.Training.Lora;
+using CudaDream.Engine.Training.Optimizers;
+
+namespace CudaDream.Diffusion.Training;
+
+/// <summary>
+/// DreamBooth (Ruiz et al. 2023) with LoRA (Hu et al. 2021) or selected-layer fine-tuning:
+/// <c>new DreamBoothTrainer(options).Run(progress, cancellationToken)</c>. Prepares class images and caches,
+/// builds the training graphs, then runs the loop — sample timesteps and noise, forward, loss, backward,
+/// accumulate, clip, step, schedule — writing the loss log, sample grids, checkpoints and the LoRA.
+/// Every random draw is keyed by (seed, step), so a resumed run continues bit for bit.
+/// </summary>
+public sealed class DreamBoothTrainer
+{
+    private readonly DreamBoothOptions _o;
+    private readonly IReadOnlyList<string> _notices;
+
+    public DreamBoothTrainer(DreamBoothOptions options, IReadOnlyList<string>? notices = null)
+    {
+        var problems = DreamBoothConfig.Validate(options);
+        if (problems.Count > 0) throw new ConfigException(problems);
+        _o = options;
+        _notices = notices ?? Array.Empty<string>();
+    }
+
+    public TrainingResult Run(IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        void Say(string line) => progress?.Report(new TrainingProgress { Phase = "info", Message = line });
+        foreach (var n in _notices) Say(n);
+
+        // ---- everything that can be wrong is checked before anything is written ----
+        var model = ModelFolder.Open(_o.Model);
+        var (width, height) = ClassImages.Resolution(_o);
+        model.CheckImageSize(width, height);
+        var tokenizer = ClipTokenizer.FromFolder(model.TokenizerDir);
+        foreach (var c in _o.Concepts.Where(c => c.InstanceToken.Length > 0))
+        {
+            var pieces = tokenizer.Pieces(c.InstanceToken);
+            if (pieces.Count > 1) Say($"warning: the tokenizer splits the instance token '{c.InstanceToken}' into {pieces.Count} pieces: {string.Join(" ", pieces.Select(p => $"'{p}'"))}");
+        }
+        if (_o.Backend == "cuda") throw new CudaDreamException("backend cuda: training on the CUDA backend is not available in this build; use --backend cpu (or auto)");
+        if (_o.MixedPrecision != "no") throw new CudaDreamException($"mixed_precision {_o.MixedPrecision} needs the CUDA backend; this run trains on the CPU in fp32");
+        Say("backend: CPU (fp32)" + (_o.Backend == "auto" ? " — CUDA training is not available in this build" : ""));
+        var data = TrainingData.Scan(_o, Say);
+        var prediction = _o.PredictionType ?? (model.SchedulerConfig.PredictionType == "v_prediction" ? "v_prediction" : "epsilon");
+
+        Directory.CreateDirectory(_o.OutputDir);
+        AtomicFileJson(Path.Combine(_o.OutputDir, "config.json"), _o);
+        for (int c = 0; c < data.Instances.Count; c++)
+            Say($"concept {c}: {data.Instances[c].Count} images, repeated {data.Repeats[c]}× per epoch");
+
+        // ---- class images, caches ----
+        var sampleEngine = EngineSelection.Parse(_o.SampleEngine);
+        var classDirs = ClassImages.Prepare(_o, data, model, sampleEngine, Say,
+            (phase, i, n) => progress?.Report(new TrainingProgress { Phase = phase, Step = i, Total = n }), cancellation);
+        data = data.WithClassImages(classDirs, _o, Say);
+        if (data.PriorPreservation) Say($"prior preservation: {data.Classes.Sum(c => c.Count)} class images, prior_loss_weight {_o.PriorLossWeight}");
+
+        using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip);
+        var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction);
+        batches.Warm((i, n) => progress?.Report(new TrainingProgress { Phase = "caching latents", Step = i, Total = n }), cancellation);
+        if (!_o.TrainTextEncoder) cache.ReleaseNetworks();
+        Say($"cache: {cache.Hits} reused, {cache.Misses} computed");
+
+        // ---- networks ----
+        using var nets = TrainingNetworks.Build(_o, model, batches.PhysicalBatch, width / model.VaeScaleFactor, height / model.VaeScaleFactor, Say);
+        CheckMemory(nets, Say);
+        var optimizer = MakeOptimizer(nets);
+        int updatesPerEpoch = Math.Max(1, data.EpochSize / (_o.TrainBatchSize * _o.GradientAccumulationSteps));
+        int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps : _o.NumTrainEpochs * updatesPerEpoch;
+        var schedule = new LrSchedule(new LrScheduleOptions(LrSchedule.ParseKind(_o.LrScheduler), _o.LrWarmupSteps, totalUpdates,
+            _o.LrScheduler == "cosine_with_restarts" ? _o.LrNumCycles : null, _o.LrPower, 1e-7, _o.LearningRate));
+        Say($"training: {totalUpdates} updates of {_o.TrainBatchSize}×{_o.GradientAccumulationSteps} examples ({(double)totalUpdates / updatesPerEpoch:F1} epochs), " +
+            $"{nets.TrainableCount:N0} trainable parameters, {prediction} prediction");
+
+        // ---- resume ----
+        var checkpoints = new TrainingCheckpoints(_o.OutputDir, _o.CheckpointsToKeep);
+        string configHash = ConfigHash();
+        int start = 0;
+        var log = new LossLog(_o.OutputDir);
+        if (_o.Resume && checkpoints.Latest() is { } latest)
+        {
+            var (state, parameters, optState) = checkpoints.Load(latest);
+            if (state.ConfigHash != configHash)
+                throw new CudaDreamException($"{latest}: the checkpoint was made with other training settings; resume needs the same configuration (or start a new output_dir)");
+            nets.LoadParameters(parameters, latest);
+            optimizer.Load(optState);
+            start = state.Update;
+            log.TruncateAfter(start);
+            Say($"resumed from {latest} at update {start}");
+        }
+        else log.Reset();
+
+        // ---- the loop ----
+        var evalSet = batches.EvalSet();
+        var sw = Stopwatch.StartNew();
+        double? smoothed = null;
+        double? lastLoss = null;
+        string? lastCheckpoint = null;
+        int update = start;
+        bool completed = false;
+        try
+        {
+            for (; update < totalUpdates; update++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                nets.ZeroGradients();
+                double loss = 0;
+                for (int micro = 0; micro < _o.GradientAccumulationSteps; micro++)
+                {
+                    long m = (long)update * _o.GradientAccumulationSteps + micro;
+                    double l = nets.Step(batches.Make(m), (ulong)_o.Seed, m, 1.0 / _o.GradientAccumulationSteps);
+                    if (!double.IsFinite(l))
+                        throw new CudaDreamException($"the loss became {l} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
+                    loss += l / _o.GradientAccumulationSteps;
+                }
+                var clip = _o.MaxGradNorm > 0 ? GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) : default;
+                if (_o.MaxGradNorm > 0 && !clip.IsFinite) throw new CudaDreamException($"the gradient norm became {clip.TotalNorm} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}");
+                double lrMultiplier = schedule.Multiplier(update);
+                optimizer.SetLearningRateMultiplier(lrMultiplier);
+                optimizer.Step();
+                int done = update + 1;
+                lastLoss = loss;
+                smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
+                double? eval = null;
+                if ((_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates) eval = nets.Evaluate(evalSet);
+                log.Append(done, loss, _o.LearningRate * lrMultiplier, eval);
+                double rate = (done - start) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
+                progress?.Report(new TrainingProgress
+                {
+                    Phase = "training", Step = done, Total = totalUpdates, Loss = loss, SmoothedLoss = smoothed, LearningRate = _o.LearningRate * lrMultiplier,
+                    StepsPerSecond = rate, Eta = TimeSpan.FromSeconds((totalUpdates - done) / Math.Max(rate, 1e-9)), EvalLoss = eval,
+                });
+                if (_o.CheckpointEveryNSteps > 0 && done % _o.CheckpointEveryNSteps == 0 && done < totalUpdates)
+                    lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+                if (_o.SaveEveryNSteps > 0 && done % _o.SaveEveryNSteps == 0 && done < totalUpdates)
+                    Say($"wrote {WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates).lora}");
+                if (_o.SampleEveryNSteps > 0 && done % _o.SampleEveryNSteps == 0 && done < totalUpdates)
+                    Say($"wrote {SampleGrid(nets, batches, model, done, sampleEngine, cancellation)}");
+            }
+            completed = true;
+        }
+        catch (OperationCanceledException)
+        {
+            // Ctrl-C: keep the work done so far, resumable with --resume.
+            lastCheckpoint = checkpoints.Save(new TrainerState(update, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            Say($"interrupted at update {update}; wrote {lastCheckpoint} (continue with --resume)");
+            log.WriteCurve();
+            return new TrainingResult(_o.OutputDir, null, null, update, false, lastLoss, log.Eval, lastCheckpoint);
+        }
+
+        lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+        var (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
+        log.WriteCurve();
+        Say($"wrote {lora ?? weights}");
+        Say($"wrote {SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation)}");
+        return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
+    }
+
+    private Optimizer MakeOptimizer(TrainingNetworks nets)
+    {
+        var groups = new List<ParameterGroup> { new("unet", nets.OptimizerParameters("unet"), _o.LearningRate, _o.AdamWeightDecay) };
+        var te = nets.OptimizerParameters("text_encoder");
+        if (te.Count > 0) groups.Add(new ParameterGroup("text_encoder", te, _o.TextEncoderLr ?? _o.LearningRate, _o.AdamWeightDecay));
+        return _o.Optimizer == "sgd"
+            ? new Sgd(groups, new SgdOptions(_o.SgdMomentum))
+            : new AdamW(groups, new AdamWOptions(_o.AdamBeta1, _o.AdamBeta2, _o.AdamEpsilon));
+    }
+
+    /// <summary>The planned step memory against what the machine has: stop before training with advice when it will not fit.</summary>
+    private void CheckMemory(TrainingNetworks nets, Action<string> say)
+    {
+        long need = nets.PlannedBytes;
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        say($"memory: the training step plans {need / (1024.0 * 1024):F1} MiB of activations, saved tensors and gradients ({available / (1024.0 * 1024 * 1024):F1} GiB available)");
+        if (need > available * 0.9)
+            throw new CudaDreamException($"the training step needs {need / (1024.0 * 1024 * 1024):F2} GiB but only {available / (1024.0 * 1024 * 1024):F2} GiB is available: " +
+                (_o.GradientCheckpointing ? "" : "enable gradient_checkpointing, ") + "lower train_batch_size (use gradient_accumulation_steps instead) or the resolution");
+    }
+
+    /// <summary>The LoRA (kohya/A1111 keys, ss_* metadata) or, for selected-layer fine-tuning, the changed weights.</summary>
+    private (string? lora, string? weights) WriteOutputs(TrainingNetworks nets, ModelFolder model, string basePath, int step, int total)
+    {
+        var meta = new Dictionary<string, string>
+        {
+            ["ss_sd_model_name"] = model.Name,
+            ["ss_sd_model_hash"] = TrainingCache.FolderHash(Path.Combine(model.Root, ModelFolder.UNet))[..12],
+            ["ss_learning_rate"] = _o.LearningRate.ToString(CultureInfo.InvariantCulture),
+            ["ss_unet_lr"] = _o.LearningRate.ToString(CultureInfo.InvariantCulture),
+            ["ss_text_encoder_lr"] = (_o.TextEncoderLr ?? _o.LearningRate).ToString(CultureInfo.InvariantCulture),
+            ["ss_lr_scheduler"] = _o.LrScheduler,
+            ["ss_max_train_steps"] = total.ToString(CultureInfo.InvariantCulture),
+            ["ss_steps"] = step.ToString(CultureInfo.InvariantCulture),
+            ["ss_resolution"] = $"({ClassImages.Resolution(_o).Width}, {ClassImages.Resolution(_o).Height})",
+            ["ss_seed"] = _o.Seed.ToString(CultureInfo.InvariantCulture),
+            ["ss_optimizer"] = _o.Optimizer,
+            ["ss_prior_loss_weight"] = _o.PriorLossWeight.ToString(CultureInfo.InvariantCulture),
+            ["ss_noise_offset"] = _o.NoiseOffset.ToString(CultureInfo.InvariantCulture),
+            ["ss_min_snr_gamma"] = _o.MinSnrGamma.ToString(CultureInfo.InvariantCulture),
+            ["ss_clip_skip"] = _o.ClipSkip.ToString(CultureInfo.InvariantCulture),
+            ["ss_training_comment"] = "trained with CudaDream",
+            ["ss_concept_tokens"] = string.Join(", ", _o.Concepts.Select(c => c.InstanceToken).Where(t => t.Length > 0)),
+            ["ss_dataset_dirs"] = JsonSerializer.Serialize(_o.Concepts.Select(c => Path.GetFileName(c.InstanceDataDir))),
+        };
+        return nets.WriteResult(basePath, meta);
+    }
+
+    /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts.</summary>
+    private string SampleGrid(TrainingNetworks nets, BatchMaker batches, ModelFolder model, int step, SamplerEngine engine, CancellationToken cancellation)
+    {
+        var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
+        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras() });
+        var images = new List<RgbImage>();
+        var labels = new List<string>();
+        int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));
+        for (int c = 0; c < _o.Concepts.Count; c++)
+        {
+            var concept = _o.Concepts[c];
+            if (concept.NSaveSample == 0) continue;
+            var prompt = concept.SaveSamplePrompt.Length > 0 ? concept.SaveSamplePrompt : TrainingData.InstancePrompt(concept, TrainingData.Caption(batches.FirstImage(c)));
+            var result = sampler.Generate(new GenerationRequest
+            {
+                Prompt = prompt, NegativePrompt = concept.SaveSampleNegativePrompt, Steps = concept.SaveInferSteps, CfgScale = concept.SaveGuidanceScale,
+                Scheduler = _o.SampleScheduler, Seed = concept.SampleSeed >= 0 ? concept.SampleSeed : _o.Seed, Width = width, Height = height,
+                BatchSize = concept.NSaveSample, ClipSkip = _o.ClipSkip,
+            }, cancellation: cancellation);
+            images.AddRange(result.Images.Select(i => i.Image));
+            for (int k = result.Images.Count; k < columns; k++) images.Add(RgbImage.Filled(width, height, 255, 255, 255));
+            labels.Add(prompt);
+        }
+        var path = Path.Combine(_o.OutputDir, "samples", $"step-{step:D6}.png");
+        PngFile.Write(path, ImageGrid.Compose(images, columns, labels), new[] { new KeyValuePair<string, string>("parameters", $"CudaDream samples at step {step}: {string.Join(" | ", labels)}") });
+        return path;
+    }
+
+    /// <summary>Settings a resume must share with the run it continues (everything but intervals, resume and output names).</summary>
+    private string ConfigHash()
+    {
+        var o = _o with { Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
+    }
+
+    private static void AtomicFileJson(string path, DreamBoothOptions o) =>
+        Engine.Formats.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+}

@@ -1,0 +1,115 @@
+using System.Security.Cryptography;
+using System.Text;
+using CudaDream.Diffusion.Images;
+using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Sampling.Engines;
+using CudaDream.Engine.Formats;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Diffusion.Training;
+
+/// <summary>
+/// Latents and text embeddings computed once and kept on disk under <c>&lt;output_dir&gt;/cache</c>, keyed by the
+/// content hash of what they depend on (image bytes, crop and flip, resolution, prompt ids, the network's
+/// files, CLIP skip), so later runs and resumed runs reuse them. Latents are the VAE posterior mean × the
+/// latent scale, read from the encoder's moments — never the graph's own random draw.
+/// </summary>
+public sealed class TrainingCache : IDisposable
+{
+    private readonly string _dir;
+    private readonly ModelFolder _model;
+    private readonly GraphPipelineEngine _engine;
+    private readonly Dictionary<string, Tensor> _memory = new(StringComparer.Ordinal);
+    private readonly string _vaeHash, _textHash;
+    private readonly int _clipSkip;
+
+    public int Hits { get; private set; }
+    public int Misses { get; private set; }
+
+    public TrainingCache(string outputDir, ModelFolder model, int clipSkip)
+    {
+        _dir = Path.Combine(outputDir, "cache");
+        _model = model;
+        _clipSkip = clipSkip;
+        var skip = clipSkip == 1 ? null : model.TextEncoderGraph.ClipSkip(clipSkip);
+        var plan = new PipelinePlan(model, (component, _) => component == ModelFolder.TextEncoder && skip != null
+            ? new NetworkEdits(new Dictionary<string, Tensor>(), skip) : NetworkEdits.None);
+        _engine = new GraphPipelineEngine(plan, new CpuGraphBackend());
+        _vaeHash = FolderHash(Path.Combine(model.Root, ModelFolder.VaeEncoder));
+        _textHash = FolderHash(Path.Combine(model.Root, ModelFolder.TextEncoder));
+    }
+
+    /// <summary>The latent [C, H/8, W/8] of an image prepared at (width, height) with the given crop and flip.</summary>
+    public Tensor Latent(string imagePath, int width, int height, CropPlacement crop, bool flip)
+    {
+        var key = Hash($"latent|{FileHash(imagePath)}|{width}x{height}|{crop}|{flip}|{_vaeHash}|{_model.LatentScale}");
+        return Cached(Path.Combine(_dir, "latents", key + ".safetensors"), () =>
+        {
+            var pixels = ImagePreprocessor.ToTrainingTensor(ImageLoader.Load(imagePath), new ImagePreprocessOptions { Width = width, Height = height }, crop, flip);
+            var moments = _engine.EncodeMoments(pixels.Reshape(1, 3, height, width)).ToFloat32Array();
+            int c = _model.LatentChannels, h = height / _model.VaeScaleFactor, w = width / _model.VaeScaleFactor;
+            var mean = new float[c * h * w];
+            for (int i = 0; i < mean.Length; i++) mean[i] = moments[i] * _model.LatentScale;
+            return Tensor.FromArray(mean, c, h, w);
+        });
+    }
+
+    /// <summary>The text encoder's hidden states [77, D] for padded input ids (frozen text encoder only).</summary>
+    public Tensor TextEmbedding(int[] inputIds)
+    {
+        var key = Hash($"text|{string.Join(",", inputIds)}|{_textHash}|skip{_clipSkip}");
+        return Cached(Path.Combine(_dir, "text", key + ".safetensors"), () =>
+        {
+            using var encoded = _engine.EncodeText(Tensor.FromArray(inputIds, 1, inputIds.Length));
+            var t = encoded.ToTensor();
+            return t.To(DType.F32).Reshape(t.Shape[1], t.Shape[2]).Clone();
+        });
+    }
+
+    private Tensor Cached(string path, Func<Tensor> compute)
+    {
+        if (_memory.TryGetValue(path, out var t)) return t;
+        if (File.Exists(path))
+        {
+            try
+            {
+                t = SafetensorsFile.ReadAll(path)["value"];
+                Hits++;
+                return _memory[path] = t;
+            }
+            catch (Engine.CudaDreamException) { /* a damaged cache entry is recomputed */ }
+        }
+        t = compute();
+        Misses++;
+        SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["value"] = t });
+        return _memory[path] = t;
+    }
+
+    /// <summary>Frees the networks; cached values stay available.</summary>
+    public void ReleaseNetworks() => _engine.Dispose();
+
+    public void Dispose() => _engine.Dispose();
+
+    private static string Hash(string s) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s)))[..32].ToLowerInvariant();
+
+    private static readonly Dictionary<string, string> FileHashes = new(StringComparer.Ordinal);
+
+    /// <summary>SHA-256 of a file's bytes (memoised per path, size and time within the process).</summary>
+    public static string FileHash(string path)
+    {
+        var info = new FileInfo(path);
+        var key = $"{info.FullName}|{info.Length}|{info.LastWriteTimeUtc.Ticks}";
+        lock (FileHashes)
+        {
+            if (FileHashes.TryGetValue(key, out var h)) return h;
+            using var s = File.OpenRead(path);
+            h = Convert.ToHexString(SHA256.HashData(s)).ToLowerInvariant();
+            FileHashes[key] = h;
+            return h;
+        }
+    }
+
+    /// <summary>The hash of every file of a network folder (model.onnx and its weights), in name order.</summary>
+    public static string FolderHash(string dir) =>
+        Hash(string.Join("|", Directory.EnumerateFiles(dir).OrderBy(f => f, StringComparer.Ordinal).Select(f => Path.GetFileName(f) + ":" + FileHash(f))));
+}

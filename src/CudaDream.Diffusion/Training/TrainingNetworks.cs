@@ -1,0 +1,324 @@
+using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Sampling;
+using CudaDream.Diffusion.Sampling.Engines;
+using CudaDream.Engine;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Formats;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+using CudaDream.Engine.Training;
+using CudaDream.Engine.Training.Lora;
+using CudaDream.Engine.Training.Optimizers;
+
+namespace CudaDream.Diffusion.Training;
+
+/// <summary>A trainable tensor: where the optimizer writes it (the graph constant), its gradient accumulator, its group and its name.</summary>
+internal sealed record Trainable(string Name, string Group, Value Value, float[] Accumulated, TrainableParameter? UNetParameter, TrainableParameter? TextParameter);
+
+/// <summary>
+/// The networks of a run in training form: the UNet step graph (forward, weighted MSE, backward), an
+/// evaluation forward sharing its parameters, and — when the text encoder trains — a text-encoder forward
+/// and a text-encoder step graph that backpropagates the UNet's gradient toward <c>encoder_hidden_states</c>.
+/// LoRA adapters (or the selected layers) are the only trainable tensors; all networks read the same buffers.
+/// </summary>
+internal sealed class TrainingNetworks : IDisposable
+{
+    private readonly List<Trainable> _params = new();
+    private readonly List<AttachedLora> _unetLoras = new(), _textLoras = new();
+    private readonly Dictionary<Value, string> _layerNames = new();
+    private TrainingSession? _unet, _text;
+    private CpuExecutor? _eval, _textForward;
+    private Value? _evalPrediction, _textHidden;
+    private readonly ModelFolder _model;
+    private readonly DreamBoothOptions _o;
+
+    public long PlannedBytes { get; private set; }
+    public long TrainableCount => _params.Sum(p => (long)p.Accumulated.Length);
+
+    private TrainingNetworks(DreamBoothOptions o, ModelFolder model)
+    {
+        _o = o;
+        _model = model;
+    }
+
+    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, int batch, int latentHeight, int latentWidth, Action<string> say)
+    {
+        var n = new TrainingNetworks(o, model);
+        try
+        {
+            n.BuildUNet(batch, latentHeight, latentWidth, say);
+            if (o.TrainTextEncoder) n.BuildTextEncoder(batch, say);
+            return n;
+        }
+        catch
+        {
+            n.Dispose();
+            throw;
+        }
+    }
+
+    private Dictionary<string, int[]> UNetShapes(int batch, int h, int w, int seq, int width) => new()
+    {
+        ["sample"] = new[] { batch, _model.LatentChannels, h, w },
+        ["timestep"] = _model.UNetGraph.Input("timestep")!.Dims.Length == 0 ? Array.Empty<int>() : new[] { batch },
+        ["encoder_hidden_states"] = new[] { batch, seq, width },
+    };
+
+    private (int seq, int width) TextShape()
+    {
+        var ehs = _model.UNetGraph.Input("encoder_hidden_states")!.Dims;
+        int width = ehs[^1] > 0 ? ehs[^1] : throw new CudaDreamException($"{_model.ModelPath(ModelFolder.UNet)}: encoder_hidden_states has no fixed width");
+        return (77, width);
+    }
+
+    private void BuildUNet(int batch, int h, int w, Action<string> say)
+    {
+        var (seq, width) = TextShape();
+        var shapes = UNetShapes(batch, h, w, seq, width);
+        var g = Load(ModelFolder.UNet, shapes);
+        List<Value> trainable;
+        if (_o.TrainLayers.Count > 0)
+        {
+            trainable = SelectLayers(g, _o.TrainLayers);
+            say($"selected-layer fine-tuning: {trainable.Count} UNet tensors ({trainable.Sum(v => v.Numel):N0} parameters)");
+        }
+        else
+        {
+            var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), _o.LoraTargets);
+            if (targets.Count == 0) throw new CudaDreamException($"lora_targets {string.Join(",", _o.LoraTargets)} match no module of {_model.ModelPath(ModelFolder.UNet)}");
+            _unetLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 0), (float)_o.LoraDropout));
+            trainable = _unetLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList();
+            say($"LoRA: {_unetLoras.Count} UNet modules, rank {_o.LoraRank}, alpha {_o.LoraAlpha ?? _o.LoraRank}");
+        }
+        var tg = TrainingGraph.Build(g, trainable, new TrainingGraphOptions
+        {
+            PerSampleWeights = true,
+            InputGradients = _o.TrainTextEncoder ? new[] { "encoder_hidden_states" } : Array.Empty<string>(),
+            GradientCheckpointing = _o.GradientCheckpointing,
+        });
+        _unet = new TrainingSession(tg);
+        PlannedBytes += _unet.Plan.ArenaBytes;
+        foreach (var p in tg.Parameters)
+            _params.Add(new Trainable(ParamName("unet", p.Value), "unet", p.Value, new float[p.Value.Numel], p, null));
+
+        // The evaluation forward: same graph without the loss and backward, sharing the parameter buffers.
+        var eg = Load(ModelFolder.UNet, shapes);
+        if (_o.TrainLayers.Count > 0)
+        {
+            var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v].Replace("#transposed", ""));
+            foreach (var p in _params) byName[p.Name["unet.".Length..]].Constant = p.Value.Constant;
+        }
+        else AttachShared(eg, _unetLoras);
+        _evalPrediction = eg.Outputs[0];
+        _eval = new CpuExecutor(ExecutionPlan.Create(eg));
+    }
+
+    private void BuildTextEncoder(int batch, Action<string> say)
+    {
+        var shapes = new Dictionary<string, int[]> { ["input_ids"] = new[] { batch, 77 } };
+        var targets = LoraTargetSelector.Select(GraphLora.Targets(LoadText(shapes, out _), LoraComponents.TextEncoder), new[] { "text" });
+        var g = LoadText(shapes, out var hidden);
+        _textLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 1), (float)_o.LoraDropout));
+        var tg = TrainingGraph.Build(g, _textLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList(),
+            new TrainingGraphOptions { Prediction = hidden, UpstreamGradient = true, GradientCheckpointing = _o.GradientCheckpointing });
+        _text = new TrainingSession(tg);
+        PlannedBytes += _text.Plan.ArenaBytes;
+        foreach (var p in tg.Parameters)
+            _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], null, p));
+
+        var fg = LoadText(shapes, out _);
+        AttachShared(fg, _textLoras);
+        _textHidden = fg.Outputs[0];
+        _textForward = new CpuExecutor(ExecutionPlan.Create(fg));
+        say($"text encoder: LoRA on {_textLoras.Count} modules, lr {_o.TextEncoderLr ?? _o.LearningRate}");
+    }
+
+    /// <summary>Attaches the same adapters to another graph, reading the trained buffers (no copy), so it sees every update.</summary>
+    private static void AttachShared(ComputeGraph g, List<AttachedLora> trained)
+    {
+        var attached = GraphLora.Attach(g, trained.Select(a => a.Adapter).ToList());
+        for (int i = 0; i < attached.Count; i++)
+        {
+            attached[i].Down.Constant = trained[i].Down.Constant;
+            attached[i].Up.Constant = trained[i].Up.Constant;
+        }
+    }
+
+    /// <summary>The text encoder with CLIP skip applied, returning only its hidden states.</summary>
+    private ComputeGraph LoadText(Dictionary<string, int[]> shapes, out string hidden)
+    {
+        var path = _model.ModelPath(ModelFolder.TextEncoder);
+        var g = OnnxImporter.Load(path);
+        if (_o.ClipSkip > 1) GraphPipelineEngine.Apply(g, new NetworkEdits(new Dictionary<string, Tensor>(), _model.TextEncoderGraph.ClipSkip(_o.ClipSkip)));
+        var output = g.Outputs.FirstOrDefault(v => v.Name == "last_hidden_state") ?? g.Outputs[0];
+        g.Outputs.Clear();
+        g.Outputs.Add(output);
+        hidden = output.Name;
+        GraphPasses.Prepare(g, shapes, fuse: true);
+        return g;
+    }
+
+    private ComputeGraph Load(string component, Dictionary<string, int[]> shapes)
+    {
+        var g = OnnxImporter.Load(_model.ModelPath(component));
+        GraphPasses.Prepare(g, shapes, fuse: true);
+        return g;
+    }
+
+    private List<LoraAdapter> Initialize(List<LoraTarget> targets, ulong stream) =>
+        GraphLora.Initialize(targets, _o.LoraRank, (float)(_o.LoraAlpha ?? _o.LoraRank), (ulong)_o.Seed * 2 + stream, _o.LoraInit == "normal",
+            _o.LoraConvRank, _o.LoraConvAlpha is double ca ? (float)ca : null);
+
+    /// <summary>
+    /// Weights whose diffusers name matches a glob. Torch exports name Linear weights by number, so a weight is
+    /// known by the module path of the node that uses it (<c>&lt;module&gt;.weight</c>, <c>.bias</c>). Trainable
+    /// weights get a writable fp32 copy (the model's own are memory-mapped).
+    /// </summary>
+    private List<Value> SelectLayers(ComputeGraph g, IReadOnlyList<string> globs)
+    {
+        var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
+        var result = new List<Value>();
+        foreach (var n in g.Nodes)
+        {
+            if (n.Op is not (FusedOps.Linear or "Conv" or FusedOps.GroupNorm or FusedOps.LayerNorm) || n.Module.Length == 0) continue;
+            for (int i = 1; i < Math.Min(3, n.Inputs.Count); i++)
+            {
+                var v = n.Inputs[i];
+                if (v == null || !v.IsWeight || v.Constant == null || result.Contains(v)) continue;
+                var name = n.Module + (i == 1 ? ".weight" : ".bias");
+                if (!regexes.Any(r => r.IsMatch(name))) continue;
+                v.Constant = v.Constant.To(DType.F32).Clone();
+                v.DType = DType.F32;
+                _layerNames[v] = name;
+                // Torch exports keep Linear weights transposed; record it to write them back in [out, in].
+                if (n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0) _layerNames[v] = name + "#transposed";
+                result.Add(v);
+            }
+        }
+        if (result.Count == 0) throw new CudaDreamException($"train_layers {string.Join(",", globs)} match no UNet weight (names are diffusers module paths, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight)");
+        return result;
+    }
+
+    private string ParamName(string component, Value v) =>
+        component + "." + (_layerNames.TryGetValue(v, out var n) ? n.Replace("#transposed", "") : v.Name);
+
+    public IReadOnlyList<OptimizerParameter> OptimizerParameters(string group) =>
+        _params.Where(p => p.Group == group).Select(p => new OptimizerParameter(p.Name, p.Value.Constant!.Memory<float>(), p.Accumulated)).ToList();
+
+    public void ZeroGradients()
+    {
+        foreach (var p in _params) Array.Clear(p.Accumulated);
+    }
+
+    /// <summary>One micro-step: forward, loss, backward; the gradients, scaled, are added to the accumulators. Returns the loss.</summary>
+    public double Step(TrainingBatch batch, ulong seed, long step, double scale)
+    {
+        var feed = batch.UNet;
+        if (_textForward != null)
+        {
+            var hidden = _textForward.Run(new Dictionary<string, Tensor> { ["input_ids"] = batch.InputIds }, new[] { _textHidden! })[_textHidden!.Name];
+            feed = new Dictionary<string, Tensor>(feed) { ["encoder_hidden_states"] = hidden };
+        }
+        var result = _unet!.Run(feed, seed, step);
+        foreach (var p in _params.Where(p => p.UNetParameter != null)) Add(p.Accumulated, _unet.Gradient(p.UNetParameter!), scale);
+        if (_text != null)
+        {
+            var upstream = _unet.InputGradient("encoder_hidden_states");
+            _text.Run(new Dictionary<string, Tensor> { ["input_ids"] = batch.InputIds, [TrainingGraph.UpstreamInput] = upstream }, seed, step);
+            foreach (var p in _params.Where(p => p.TextParameter != null)) Add(p.Accumulated, _text.Gradient(p.TextParameter!), scale);
+        }
+        return result.Loss;
+    }
+
+    private static void Add(float[] accumulated, Tensor gradient, double scale)
+    {
+        var g = gradient.ReadOnlySpan<float>();
+        float s = (float)scale;
+        for (int i = 0; i < accumulated.Length; i++) accumulated[i] += s * g[i];
+    }
+
+    /// <summary>The loss on the fixed evaluation set: the mean per-example MSE (examples with weight 0 are padding).</summary>
+    public double Evaluate(IReadOnlyList<TrainingBatch> set)
+    {
+        double sum = 0;
+        int count = 0;
+        foreach (var b in set)
+        {
+            var feed = new Dictionary<string, Tensor>(b.UNet);
+            if (_textForward != null) feed["encoder_hidden_states"] = _textForward.Run(new Dictionary<string, Tensor> { ["input_ids"] = b.InputIds }, new[] { _textHidden! })[_textHidden!.Name];
+            var prediction = _eval!.Run(feed, new[] { _evalPrediction! })[_evalPrediction!.Name];
+            var target = b.UNet[TrainingGraph.TargetInput];
+            int rows = prediction.Shape[0], per = prediction.Numel / rows;
+            var perSample = new float[rows];
+            LossReference.MsePerSample(rows, per, prediction.ReadOnlySpan<float>(), target.ReadOnlySpan<float>(), perSample);
+            for (int r = 0; r < rows; r++)
+                if (b.Weights[r] > 0) { sum += perSample[r]; count++; }
+        }
+        return sum / Math.Max(1, count);
+    }
+
+    public Dictionary<string, Tensor> ParameterTensors() => _params.ToDictionary(p => p.Name, p => p.Value.Constant!.Clone());
+
+    public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        foreach (var p in _params)
+        {
+            if (!tensors.TryGetValue(p.Name, out var t) || !Shapes.Equal(t.Shape, p.Value.Shape!))
+                throw new InvalidFileException(source, $"the checkpoint lacks '{p.Name}' {Shapes.Format(p.Value.Shape!)} (it belongs to another configuration)");
+            t.To(DType.F32).ReadOnlySpan<float>().CopyTo(p.Value.Constant!.Span<float>());
+        }
+    }
+
+    private IEnumerable<LoraAdapter> CurrentAdapters(IEnumerable<AttachedLora> loras) =>
+        loras.Select(a => a.Adapter with { Down = a.Down.Constant!.Clone(), Up = a.Up.Constant!.Clone() });
+
+    public IReadOnlyList<LoraSource> SamplerLoras()
+    {
+        var adapters = CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList();
+        var result = new List<LoraSource>();
+        if (adapters.Count > 0) result.Add(new LoraSource.Adapters("training", adapters));
+        return result;
+    }
+
+    /// <summary>Writes the LoRA (kohya keys) or the changed weights (diffusers keys, for `cudadream export --weights`).</summary>
+    public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata)
+    {
+        if (_unetLoras.Count + _textLoras.Count > 0)
+        {
+            var path = basePath + ".safetensors";
+            LoraWriter.WriteKohya(path, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
+            return (path, null);
+        }
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var p in _params)
+        {
+            var t = p.Value.Constant!.Clone();
+            // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
+            if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
+            weights[p.Name] = t;
+        }
+        var file = basePath + ".weights.safetensors";
+        SafetensorsWriter.Write(file, weights, metadata);
+        return (null, file);
+    }
+
+    private static Tensor Transpose2D(Tensor t)
+    {
+        int r = t.Shape[0], c = t.Shape[1];
+        var s = t.ReadOnlySpan<float>();
+        var d = new float[r * c];
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < c; j++) d[j * r + i] = s[i * c + j];
+        return Tensor.FromArray(d, c, r);
+    }
+
+    public void Dispose()
+    {
+        _unet?.Dispose();
+        _text?.Dispose();
+        _eval?.Dispose();
+        _textForward?.Dispose();
+    }
+}
