@@ -328,7 +328,7 @@ public static class DreamBoothConfig
         Check(o.SgdMomentum is >= 0 and < 1, "sgd_momentum: must be in [0, 1)");
         Check(o.MaxGradNorm >= 0, "max_grad_norm: must not be negative");
         Check(o.MixedPrecision is "no" or "fp16" or "bf16", $"mixed_precision: '{o.MixedPrecision}' is not no, fp16 or bf16");
-        Check(o.Backend is "auto" or "cpu" or "cuda", $"backend: '{o.Backend}' is not auto, cpu or cuda");
+        Check(o.Backend == "auto" || IsBackend(o.Backend), $"backend: '{o.Backend}' is not auto, cpu, cuda[:N] or emu[75|80|90]");
         Check(!(o.Backend == "cpu" && o.MixedPrecision != "no"), $"mixed_precision: {o.MixedPrecision} needs the CUDA backend (the CPU backend trains in fp32)");
         Check(o.SampleEngine is "auto" or "ort" or "cudadream", $"sample_engine: '{o.SampleEngine}' is not auto, ort or cudadream");
         Check(o.PriorLossWeight >= 0, "prior_loss_weight: must not be negative");
@@ -346,6 +346,12 @@ public static class DreamBoothConfig
         Check(o.EvalExamples >= 1, "eval_examples: must be at least 1");
         Check(Schedulers.SchedulerFactory.Names.Contains(o.SampleScheduler), $"sample_scheduler: '{o.SampleScheduler}' is not one of {string.Join(", ", Schedulers.SchedulerFactory.Names)}");
         return p;
+    }
+
+    private static bool IsBackend(string name)
+    {
+        try { Engine.Backends.Device.ExecutionBackend.Parse(name); return true; }
+        catch (CudaDreamException) { return false; }
     }
 
     public static bool TryParseResolution(string s, out int width, out int height)

@@ -72,7 +72,7 @@ public sealed record DreamBoothOptions
     // ---- numerics and memory ----
     [Setting("Mixed precision: no, fp16, bf16 (fp16/bf16 need the CUDA backend).")] public string MixedPrecision { get; init; } = "no";
     [Setting("Recompute block activations in the backward pass to save memory.")] public bool GradientCheckpointing { get; init; }
-    [Setting("Backend: auto (CUDA when it loads, else CPU), cpu, cuda.")] public string Backend { get; init; } = "auto";
+    [Setting("Backend: auto (CUDA when it loads, else CPU), cpu, cuda[:N], emu (the CUDA kernels on the CPU emulator; slow, for checking).")] public string Backend { get; init; } = "auto";
     [Setting("Engine used to generate class and sample images: auto, ort, cudadream.")] public string SampleEngine { get; init; } = "auto";
 
     // ---- objective ----

@@ -9,7 +9,7 @@ using CudaDream.Diffusion.Sampling;
 using CudaDream.Diffusion.Schedulers;
 using CudaDream.Diffusion.Tokenizers;
 using CudaDream.Engine;
-using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
@@ -55,9 +55,8 @@ public sealed class DreamBoothTrainer
             var pieces = tokenizer.Pieces(c.InstanceToken);
             if (pieces.Count > 1) Say($"warning: the tokenizer splits the instance token '{c.InstanceToken}' into {pieces.Count} pieces: {string.Join(" ", pieces.Select(p => $"'{p}'"))}");
         }
-        if (_o.Backend == "cuda") throw new CudaDreamException("backend cuda: training on the CUDA backend is not available in this build; use --backend cpu (or auto)");
-        if (_o.MixedPrecision != "no") throw new CudaDreamException($"mixed_precision {_o.MixedPrecision} needs the CUDA backend; this run trains on the CPU in fp32");
-        Say("backend: CPU (fp32)" + (_o.Backend == "auto" ? " — CUDA training is not available in this build" : ""));
+        if (_o.MixedPrecision != "no") throw new CudaDreamException($"mixed_precision {_o.MixedPrecision}: the kernels of this build are fp32 only; use mixed_precision no");
+        var backend = ChooseBackend(Say);
         var data = TrainingData.Scan(_o, Say);
         var prediction = _o.PredictionType ?? (model.SchedulerConfig.PredictionType == "v_prediction" ? "v_prediction" : "epsilon");
 
@@ -80,7 +79,7 @@ public sealed class DreamBoothTrainer
         Say($"cache: {cache.Hits} reused, {cache.Misses} computed");
 
         // ---- networks ----
-        using var nets = TrainingNetworks.Build(_o, model, batches.PhysicalBatch, width / model.VaeScaleFactor, height / model.VaeScaleFactor, Say);
+        using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, width / model.VaeScaleFactor, height / model.VaeScaleFactor, Say);
         CheckMemory(nets, Say);
         var optimizer = MakeOptimizer(nets);
         int updatesPerEpoch = Math.Max(1, data.EpochSize / (_o.TrainBatchSize * _o.GradientAccumulationSteps));
@@ -101,6 +100,7 @@ public sealed class DreamBoothTrainer
             if (state.ConfigHash != configHash)
                 throw new CudaDreamException($"{latest}: the checkpoint was made with other training settings; resume needs the same configuration (or start a new output_dir)");
             nets.LoadParameters(parameters, latest);
+            nets.ParametersUpdated();
             optimizer.Load(optState);
             start = state.Update;
             log.TruncateAfter(start);
@@ -136,6 +136,7 @@ public sealed class DreamBoothTrainer
                 double lrMultiplier = schedule.Multiplier(update);
                 optimizer.SetLearningRateMultiplier(lrMultiplier);
                 optimizer.Step();
+                nets.ParametersUpdated();
                 int done = update + 1;
                 lastLoss = loss;
                 smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
@@ -172,6 +173,32 @@ public sealed class DreamBoothTrainer
         Say($"wrote {lora ?? weights}");
         Say($"wrote {SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation)}");
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
+    }
+
+    /// <summary>
+    /// auto: CUDA when the driver, a GPU and the CUDA libraries load, else the CPU, saying why in one line.
+    /// cpu, emu (the CUDA kernels on the CPU emulator: slow, for checking), cuda[:N] force one.
+    /// </summary>
+    private ExecutionBackend ChooseBackend(Action<string> say)
+    {
+        if (_o.Backend != "auto")
+        {
+            var chosen = ExecutionBackend.Parse(_o.Backend);
+            if (chosen.Kind != ExecutionBackend.BackendKind.Cpu) chosen.OpenDevice().Dispose(); // fail now, with the missing library named
+            say($"backend: {chosen.Name} (fp32)");
+            return chosen;
+        }
+        try
+        {
+            var cuda = ExecutionBackend.Parse("cuda");
+            using (var device = cuda.OpenDevice()) say($"backend: cuda ({device.Name}, fp32)");
+            return cuda;
+        }
+        catch (CudaDreamException e)
+        {
+            say($"backend: CPU (fp32) — CUDA not available: {e.Message}");
+            return ExecutionBackend.Cpu;
+        }
     }
 
     private Optimizer MakeOptimizer(TrainingNetworks nets)

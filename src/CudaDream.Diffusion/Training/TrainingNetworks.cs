@@ -2,7 +2,8 @@ using CudaDream.Diffusion.Models;
 using CudaDream.Diffusion.Sampling;
 using CudaDream.Diffusion.Sampling.Engines;
 using CudaDream.Engine;
-using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;
@@ -29,7 +30,10 @@ internal sealed class TrainingNetworks : IDisposable
     private readonly List<AttachedLora> _unetLoras = new(), _textLoras = new();
     private readonly Dictionary<Value, string> _layerNames = new();
     private TrainingSession? _unet, _text;
-    private CpuExecutor? _eval, _textForward;
+    private IPlanExecutor? _eval, _textForward;
+    /// <summary>Per forward-only executor, its copies of the trainable values (same buffers) to upload after each update.</summary>
+    private readonly List<(IPlanExecutor Executor, List<Value> Shared)> _sharers = new();
+    private readonly ExecutionBackend _backend;
     private Value? _evalPrediction, _textHidden;
     private readonly ModelFolder _model;
     private readonly DreamBoothOptions _o;
@@ -37,15 +41,18 @@ internal sealed class TrainingNetworks : IDisposable
     public long PlannedBytes { get; private set; }
     public long TrainableCount => _params.Sum(p => (long)p.Accumulated.Length);
 
-    private TrainingNetworks(DreamBoothOptions o, ModelFolder model)
+    private TrainingNetworks(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend)
     {
         _o = o;
         _model = model;
+        _backend = backend;
     }
 
-    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, int batch, int latentHeight, int latentWidth, Action<string> say)
+    public string BackendName => _unet?.BackendName ?? _backend.Name;
+
+    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, int batch, int latentHeight, int latentWidth, Action<string> say)
     {
-        var n = new TrainingNetworks(o, model);
+        var n = new TrainingNetworks(o, model, backend);
         try
         {
             n.BuildUNet(batch, latentHeight, latentWidth, say);
@@ -98,21 +105,29 @@ internal sealed class TrainingNetworks : IDisposable
             InputGradients = _o.TrainTextEncoder ? new[] { "encoder_hidden_states" } : Array.Empty<string>(),
             GradientCheckpointing = _o.GradientCheckpointing,
         });
-        _unet = new TrainingSession(tg);
+        _unet = new TrainingSession(tg, _backend);
         PlannedBytes += _unet.Plan.ArenaBytes;
         foreach (var p in tg.Parameters)
             _params.Add(new Trainable(ParamName("unet", p.Value), "unet", p.Value, new float[p.Value.Numel], p, null));
 
         // The evaluation forward: same graph without the loss and backward, sharing the parameter buffers.
         var eg = Load(ModelFolder.UNet, shapes);
+        List<Value> shared;
         if (_o.TrainLayers.Count > 0)
         {
             var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v].Replace("#transposed", ""));
-            foreach (var p in _params) byName[p.Name["unet.".Length..]].Constant = p.Value.Constant;
+            shared = new List<Value>();
+            foreach (var p in _params)
+            {
+                var v = byName[p.Name["unet.".Length..]];
+                v.Constant = p.Value.Constant;
+                shared.Add(v);
+            }
         }
-        else AttachShared(eg, _unetLoras);
+        else shared = AttachShared(eg, _unetLoras);
         _evalPrediction = eg.Outputs[0];
-        _eval = new CpuExecutor(ExecutionPlan.Create(eg));
+        _eval = _backend.CreateExecutor(ExecutionPlan.Create(eg));
+        _sharers.Add((_eval, shared));
     }
 
     private void BuildTextEncoder(int batch, Action<string> say)
@@ -123,20 +138,21 @@ internal sealed class TrainingNetworks : IDisposable
         _textLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 1), (float)_o.LoraDropout));
         var tg = TrainingGraph.Build(g, _textLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList(),
             new TrainingGraphOptions { Prediction = hidden, UpstreamGradient = true, GradientCheckpointing = _o.GradientCheckpointing });
-        _text = new TrainingSession(tg);
+        _text = new TrainingSession(tg, _backend);
         PlannedBytes += _text.Plan.ArenaBytes;
         foreach (var p in tg.Parameters)
             _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], null, p));
 
         var fg = LoadText(shapes, out _);
-        AttachShared(fg, _textLoras);
+        var shared = AttachShared(fg, _textLoras);
         _textHidden = fg.Outputs[0];
-        _textForward = new CpuExecutor(ExecutionPlan.Create(fg));
+        _textForward = _backend.CreateExecutor(ExecutionPlan.Create(fg));
+        _sharers.Add((_textForward, shared));
         say($"text encoder: LoRA on {_textLoras.Count} modules, lr {_o.TextEncoderLr ?? _o.LearningRate}");
     }
 
     /// <summary>Attaches the same adapters to another graph, reading the trained buffers (no copy), so it sees every update.</summary>
-    private static void AttachShared(ComputeGraph g, List<AttachedLora> trained)
+    private static List<Value> AttachShared(ComputeGraph g, List<AttachedLora> trained)
     {
         var attached = GraphLora.Attach(g, trained.Select(a => a.Adapter).ToList());
         for (int i = 0; i < attached.Count; i++)
@@ -144,6 +160,16 @@ internal sealed class TrainingNetworks : IDisposable
             attached[i].Down.Constant = trained[i].Down.Constant;
             attached[i].Up.Constant = trained[i].Up.Constant;
         }
+        return attached.SelectMany(a => new[] { a.Down, a.Up }).ToList();
+    }
+
+    /// <summary>After the optimizer changed the host buffers: kernel devices upload them again (the CPU reads them in place).</summary>
+    public void ParametersUpdated()
+    {
+        _unet?.ParametersUpdated();
+        _text?.ParametersUpdated();
+        foreach (var (executor, shared) in _sharers)
+            foreach (var v in shared) executor.UploadParameter(v);
     }
 
     /// <summary>The text encoder with CLIP skip applied, returning only its hidden states.</summary>
