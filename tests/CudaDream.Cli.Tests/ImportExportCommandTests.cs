@@ -84,7 +84,7 @@ public sealed class ImportExportCommandTests : IDisposable
         Assert.Equal(1, code);
         Assert.Contains("nowhere", stderr);
 
-        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir.FullName).Where(p => !p.EndsWith("model.ckpt")));
+        Assert.DoesNotContain(Directory.EnumerateFileSystemEntries(_dir.FullName), p => !p.EndsWith("model.ckpt"));
     }
 
     [Fact]

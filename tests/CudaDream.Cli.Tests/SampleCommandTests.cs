@@ -81,7 +81,7 @@ public sealed class SampleCommandTests(ITestOutputHelper output) : IDisposable
         var (code, stdout, stderr) = CliRunner.Run("sample", "--model", Fixtures.SdTiny(), "--prompt", "a dog", "--steps", "2", "--width", "64", "--height", "64",
             "--batch-size", "2", "--batch-count", "2", "--seed", "100", "--scheduler", "euler-a", "--engine", "ort", "--grid", "--out", outDir);
         Assert.True(code == 0, stderr);
-        var files = Directory.GetFiles(outDir).Select(Path.GetFileName).Order().ToArray();
+        var files = Directory.GetFiles(outDir).Select(f => Path.GetFileName(f)!).Order().ToArray();
         Assert.Equal(["00041-5.png", "00042-100.png", "00043-101.png", "00044-102.png", "00045-103.png", "grid-00042.png"], files);
         var grid = ImageLoader.Load(Path.Combine(outDir, "grid-00042.png"));
         Assert.True(grid.Width >= 128 && grid.Height >= 128);

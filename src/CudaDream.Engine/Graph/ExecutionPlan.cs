@@ -61,8 +61,7 @@ public sealed class ExecutionPlan
             last[v] = Math.Max(last.GetValueOrDefault(v, step), step);
         }
         foreach (var i in g.Inputs) Touch(i, 0);
-        // Aliases read later extend the life of their root.
-        var aliasUse = new Dictionary<Value, int>();
+        // Reads of an alias extend the life of its root (Touch maps aliases to roots).
         for (int s = 0; s < steps.Count; s++)
         {
             foreach (var o in steps[s].Outputs) Touch(o, s);

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;
@@ -69,7 +68,7 @@ public static class GraphGradient
             else if (g.Inputs.Any(i => i.Name == w)) inputGrads.Add(w);
             else
             {
-                var regex = new Regex("^" + Regex.Escape(w).Replace(@"\*", ".*").Replace(@"\?", ".") + "$");
+                var regex = LoraTargetSelector.Glob(w);
                 var matched = g.Weights.Values.Where(v => regex.IsMatch(v.Name) && v.Consumers.Count > 0).ToList();
                 if (matched.Count == 0) throw new CudaDreamException($"--wrt '{w}' matches no input or weight of {r.Model}");
                 trainable.AddRange(matched);

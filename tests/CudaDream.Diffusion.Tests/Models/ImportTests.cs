@@ -70,7 +70,7 @@ public sealed class ImportTests(ITestOutputHelper output) : IDisposable
         // model_index.json and the scheduler config say what diffusers' own files say.
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse(File.ReadAllText(Fixtures.SdTiny("model_index.json"))), JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "model_index.json")))));
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse(File.ReadAllText(Fixtures.SdTiny("scheduler/scheduler_config.json"))), JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "scheduler/scheduler_config.json")))));
-        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir.FullName).Where(p => Path.GetFileName(p).StartsWith('.')));
+        Assert.DoesNotContain(Directory.EnumerateFileSystemEntries(_dir.FullName), p => Path.GetFileName(p).StartsWith('.'));
     }
 
     [Fact]

@@ -7,7 +7,7 @@ namespace CudaDream.Engine.Graph.Ops;
 /// The fused ops the pattern recogniser produces. Each is one kernel on every backend and one
 /// gradient rule. Inputs and attributes:
 /// <list type="bullet">
-/// <item><c>Linear(x[...,K], W, bias?)</c>: y = x·W (+bias); attribute <c>transB</c> = 1 when W is stored [N,K] (torch layout), 0 when [K,N].</item>
+/// <item><c>Linear(x[...,K], W, bias?)</c>: y = alpha·x·W (+bias); attribute <c>transB</c> = 1 when W is stored [N,K] (torch layout), 0 when [K,N]; <c>alpha</c> defaults to 1 (LoRA's up projection carries its scale here).</item>
 /// <item><c>GroupNorm(x[N,C,...], gamma[C]?, beta[C]?)</c>: <c>groups</c>, <c>epsilon</c>, <c>silu</c> (1 = SiLU applied to the result).</item>
 /// <item><c>LayerNorm(x[...,D], gamma[D]?, beta[D]?)</c>: over the last dimension, <c>epsilon</c>.</item>
 /// <item><c>Gelu(x)</c> (erf form), <c>Silu(x)</c>, <c>QuickGelu(x)</c> = x·σ(1.702x).</item>
@@ -56,7 +56,6 @@ public static class FusedOps
     internal static long LinearMacs(Node n)
     {
         var (k, nn) = LinearDims(n);
-        // Attribute alpha (default 1) scales the product: y = alpha·x·W + bias.
         return Shapes.Numel(ShapeOf(n, 0)) / k * k * nn;
     }
 

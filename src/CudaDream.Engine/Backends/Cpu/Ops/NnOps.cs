@@ -31,7 +31,6 @@ internal static class NnOps
         {
             var (_, m, k, n, batch) = OpSchemas.MatMulDims(N, A.Shape, B.Shape);
             var a = A.ReadOnlySpan<T>(); var b = B.ReadOnlySpan<T>(); var y = Y.Span<T>();
-            int aRank = Math.Max(A.Rank, 2), bRank = Math.Max(B.Rank, 2);
             var aBatch = A.Rank > 2 ? A.Shape[..^2] : Array.Empty<int>();
             var bBatch = B.Rank > 2 ? B.Shape[..^2] : Array.Empty<int>();
             long batches = Shapes.Numel(batch);

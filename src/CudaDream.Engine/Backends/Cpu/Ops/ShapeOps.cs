@@ -144,8 +144,7 @@ internal static class ShapeOps
         int r = x.Rank;
         var inStrides = Shapes.Strides(x.Shape);
         var permStrides = perm.Select(p => (int)inStrides[p]).ToArray();
-        var starts = new int[r];
-        // A permutation is a strided read with the permuted strides: reuse StridedCopy over a view.
+        // A permutation is a strided read: output dimension d steps through the input by inStrides[perm[d]].
         if (x.DType.Size() == 4)
         {
             var src = x.ReadOnlySpan<int>(); var dst = y.Span<int>();
