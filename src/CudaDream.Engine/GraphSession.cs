@@ -88,6 +88,7 @@ public static class GraphPasses
 
     public static SpecializeReport Prepare(ComputeGraph g, IReadOnlyDictionary<string, int[]> inputShapes, bool fuse)
     {
+        if (Precision.HasHalfTypes(g)) Precision.UpcastToFloat32(g);
         var report = Specializer.Specialize(g, inputShapes, CpuEvaluator.Instance);
         Simplifier.Run(g);
         if (fuse) Fuser.Run(g);

@@ -303,7 +303,7 @@ public static class Fuser
         return (y, h);
     }
 
-    /// <summary>True when the mask is 0 on and below the diagonal and hugely negative above, for every broadcast row.</summary>
+    /// <summary>True when the mask is 0 on and below the diagonal and very negative (≤ −1e4) above, for every broadcast row.</summary>
     private static bool IsCausalMask(Value mask, int[] scoresShape)
     {
         if (mask.Constant == null || Shapes.Broadcast(mask.Shape!, scoresShape) is not { } b || !Shapes.Equal(b, scoresShape)) return false;
@@ -315,7 +315,8 @@ public static class Fuser
                 for (int j = 0; j < k; j++)
                 {
                     float v = m[blk * n * k + i * k + j];
-                    if (j <= i ? v != 0 : v > -1e30f) return false;
+                    // Masked logits only need to vanish under exp: fp32 exports use −3.4e38, fp16 ones −65504.
+                    if (j <= i ? v != 0 : v > -1e4f) return false;
                 }
         return true;
     }
