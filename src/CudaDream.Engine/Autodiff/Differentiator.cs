@@ -16,6 +16,7 @@ public static class Differentiator
     /// <summary>Adds backward nodes for d<paramref name="loss"/>/d<paramref name="wrt"/>; returns the gradient value of each wrt value (null when it does not reach the loss).</summary>
     public static Dictionary<Value, Value?> Differentiate(ComputeGraph g, Value loss, IReadOnlyCollection<Value> wrt)
     {
+        foreach (var n in g.Nodes) AsFusedNormalization(n);
         var forward = g.Nodes.ToList();
         var requiresGrad = new HashSet<Value>(wrt);
         foreach (var n in forward)
@@ -76,6 +77,26 @@ public static class Differentiator
         var t = Tensor.Zeros(DType.F64, v.Shape!);
         t.Span<double>().Fill(1);
         return t.To(v.DType);
+    }
+
+    /// <summary>
+    /// Unfused normalisations become the fused op they equal, so one backward kernel (with saved statistics)
+    /// serves both: InstanceNormalization is GroupNorm with one group per channel, LayerNormalization over the
+    /// last axis is LayerNorm.
+    /// </summary>
+    private static void AsFusedNormalization(Node n)
+    {
+        if (n.Op == "InstanceNormalization" && n.Outputs.Count == 1)
+        {
+            n.Op = FusedOps.GroupNorm;
+            n.Attributes.Set("groups", (long)n.Input(0).Shape![1]).Set("silu", 0L).Set("epsilon", n.Attributes.Float("epsilon", 1e-5f));
+        }
+        else if (n.Op == "LayerNormalization" && Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) == n.Input(0).Rank - 1
+            && n.Outputs.Skip(1).All(o => o.Consumers.Count == 0))
+        {
+            n.Op = FusedOps.LayerNorm;
+            while (n.Outputs.Count > 1) n.Outputs.RemoveAt(n.Outputs.Count - 1);
+        }
     }
 
     /// <summary>

@@ -38,6 +38,17 @@ public static class GradientRules
         // ---- ONNX ops ----
         ["Conv"] = Conv,
         ["MatMul"] = MatMul,
+        ["Gemm"] = Gemm,
+        ["Pad"] = Pad,
+        ["Resize"] = (n, dy, need, b) =>
+        {
+            var a = n.Attributes;
+            if (a.String("mode", "nearest") != "nearest" || a.String("coordinate_transformation_mode", "half_pixel") != "asymmetric" || a.String("nearest_mode", "round_prefer_floor") != "floor")
+                throw new GraphException(n, "gradient of Resize is supported for nearest/asymmetric/floor only");
+            var r = new Value?[n.Inputs.Count];
+            r[0] = b.Emit1(GradientOps.UpsampleNearestGrad, new[] { dy[0] }, new Attributes().Set("input_shape", Longs(n.Input(0).Shape!)));
+            return r;
+        },
         ["Add"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), b.SumTo(dy[0]!, n.Input(1).Shape!) },
         ["Sub"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), need[1] ? b.SumTo(b.Neg(dy[0]!), n.Input(1).Shape!) : null },
         ["Mul"] = (n, dy, need, b) => new[]
@@ -173,6 +184,45 @@ public static class GradientRules
             need[0] ? b.SumTo(b.Emit1("MatMul", new[] { g, b.TransposeLast2(bb) }), a.Shape!) : null,
             need[1] ? b.SumTo(b.Emit1("MatMul", new[] { b.TransposeLast2(a), g }), bb.Shape!) : null,
         };
+    }
+
+    /// <summary>Y = α·op(A)·op(B) + β·C: d op(A) = α·dY·op(B)ᵀ, d op(B) = α·op(A)ᵀ·dY (transposed back when stored transposed), dC = β·Σ dY.</summary>
+    private static Value?[] Gemm(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        var a = n.Attributes;
+        bool ta = a.Int("transA", 0) != 0, tb = a.Int("transB", 0) != 0;
+        var alpha = b.Scalar(a.Float("alpha", 1f), n.Output().DType);
+        var g = dy[0]!;
+        var opA = ta ? b.Transpose(n.Input(0), new[] { 1, 0 }) : n.Input(0);
+        var opB = tb ? b.Transpose(n.Input(1), new[] { 1, 0 }) : n.Input(1);
+        var r = new Value?[n.Inputs.Count];
+        if (need[0])
+        {
+            var dOpA = b.Mul(b.Emit1("MatMul", new[] { g, b.Transpose(opB, new[] { 1, 0 }) }), alpha);
+            r[0] = ta ? b.Transpose(dOpA, new[] { 1, 0 }) : dOpA;
+        }
+        if (need[1])
+        {
+            var dOpB = b.Mul(b.Emit1("MatMul", new[] { b.Transpose(opA, new[] { 1, 0 }), g }), alpha);
+            r[1] = tb ? b.Transpose(dOpB, new[] { 1, 0 }) : dOpB;
+        }
+        if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
+            r[2] = b.SumTo(b.Mul(g, b.Scalar(a.Float("beta", 1f), n.Output().DType)), n.Input(2).Shape!);
+        return r;
+    }
+
+    /// <summary>Constant padding: the gradient is dy sliced back to the input's extent.</summary>
+    private static Value?[] Pad(Node n, Value?[] dy, bool[] need, GradBuilder b)
+    {
+        if (n.Attributes.String("mode", "constant") != "constant") throw new GraphException(n, "gradient of Pad is supported for constant mode only");
+        var pads = OpSchemas.ResolvePads(n);
+        int rank = n.Input(0).Rank;
+        var starts = Enumerable.Range(0, rank).Select(d => pads[d]).ToArray();
+        var ends = Enumerable.Range(0, rank).Select(d => pads[d] + n.Input(0).Shape![d]).ToArray();
+        if (starts.Any(s => s < 0)) throw new GraphException(n, "gradient of a cropping Pad is not supported");
+        var r = new Value?[n.Inputs.Count];
+        r[0] = b.Emit1("Slice", new[] { dy[0], b.Constant(Tensor.FromArray(starts, rank)), b.Constant(Tensor.FromArray(ends, rank)) });
+        return r;
     }
 
     private static Value?[] Concat(Node n, Value?[] dy, bool[] need, GradBuilder b)

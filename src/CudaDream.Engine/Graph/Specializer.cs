@@ -92,6 +92,9 @@ public static class Specializer
 
     private static bool TryFold(ComputeGraph g, Node node, OpSchema schema, IConstantEvaluator evaluator, SpecializeOptions options)
     {
+        // Transpose(W) of a weight stays: the fuser turns MatMul(x, Transpose(W)) into Linear(W, transB), so the
+        // weight keeps one copy in memory and its name (LoRA, fine-tuning and merges address weights by name).
+        if (node.Op == "Transpose" && node.Input(0).IsWeight && node.Input(0).Rank == 2) return false;
         long outElements = node.Outputs.Sum(o => o.Numel);
         bool anySplat = node.Inputs.Any(i => i?.Splat != null);
         if (outElements > options.MaxFoldElements || anySplat)

@@ -196,3 +196,53 @@ public class GradientRuleTests
         Assert.DoesNotContain(c.Graph.Nodes, n => n.Op == GradientOps.LinearGradWeight);
     }
 }
+
+public class UnfusedGradientRuleTests
+{
+    private static Attributes A() => new();
+
+    [Theory]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void Gemm(bool transA, bool transB)
+    {
+        var c = new GradCheck();
+        var a = c.Input(transA ? new[] { 5, 3 } : new[] { 3, 5 });
+        var w = c.Weight(transB ? new[] { 4, 5 } : new[] { 5, 4 });
+        var bias = c.Weight(new[] { 4 });
+        c.Check(c.Node1("Gemm", A().Set("transA", transA ? 1L : 0L).Set("transB", transB ? 1L : 0L).Set("alpha", 0.7f).Set("beta", 1.3f), a, w, bias));
+    }
+
+    [Fact]
+    public void InstanceNormalizationAsGroupNorm()
+    {
+        var c = new GradCheck();
+        var x = c.Input(new[] { 2, 3, 10 }, scale: 2);
+        c.Check(c.Node1("InstanceNormalization", A().Set("epsilon", 1e-5f), x, c.Weight(new[] { 3 }, offset: 1), c.Weight(new[] { 3 })));
+    }
+
+    [Fact]
+    public void LayerNormalizationOverTheLastAxis()
+    {
+        var c = new GradCheck();
+        var x = c.Input(new[] { 2, 3, 6 }, scale: 2);
+        c.Check(c.Node1("LayerNormalization", A().Set("axis", -1L).Set("epsilon", 1e-5f), x, c.Weight(new[] { 6 }, offset: 1), c.Weight(new[] { 6 })));
+    }
+
+    [Fact]
+    public void ConstantPadAndNearestResize()
+    {
+        var c = new GradCheck();
+        var x = c.Input(new[] { 1, 2, 3, 4 });
+        var padded = c.Node1("Pad", A().Set("mode", "constant"), x, c.ConstLongs(new long[] { 0, 0, 0, 0, 0, 0, 1, 1 }));
+        var resized = c.Node1("Resize", A().Set("mode", "nearest").Set("coordinate_transformation_mode", "asymmetric").Set("nearest_mode", "floor"),
+            padded, null, c.Const(new[] { 1.0, 1, 2, 2 }, new[] { 4 }).Let(v => { v.Constant = v.Constant!.To(CudaDream.Engine.Tensors.DType.F32); v.DType = CudaDream.Engine.Tensors.DType.F32; }));
+        c.Check(resized);
+    }
+}
+
+internal static class ValueExtensions
+{
+    public static CudaDream.Engine.Graph.Value Let(this CudaDream.Engine.Graph.Value v, Action<CudaDream.Engine.Graph.Value> f) { f(v); return v; }
+}
