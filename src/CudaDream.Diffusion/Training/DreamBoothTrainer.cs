@@ -121,27 +121,12 @@ public sealed class DreamBoothTrainer
             for (; update < totalUpdates; update++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                nets.ZeroGradients();
-                double loss = 0;
-                for (int micro = 0; micro < _o.GradientAccumulationSteps; micro++)
-                {
-                    long m = (long)update * _o.GradientAccumulationSteps + micro;
-                    double l = nets.Step(batches.Make(m), (ulong)_o.Seed, m, 1.0 / _o.GradientAccumulationSteps);
-                    if (!double.IsFinite(l))
-                        throw new CudaDreamException($"the loss became {l} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
-                    loss += l / _o.GradientAccumulationSteps;
-                }
-                var clip = _o.MaxGradNorm > 0 ? GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) : default;
-                if (_o.MaxGradNorm > 0 && !clip.IsFinite) throw new CudaDreamException($"the gradient norm became {clip.TotalNorm} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}");
                 double lrMultiplier = schedule.Multiplier(update);
-                optimizer.SetLearningRateMultiplier(lrMultiplier);
-                optimizer.Step();
-                nets.ParametersUpdated();
+                double loss = OneUpdate(nets, batches, optimizer, lrMultiplier, update, checkpoints);
                 int done = update + 1;
                 lastLoss = loss;
                 smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
-                double? eval = null;
-                if ((_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates) eval = nets.Evaluate(evalSet);
+                double? eval = (_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates ? nets.Evaluate(evalSet) : null;
                 log.Append(done, loss, _o.LearningRate * lrMultiplier, eval);
                 double rate = (done - start) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                 progress?.Report(new TrainingProgress
@@ -149,11 +134,11 @@ public sealed class DreamBoothTrainer
                     Phase = "training", Step = done, Total = totalUpdates, Loss = loss, SmoothedLoss = smoothed, LearningRate = _o.LearningRate * lrMultiplier,
                     StepsPerSecond = rate, Eta = TimeSpan.FromSeconds((totalUpdates - done) / Math.Max(rate, 1e-9)), EvalLoss = eval,
                 });
-                if (_o.CheckpointEveryNSteps > 0 && done % _o.CheckpointEveryNSteps == 0 && done < totalUpdates)
+                if (Due(_o.CheckpointEveryNSteps, done, totalUpdates))
                     lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
-                if (_o.SaveEveryNSteps > 0 && done % _o.SaveEveryNSteps == 0 && done < totalUpdates)
+                if (Due(_o.SaveEveryNSteps, done, totalUpdates))
                     Say($"wrote {WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates).lora}");
-                if (_o.SampleEveryNSteps > 0 && done % _o.SampleEveryNSteps == 0 && done < totalUpdates)
+                if (Due(_o.SampleEveryNSteps, done, totalUpdates))
                     Say($"wrote {SampleGrid(nets, batches, model, done, sampleEngine, cancellation)}");
             }
             completed = true;
@@ -174,6 +159,34 @@ public sealed class DreamBoothTrainer
         Say($"wrote {SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation)}");
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }
+
+    /// <summary>
+    /// One optimizer update: for each micro-step, the batch keyed by (seed, step) (timesteps, noise), forward, loss,
+    /// backward, gradients accumulated; then clipping, the scheduled learning rate, the optimizer step. Returns the loss.
+    /// </summary>
+    private double OneUpdate(TrainingNetworks nets, BatchMaker batches, Optimizer optimizer, double lrMultiplier, int update, TrainingCheckpoints checkpoints)
+    {
+        nets.ZeroGradients();
+        double loss = 0;
+        int micros = _o.GradientAccumulationSteps;
+        for (int micro = 0; micro < micros; micro++)
+        {
+            long m = (long)update * micros + micro;
+            double l = nets.Step(batches.Make(m), (ulong)_o.Seed, m, 1.0 / micros);
+            if (!double.IsFinite(l))
+                throw new CudaDreamException($"the loss became {l} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
+            loss += l / micros;
+        }
+        if (_o.MaxGradNorm > 0 && GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) is { IsFinite: false } clip)
+            throw new CudaDreamException($"the gradient norm became {clip.TotalNorm} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}");
+        optimizer.SetLearningRateMultiplier(lrMultiplier);
+        optimizer.Step();
+        nets.ParametersUpdated();
+        return loss;
+    }
+
+    /// <summary>A periodic output is due after update <paramref name="done"/> (the final one is written after the loop).</summary>
+    private static bool Due(int every, int done, int total) => every > 0 && done % every == 0 && done < total;
 
     /// <summary>
     /// auto: CUDA when the driver, a GPU and the CUDA libraries load, else the CPU, saying why in one line.
