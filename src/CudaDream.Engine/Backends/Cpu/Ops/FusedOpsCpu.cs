@@ -18,7 +18,7 @@ internal static class FusedOpsCpu
         t[FusedOps.Linear] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearAction(n, i, o[0], c));
         t[FusedOps.GroupNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormAction(n, i, o, c));
         t[FusedOps.LayerNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormAction(n, i, o, c));
-        t[FusedOps.Gelu] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationAction(n.Op, i[0]!, o[0]));
+        t[FusedOps.Gelu] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationAction(n.Op, i[0]!, o[0], c));
         t[FusedOps.Silu] = t[FusedOps.Gelu];
         t[FusedOps.QuickGelu] = t[FusedOps.Gelu];
         t[FusedOps.Geglu] = t[FusedOps.Gelu];
@@ -85,19 +85,19 @@ internal static class FusedOpsCpu
         }
     }
 
-    private readonly record struct ActivationAction(string Op, Tensor X, Tensor Y) : IFloatAction
+    private readonly record struct ActivationAction(string Op, Tensor X, Tensor Y, CpuContext C) : IFloatAction
     {
         public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
         {
             var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
             switch (Op)
             {
-                case FusedOps.Gelu: ActivationReference.Gelu(x, y); break;
+                case FusedOps.Gelu: CpuKernels.Gelu(C, x, y); break;
                 case FusedOps.Silu: ActivationReference.Silu(x, y); break;
                 case FusedOps.QuickGelu: ActivationReference.QuickGelu(x, y); break;
                 case FusedOps.Geglu:
                     int f = Y.Shape[^1];
-                    ActivationReference.Geglu(Y.Numel / Math.Max(f, 1), f, x, y);
+                    CpuKernels.Geglu(C, Y.Numel / Math.Max(f, 1), f, x, y);
                     break;
                 default: throw new InvalidOperationException(Op);
             }

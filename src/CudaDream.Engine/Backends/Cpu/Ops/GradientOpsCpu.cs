@@ -22,7 +22,7 @@ internal static class GradientOpsCpu
         t[GradientOps.GroupNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormGradAction(n, i, o, c));
         t[GradientOps.LayerNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormGradAction(i, o, c));
         t[GradientOps.AttentionGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new AttentionGradAction(n, i, o, c));
-        t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0]));
+        t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0], c));
         t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
         t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
         t[GradientOps.CounterDropout] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new DropoutAction(n, i[0]!, o[0], c));
@@ -145,7 +145,7 @@ internal static class GradientOpsCpu
         }
     }
 
-    private readonly record struct ActivationGradAction(Node N, Tensor X, Tensor Dy, Tensor Dx) : IFloatAction
+    private readonly record struct ActivationGradAction(Node N, Tensor X, Tensor Dy, Tensor Dx, CpuContext C) : IFloatAction
     {
         public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
         {
@@ -153,12 +153,12 @@ internal static class GradientOpsCpu
             var kind = N.Attributes.String("kind", "");
             switch (kind)
             {
-                case FusedOps.Gelu: ActivationReference.GeluBackward(x, dy, dx); break;
+                case FusedOps.Gelu: CpuKernels.GeluBackward(C, x, dy, dx); break;
                 case FusedOps.Silu: ActivationReference.SiluBackward(x, dy, dx); break;
                 case FusedOps.QuickGelu: ActivationReference.QuickGeluBackward(x, dy, dx); break;
                 case FusedOps.Geglu:
                     int f = Dy.Shape[^1];
-                    ActivationReference.GegluBackward(Dy.Numel / f, f, x, dy, dx);
+                    CpuKernels.GegluBackward(C, Dy.Numel / f, f, x, dy, dx);
                     break;
                 case "Sigmoid":
                     for (int i = 0; i < x.Length; i++) { T s = T.One / (T.One + T.Exp(-x[i])); dx[i] = dy[i] * s * (T.One - s); }
