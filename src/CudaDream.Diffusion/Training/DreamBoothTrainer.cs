@@ -79,7 +79,7 @@ public sealed class DreamBoothTrainer
         Say($"cache: {cache.Hits} reused, {cache.Misses} computed");
 
         // ---- networks ----
-        using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, width / model.VaeScaleFactor, height / model.VaeScaleFactor, Say);
+        using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentHeight, batches.LatentWidth, Say);
         CheckMemory(nets, Say);
         var optimizer = MakeOptimizer(nets);
         int updatesPerEpoch = Math.Max(1, data.EpochSize / (_o.TrainBatchSize * _o.GradientAccumulationSteps));

@@ -97,6 +97,24 @@ public class DreamBoothTrainerTests(ITestOutputHelper output)
         Assert.All(result.EvalLosses, e => Assert.True(double.IsFinite(e.Loss)));
     }
 
+    /// <summary>Resolution is W×H: a portrait run (64 wide, 96 high) with random crops and flips trains and samples at that shape.</summary>
+    [Fact]
+    public void NonSquareResolutionWithRandomCrops()
+    {
+        using var dir = Fixtures.TempDir();
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 2) with
+        {
+            Resolution = "64x96", CenterCrop = false, RandomFlip = true, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Tiles(classImagesPer: 0) with { NSaveSample = 1 } },
+        };
+        var result = new DreamBoothTrainer(options).Run();
+        Assert.True(result.Completed);
+        var grid = ImageLoader.Load(Path.Combine(options.OutputDir, "samples", "step-000002.png"));
+        Assert.True(grid.Height > grid.Width, $"portrait samples expected, grid is {grid.Width}x{grid.Height}");
+        // Random crops are cached per crop: more than one latent per image.
+        Assert.True(Directory.GetFiles(Path.Combine(options.OutputDir, "cache", "latents")).Length >= 2);
+    }
+
     [Fact]
     public void SelectedLayerFineTuningWritesChangedWeights()
     {
