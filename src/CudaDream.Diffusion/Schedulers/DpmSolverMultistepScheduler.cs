@@ -66,7 +66,7 @@ public sealed class DpmSolverMultistepScheduler : MultistepScheduler
         bool lowerOrderFinal = stepIndex == count - 1 && _lowerOrderFinal && count < 15;
         bool lowerOrderSecond = stepIndex == count - 2 && _lowerOrderFinal && count < 15;
 
-        var converted = ConvertModelOutput(modelOutput, t, sample);
+        var converted = ConvertModelOutput(modelOutput, t, sample, _dataPrediction);
         for (int i = 0; i < _solverOrder - 1; i++) _modelOutputs[i] = _modelOutputs[i + 1];
         _modelOutputs[^1] = converted;
 
@@ -78,26 +78,6 @@ public sealed class DpmSolverMultistepScheduler : MultistepScheduler
             ThirdOrder((int)TimestepValues[stepIndex - 2], (int)TimestepValues[stepIndex - 1], t, prevT, sample);
 
         if (_lowerOrderNums < _solverOrder) _lowerOrderNums++;
-    }
-
-    /// <summary>x̂_0 (dpmsolver++) or ε̂ (dpmsolver) from the model output.</summary>
-    private float[] ConvertModelOutput(ReadOnlySpan<float> m, int t, ReadOnlySpan<float> x)
-    {
-        float a = AlphaT[t], s = SigmaT[t];
-        var r = new float[m.Length];
-        for (int i = 0; i < m.Length; i++)
-        {
-            r[i] = (_dataPrediction, Prediction) switch
-            {
-                (true, PredictionType.Epsilon) => (x[i] - s * m[i]) / a,
-                (true, PredictionType.Sample) => m[i],
-                (true, _) => a * x[i] - s * m[i],
-                (false, PredictionType.Epsilon) => m[i],
-                (false, PredictionType.Sample) => (x[i] - a * m[i]) / s,
-                (false, _) => a * m[i] + s * x[i],
-            };
-        }
-        return r;
     }
 
     private void FirstOrder(float[] m, int s, int t, Span<float> x)

@@ -34,6 +34,29 @@ public abstract class MultistepScheduler : DiffusionScheduler
     /// timesteps are the rounded preimages of the Karras grid instead. Duplicates are removed keeping order
     /// (diffusers' np.unique(return_index) trick), so Timesteps can be shorter than n.
     /// </summary>
+    /// <summary>
+    /// The model output as the solver's variable: x̂_0 when <paramref name="dataPrediction"/> (DPM-Solver++, UniPC's
+    /// predict_x0), else ε̂ — from ε-, v- or x_0-predicting models, with x_t = α_t·x_0 + σ_t·ε.
+    /// </summary>
+    protected float[] ConvertModelOutput(ReadOnlySpan<float> m, int t, ReadOnlySpan<float> x, bool dataPrediction)
+    {
+        float a = AlphaT[t], s = SigmaT[t];
+        var r = new float[m.Length];
+        for (int i = 0; i < m.Length; i++)
+        {
+            r[i] = (dataPrediction, Prediction) switch
+            {
+                (true, PredictionType.Epsilon) => (x[i] - s * m[i]) / a,
+                (true, PredictionType.Sample) => m[i],
+                (true, _) => a * x[i] - s * m[i],
+                (false, PredictionType.Epsilon) => m[i],
+                (false, PredictionType.Sample) => (x[i] - a * m[i]) / s,
+                (false, _) => a * m[i] + s * x[i],
+            };
+        }
+        return r;
+    }
+
     protected double[] MultistepTimesteps(int n, int lastTimestep)
     {
         int N = NumTrainTimesteps;

@@ -61,7 +61,7 @@ public sealed class UniPcMultistepScheduler : MultistepScheduler
         int t = TrainIndex(timestep);
         bool useCorrector = stepIndex > 0 && !_disableCorrector.Contains(stepIndex - 1) && _lastSample != null;
 
-        var converted = ConvertModelOutput(modelOutput, t, sample);
+        var converted = ConvertModelOutput(modelOutput, t, sample, _predictX0);
         if (useCorrector) Corrector(converted, t, _lastSample!, sample, _thisOrder);
 
         int count = TimestepValues.Length;
@@ -80,25 +80,6 @@ public sealed class UniPcMultistepScheduler : MultistepScheduler
         Predictor(prevT, sample, _thisOrder);
 
         if (_lowerOrderNums < _solverOrder) _lowerOrderNums++;
-    }
-
-    private float[] ConvertModelOutput(ReadOnlySpan<float> m, int t, ReadOnlySpan<float> x)
-    {
-        float a = AlphaT[t], s = SigmaT[t];
-        var r = new float[m.Length];
-        for (int i = 0; i < m.Length; i++)
-        {
-            r[i] = (_predictX0, Prediction) switch
-            {
-                (true, PredictionType.Epsilon) => (x[i] - s * m[i]) / a,
-                (true, PredictionType.Sample) => m[i],
-                (true, _) => a * x[i] - s * m[i],
-                (false, PredictionType.Epsilon) => m[i],
-                (false, PredictionType.Sample) => (x[i] - a * m[i]) / s,
-                (false, _) => a * m[i] + s * x[i],
-            };
-        }
-        return r;
     }
 
     /// <summary>The step's scalars: h, r_k of the history, φ-coefficients and B(h).</summary>

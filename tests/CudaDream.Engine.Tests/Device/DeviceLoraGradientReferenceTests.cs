@@ -1,7 +1,4 @@
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Formats;
-using CudaDream.Engine.Training;
-using CudaDream.TestSupport;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Device;
@@ -13,26 +10,8 @@ namespace CudaDream.Engine.Tests.Device;
 /// </summary>
 public class DeviceLoraGradientReferenceTests
 {
-    private static void AssertMatchesTorch(bool checkpointing, string backend)
-    {
-        var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
-        var refs = SafetensorsFile.ReadAll(refPath);
-        var got = GraphGradient.Run(new GraphGradientRequest
-        {
-            Model = Fixtures.SdTiny("unet/model.onnx"), Tensors = refs, Target = "target", Lora = refPath,
-            Wrt = ["lora", "sample"], GradientCheckpointing = checkpointing, Backend = ExecutionBackend.Parse(backend),
-        });
-        TensorAssert.Close(refs["loss"], got["loss"], 1e-4, "loss");
-        TensorAssert.Close(refs["out_sample"], got["out_sample"], 1e-4, "out_sample");
-        TensorAssert.Close(refs["sample.grad"], got["sample.grad"], 1e-4, "sample.grad");
-        var loraGrads = refs.Keys.Where(k => k.EndsWith(".lora_down.weight.grad") || k.EndsWith(".lora_up.weight.grad")).ToList();
-        Assert.Equal(176, loraGrads.Count);
-        foreach (var k in loraGrads)
-        {
-            Assert.True(got.ContainsKey(k), $"missing {k}");
-            TensorAssert.Close(refs[k], got[k], 1e-4, k);
-        }
-    }
+    private static void AssertMatchesTorch(bool checkpointing, string backend) =>
+        Training.LoraGradientReferenceTests.AssertMatchesTorch(fuse: true, checkpointing, ExecutionBackend.Parse(backend));
 
     [Fact]
     public void FusedGraphMatchesPyTorchAutograd() => AssertMatchesTorch(checkpointing: false, "emu");
