@@ -299,6 +299,7 @@ public static class DreamBoothConfig
         Check(o.Name.Length > 0 && o.Name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0, $"name: '{o.Name}' is not a valid file name");
         if (!TryParseResolution(o.Resolution, out _, out _)) p.Add($"resolution: '{o.Resolution}' is not a positive multiple of 8 (N or WxH)");
         if (o.SampleResolution != null && !TryParseResolution(o.SampleResolution, out _, out _)) p.Add($"sample_resolution: '{o.SampleResolution}' is not a positive multiple of 8 (N or WxH)");
+        Check(o.LatentSampling is "mean" or "sample", $"latent_sampling: '{o.LatentSampling}' is not mean or sample");
         Check(o.Concepts.Count > 0, "concepts: at least one concept is required (instance_data_dir, instance_prompt, ...)");
         for (int i = 0; i < o.Concepts.Count; i++)
         {

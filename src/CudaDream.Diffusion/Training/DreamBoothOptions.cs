@@ -47,6 +47,7 @@ public sealed record DreamBoothOptions
     [Setting("Training resolution in pixels: N, or WxH.")] public string Resolution { get; init; } = "512";
     [Setting("Crop the centre of each image (false = random crop).")] public bool CenterCrop { get; init; } = true;
     [Setting("Flip images horizontally at random.")] public bool RandomFlip { get; init; }
+    [Setting("Latents from the VAE posterior: mean (× scaling factor), or sample (mean + std·ε with ε seeded per image and crop).")] public string LatentSampling { get; init; } = "mean";
 
     // ---- schedule ----
     [Setting("Examples per step (instance and class examples each count).")] public int TrainBatchSize { get; init; } = 1;

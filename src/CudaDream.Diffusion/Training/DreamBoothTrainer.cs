@@ -72,7 +72,7 @@ public sealed class DreamBoothTrainer
         data = data.WithClassImages(classDirs, _o, Say);
         if (data.PriorPreservation) Say($"prior preservation: {data.Classes.Sum(c => c.Count)} class images, prior_loss_weight {_o.PriorLossWeight}");
 
-        using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip);
+        using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip, _o.LatentSampling == "sample", (ulong)_o.Seed);
         var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction);
         batches.Warm((i, n) => progress?.Report(new TrainingProgress { Phase = "caching latents", Step = i, Total = n }), cancellation);
         if (!_o.TrainTextEncoder) cache.ReleaseNetworks();

@@ -22,12 +22,18 @@ public sealed class TrainingCache : IDisposable
     private readonly Dictionary<string, Tensor> _memory = new(StringComparer.Ordinal);
     private readonly string _vaeHash, _textHash;
     private readonly int _clipSkip;
+    private readonly bool _sample;
+    private readonly ulong _seed;
 
     public int Hits { get; private set; }
     public int Misses { get; private set; }
 
-    public TrainingCache(string outputDir, ModelFolder model, int clipSkip)
+    /// <param name="sampleLatents">Draw z = mean + std·ε (ε from the counter-based generator keyed by the seed and the
+    /// latent's cache key) instead of taking the posterior mean.</param>
+    public TrainingCache(string outputDir, ModelFolder model, int clipSkip, bool sampleLatents = false, ulong seed = 0)
     {
+        _sample = sampleLatents;
+        _seed = seed;
         _dir = Path.Combine(outputDir, "cache");
         _model = model;
         _clipSkip = clipSkip;
@@ -42,15 +48,24 @@ public sealed class TrainingCache : IDisposable
     /// <summary>The latent [C, H/8, W/8] of an image prepared at (width, height) with the given crop and flip.</summary>
     public Tensor Latent(string imagePath, int width, int height, CropPlacement crop, bool flip)
     {
-        var key = Hash($"latent|{FileHash(imagePath)}|{width}x{height}|{crop}|{flip}|{_vaeHash}|{_model.LatentScale}");
+        var key = Hash($"latent|{FileHash(imagePath)}|{width}x{height}|{crop}|{flip}|{_vaeHash}|{_model.LatentScale}" + (_sample ? $"|sample{_seed}" : ""));
         return Cached(Path.Combine(_dir, "latents", key + ".safetensors"), () =>
         {
             var pixels = ImagePreprocessor.ToTrainingTensor(ImageLoader.Load(imagePath), new ImagePreprocessOptions { Width = width, Height = height }, crop, flip);
             var moments = _engine.EncodeMoments(pixels.Reshape(1, 3, height, width)).ToFloat32Array();
             int c = _model.LatentChannels, h = height / _model.VaeScaleFactor, w = width / _model.VaeScaleFactor;
-            var mean = new float[c * h * w];
-            for (int i = 0; i < mean.Length; i++) mean[i] = moments[i] * _model.LatentScale;
-            return Tensor.FromArray(mean, c, h, w);
+            int n = c * h * w;
+            var z = new float[n];
+            if (_sample)
+            {
+                // diffusers' DiagonalGaussianDistribution: std = exp(logvar/2), logvar clamped to [-30, 20].
+                var eps = new float[n];
+                CudaDream.Engine.Randomness.CounterRng.FillNormal(eps, _seed, BitConverter.ToInt32(Convert.FromHexString(key[..8])), CudaDream.Engine.Randomness.RandomPurpose.LatentSample);
+                for (int i = 0; i < n; i++) z[i] = (moments[i] + MathF.Exp(0.5f * Math.Clamp(moments[n + i], -30f, 20f)) * eps[i]) * _model.LatentScale;
+            }
+            else
+                for (int i = 0; i < n; i++) z[i] = moments[i] * _model.LatentScale;
+            return Tensor.FromArray(z, c, h, w);
         });
     }
 
