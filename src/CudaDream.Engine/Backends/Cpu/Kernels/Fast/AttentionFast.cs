@@ -1,6 +1,8 @@
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace CudaDream.Engine.Backends.Cpu.Kernels;
 
@@ -16,6 +18,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// accumulate dV += Pᵀ·dO and dK += dSᵀ·Q in the tile, and add dQ += dS·K; D = rowsum(dO ⊙ O) replaces
 /// the softmax Jacobian. The GPU version adds dQ with atomics; here a head's key blocks run in one task
 /// (or, when there are fewer heads than threads, in a few tasks with private dQ buffers summed at the end).
+/// Heads at most <see cref="AttentionNarrow.MaxWidth"/> wide go to <see cref="AttentionNarrow"/> instead.
 /// Q, K, V, dO rows are read in place through their row stride H·d; only Kᵀ (and Vᵀ for the backward)
 /// is laid out once per call, as one d×BlockK tile per key block (a whole-sequence Kᵀ would put the rows
 /// of a tile M floats apart — 4 KiB for M = 1024 — and thrash the L1 sets).
@@ -28,6 +31,12 @@ public static unsafe class AttentionFast
     public static void Forward(in AttentionShape a, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse)
     {
         a.CheckForward(q.Length, k.Length, v.Length, o.Length, lse.Length);
+        if (AttentionNarrow.Handles(a))
+        {
+            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse)
+                AttentionNarrow.Forward(a, pq, pk, pv, po, lse.IsEmpty ? null : pl);
+            return;
+        }
         var shape = a;
         int queryBlocks = (a.QueryLength + BlockQ - 1) / BlockQ;
         int tasks = a.Batch * a.Heads * queryBlocks;
@@ -58,6 +67,12 @@ public static unsafe class AttentionFast
         KernelChecks.Exact(dq.Length, a.QueryLengthTotal, nameof(dq));
         KernelChecks.Exact(dk.Length, a.KeyLengthTotal, nameof(dk));
         KernelChecks.Exact(dv.Length, a.ValueLengthTotal, nameof(dv));
+        if (AttentionNarrow.Handles(a))
+        {
+            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pdo = dout, pdq = dq, pdk = dk, pdv = dv)
+                AttentionNarrow.Backward(a, pq, pk, pv, po, pl, pdo, pdq, pdk, pdv);
+            return;
+        }
         var shape = a;
         int heads = a.Batch * a.Heads;
         int keyBlocks = (a.KeyLength + BlockK - 1) / BlockK;
@@ -177,19 +192,20 @@ public static unsafe class AttentionFast
                 int visible = a.Causal ? Math.Clamp(i0 + i + 1 - j0, 0, bc) : bc;
                 float tileMax = ScaleMaskMax(row, bc, visible, scale);
                 float mNew = MathF.Max(rowMax[i], tileMax);
-                if (float.IsNegativeInfinity(mNew)) continue; // nothing visible yet: the row stays −inf, exp → 0
+                if (float.IsNegativeInfinity(mNew))
+                {
+                    new Span<float>(row, bc).Clear(); // nothing visible yet: e^−inf = 0
+                    continue;
+                }
                 float correction = MathF.Exp(rowMax[i] - mNew);
-                AddScalar(row, bc, -mNew);
                 if (correction != 1f)
                 {
                     var accRow = new Span<float>(acc + i * dv, dv);
                     TensorPrimitives.Multiply(accRow, correction, accRow);
                 }
-                rowSum[i] *= correction;
+                rowSum[i] = rowSum[i] * correction + ExpShiftedSum(row, bc, mNew);
                 rowMax[i] = mNew;
             }
-            ExpTile(s, br, bc);
-            for (int i = 0; i < br; i++) rowSum[i] += TensorPrimitives.Sum(new ReadOnlySpan<float>(s + i * BlockK, bc));
             float* vRows = (float*)t.V + (((long)b * m + j0) * a.Heads + h) * dv;
             SmallGemm.Multiply(br, dv, bc, s, BlockK, 1, vRows, vStride, acc, dv, accumulate: true);
         }
@@ -259,10 +275,8 @@ public static unsafe class AttentionFast
                 {
                     float l = lse[i0 + i];
                     int visible = float.IsNegativeInfinity(l) ? 0 : a.Causal ? Math.Clamp(i0 + i + 1 - j0, 0, bc) : bc;
-                    ScaleMaskMax(p + i * BlockK, bc, visible, scale);
-                    AddScalar(p + i * BlockK, visible, -l);
+                    ExpScaledShifted(p + i * BlockK, bc, visible, scale, -l);
                 }
-                ExpTile(p, br, bc);
                 SmallGemm.Multiply(bc, dvDim, br, p, 1, BlockK, doRows, vStride, dvTile, dvDim, accumulate: true);   // dV += Pᵀ·dO
                 SmallGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT, BlockK, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
                 for (int i = 0; i < br; i++) SoftmaxGradient(ds + i * BlockK, p + i * BlockK, bc, rowDot[i0 + i], scale);
@@ -318,28 +332,51 @@ public static unsafe class AttentionFast
         return max;
     }
 
-    private static void AddScalar(float* row, int count, float value)
+    /// <summary>row[j] = e^(row[j] − shift) for j &lt; count; returns their sum.</summary>
+    private static float ExpShiftedSum(float* row, int count, float shift)
     {
-        int w = Vector<float>.Count, j = 0;
-        var vv = new Vector<float>(value);
-        for (; j + w <= count; j += w) (Vector.Load(row + j) + vv).Store(row + j);
-        for (; j < count; j++) row[j] += value;
+        int j = 0;
+        float sum = 0f;
+        if (FloatExp.IsSupported)
+        {
+            var vs = Vector256.Create(shift);
+            var acc = Vector256<float>.Zero;
+            for (; j + 8 <= count; j += 8)
+            {
+                var e = FloatExp.Exp(Avx.Subtract(Avx.LoadVector256(row + j), vs));
+                Avx.Store(row + j, e);
+                acc = Avx.Add(acc, e);
+            }
+            sum = Vector256.Sum(acc);
+        }
+        else
+        {
+            var all = new Span<float>(row, count - count % 8);
+            TensorPrimitives.Subtract(all, shift, all);
+            TensorPrimitives.Exp(all, all);
+            sum = TensorPrimitives.Sum(all);
+            j = all.Length;
+        }
+        for (; j < count; j++)
+        {
+            row[j] = MathF.Exp(row[j] - shift);
+            sum += row[j];
+        }
+        return sum;
     }
 
-    /// <summary>e^x over the first bc columns of br tile rows; one vectorised call when the rows are contiguous.</summary>
-    private static void ExpTile(float* tile, int br, int bc)
+    /// <summary>row[j] = e^(scale·row[j] + shift) for j &lt; visible, 0 for visible ≤ j &lt; count.</summary>
+    private static void ExpScaledShifted(float* row, int count, int visible, float scale, float shift)
     {
-        if (bc == BlockK)
+        int j = 0;
+        if (FloatExp.IsSupported)
         {
-            var all = new Span<float>(tile, br * BlockK);
-            TensorPrimitives.Exp(all, all);
-            return;
+            var vScale = Vector256.Create(scale);
+            var vShift = Vector256.Create(shift);
+            for (; j + 8 <= visible; j += 8) Avx.Store(row + j, FloatExp.Exp(Fma.MultiplyAdd(Avx.LoadVector256(row + j), vScale, vShift)));
         }
-        for (int i = 0; i < br; i++)
-        {
-            var row = new Span<float>(tile + i * BlockK, bc);
-            TensorPrimitives.Exp(row, row);
-        }
+        for (; j < visible; j++) row[j] = MathF.Exp(row[j] * scale + shift);
+        for (; j < count; j++) row[j] = 0f;
     }
 
     /// <summary>ds ← scale·p ⊙ (ds − D): the softmax backward of one row, dP already in ds.</summary>
