@@ -48,6 +48,8 @@ public class GemmKernelTests(ITestOutputHelper output)
     [InlineData(150, 70, 517)]
     [InlineData(200, 263, 31)]
     [InlineData(6, 16, 256)]
+    [InlineData(70, 300, 260)] // op(B) over 64 Ki floats: the packed path
+    [InlineData(13, 1030, 70)]
     public void Fast_matches_reference_with_leading_dimensions_alpha_beta(int m, int n, int k)
     {
         foreach (bool ta in new[] { false, true })
@@ -62,6 +64,45 @@ public class GemmKernelTests(ITestOutputHelper output)
             GemmReference.Gemm(ta, tb, m, n, k, 0.75f, a, lda, b, ldb, -0.5f, expected, ldc);
             GemmFast.Gemm(ta, tb, m, n, k, 0.75f, a, lda, b, ldb, -0.5f, actual, ldc);
             AssertClose(expected, actual, 1e-5, $"gemm {m}x{n}x{k} ta={ta} tb={tb}");
+        }
+    }
+
+    /// <summary>
+    /// The unpacked path for L2-sized op(B): column counts around its 8- and 16-wide tiles (masked tails, the LoRA
+    /// rank 4), row counts around its 6-row bands, B used in place (row-major, 8k columns, alpha 1) or copied,
+    /// beta 0 over NaN, 1 and other, and sizes big enough to split rows across threads.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 4, 32)]
+    [InlineData(256, 4, 32)]
+    [InlineData(5, 9, 3)]
+    [InlineData(11, 15, 64)]
+    [InlineData(256, 32, 32)]
+    [InlineData(64, 16, 576)]
+    [InlineData(577, 24, 64)]
+    [InlineData(301, 100, 40)]
+    public void Small_path_matches_reference_for_every_alpha_beta_and_transpose(int m, int n, int k)
+    {
+        foreach (bool ta in new[] { false, true })
+        foreach (bool tb in new[] { false, true })
+        foreach (float alpha in new[] { 1f, 0.75f })
+        foreach (float beta in new[] { 0f, 1f, -0.5f })
+        {
+            int lda = ta ? m : k, ldb = tb ? k : n, ldc = n + 3;
+            var a = RandomFloats(10 + m, (ta ? k : m) * lda);
+            var b = RandomFloats(20 + n, (tb ? n : k) * ldb);
+            var c0 = RandomFloats(30 + k, m * ldc);
+            if (beta == 0f) Array.Fill(c0, float.NaN);
+            var expected = (float[])c0.Clone();
+            var actual = (float[])c0.Clone();
+            GemmReference.Gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, expected, ldc);
+            GemmFast.Gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, actual, ldc);
+            for (int i = 0; i < m; i++) // the gap between rows (ldc > n) is not C's: it must be untouched
+                for (int j = n; j < ldc; j++) Assert.Equal(BitConverter.SingleToInt32Bits(c0[i * ldc + j]), BitConverter.SingleToInt32Bits(actual[i * ldc + j]));
+            if (beta == 0f)
+                for (int i = 0; i < m; i++)
+                    for (int j = n; j < ldc; j++) expected[i * ldc + j] = actual[i * ldc + j] = 0f;
+            AssertClose(expected, actual, 1e-5, $"gemm {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta}");
         }
     }
 

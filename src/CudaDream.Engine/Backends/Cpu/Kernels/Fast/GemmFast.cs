@@ -13,7 +13,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// register-blocked micro-kernel (6×16 with AVX2 FMA: 12 accumulators) walks them. Blocks of C are
 /// independent, so (row block × column chunk) tasks run in parallel on
 /// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. Without AVX2/FMA a scalar
-/// micro-kernel runs on the same packed panels.
+/// micro-kernel runs on the same packed panels. When op(B) fits in L2, <see cref="GemmSmall"/> multiplies without packing.
 /// </summary>
 public static unsafe class GemmFast
 {
@@ -59,6 +59,11 @@ public static unsafe class GemmFast
         float beta, float* c, int ldc, int degree)
     {
         if (m == 0 || n == 0) return;
+        if (alpha != 0f && k != 0 && GemmSmall.Suits(n, k))
+        {
+            GemmSmall.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, degree);
+            return;
+        }
         ScaleC(m, n, beta, c, ldc);
         if (alpha == 0f || k == 0) return;
         if ((long)m * n * k < ParallelThreshold) degree = 1;
