@@ -20,6 +20,7 @@ public class ConvKernelTests(ITestOutputHelper output)
         { "dilation 2, stride (2,1)", new Conv2dGeometry(2, 2, 9, 8, 3, 3, 3, 2, 1, 2, 1, 2, 1, DilationH: 2, DilationW: 2) },
         { "groups 3", new Conv2dGeometry(2, 6, 5, 5, 9, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Groups: 3) },
         { "1x1 stride 2", new Conv2dGeometry(2, 3, 7, 7, 4, 1, 1, 2, 2) },
+        { "pads wider than the image", new Conv2dGeometry(1, 2, 3, 2, 3, 3, 3, PadTop: 2, PadLeft: 3, PadBottom: 2, PadRight: 3) },
     };
 
     [Fact]

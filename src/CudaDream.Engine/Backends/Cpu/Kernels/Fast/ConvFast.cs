@@ -243,14 +243,31 @@ public static unsafe class ConvFast
                 {
                     float* src = channel + (long)ih * g.Width;
                     int iw = ow * g.StrideW - g.PadLeft + j * g.DilationW;
-                    for (int r = 0; r < run; r++, iw += g.StrideW)
-                        dst[t + r] = (uint)iw < (uint)g.Width ? src[iw] : 0f;
+                    if (g.StrideW == 1)
+                    {
+                        // Unit stride: zeros left of the image, one contiguous copy, zeros right of it.
+                        var (lo, hi) = InsideRange(iw, run, g.Width);
+                        new Span<float>(dst + t, lo).Clear();
+                        new ReadOnlySpan<float>(src + iw + lo, hi - lo).CopyTo(new Span<float>(dst + t + lo, hi - lo));
+                        new Span<float>(dst + t + hi, run - hi).Clear();
+                    }
+                    else
+                        for (int r = 0; r < run; r++, iw += g.StrideW)
+                            dst[t + r] = (uint)iw < (uint)g.Width ? src[iw] : 0f;
                 }
                 t += run;
                 ow = 0;
                 oh++;
             }
         }
+    }
+
+    /// <summary>The r in [0, run) with 0 ≤ first + r &lt; width, as [lo, hi) (empty: lo = hi).</summary>
+    private static (int Lo, int Hi) InsideRange(int first, int run, int width)
+    {
+        int lo = Math.Clamp(-first, 0, run);
+        int hi = Math.Clamp(width - first, lo, run);
+        return (lo, hi);
     }
 
     /// <summary>The adjoint of <see cref="Im2Col"/>: adds every column entry back into the input pixel it was read from.</summary>
@@ -277,8 +294,15 @@ public static unsafe class ConvFast
                 {
                     float* dst = channel + (long)ih * g.Width;
                     int iw = ow * g.StrideW - g.PadLeft + j * g.DilationW;
-                    for (int r = 0; r < run; r++, iw += g.StrideW)
-                        if ((uint)iw < (uint)g.Width) dst[iw] += src[t + r];
+                    if (g.StrideW == 1)
+                    {
+                        var (lo, hi) = InsideRange(iw, run, g.Width);
+                        var target = new Span<float>(dst + iw + lo, hi - lo);
+                        TensorPrimitives.Add(target, new ReadOnlySpan<float>(src + t + lo, hi - lo), target);
+                    }
+                    else
+                        for (int r = 0; r < run; r++, iw += g.StrideW)
+                            if ((uint)iw < (uint)g.Width) dst[iw] += src[t + r];
                 }
                 t += run;
                 ow = 0;
