@@ -82,17 +82,68 @@ internal static unsafe class GemmSmall
     /// <summary>dst[p, j] = alpha·op(B)[p, j] for j &lt; n, 0 up to the padded width.</summary>
     private static void CopyB(bool transB, int n, int k, float alpha, float* b, int ldb, float* dst, int paddedN)
     {
+        if (transB)
+        {
+            TransposeScaled(n, k, alpha, b, ldb, dst, paddedN);
+            return;
+        }
         for (int p = 0; p < k; p++)
         {
             float* row = dst + (long)p * paddedN;
-            if (transB)
-                for (int j = 0; j < n; j++) row[j] = alpha * b[(long)j * ldb + p];
-            else if (alpha == 1f)
+            if (alpha == 1f)
                 new ReadOnlySpan<float>(b + (long)p * ldb, n).CopyTo(new Span<float>(row, n));
             else
                 System.Numerics.Tensors.TensorPrimitives.Multiply(new ReadOnlySpan<float>(b + (long)p * ldb, n), alpha, new Span<float>(row, n));
             for (int j = n; j < paddedN; j++) row[j] = 0f;
         }
+    }
+
+    /// <summary>dst[p, j] = alpha·b[j, p] (b: n rows of k), zero-padded to paddedN columns; 8×8 blocks through registers.</summary>
+    private static void TransposeScaled(int n, int k, float alpha, float* b, int ldb, float* dst, int paddedN)
+    {
+        var scale = Vector256.Create(alpha);
+        int j0 = 0;
+        for (; j0 + 8 <= n; j0 += 8)
+        {
+            float* src = b + (long)j0 * ldb;
+            int p0 = 0;
+            for (; p0 + 8 <= k; p0 += 8)
+                Transpose8x8(src + p0, ldb, dst + (long)p0 * paddedN + j0, paddedN, scale);
+            for (int p = p0; p < k; p++)
+                for (int j = 0; j < 8; j++) dst[(long)p * paddedN + j0 + j] = alpha * src[(long)j * ldb + p];
+        }
+        for (int p = 0; p < k; p++)
+        {
+            float* row = dst + (long)p * paddedN;
+            for (int j = j0; j < n; j++) row[j] = alpha * b[(long)j * ldb + p];
+            for (int j = n; j < paddedN; j++) row[j] = 0f;
+        }
+    }
+
+    /// <summary>dst[c·ldd + r] = scale·src[r·lds + c] for an 8×8 block (the unpack/shuffle/permute transpose).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, int lds, float* dst, int ldd, Vector256<float> scale)
+    {
+        var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + lds);
+        var r2 = Avx.LoadVector256(src + 2L * lds); var r3 = Avx.LoadVector256(src + 3L * lds);
+        var r4 = Avx.LoadVector256(src + 4L * lds); var r5 = Avx.LoadVector256(src + 5L * lds);
+        var r6 = Avx.LoadVector256(src + 6L * lds); var r7 = Avx.LoadVector256(src + 7L * lds);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(dst, Avx.Multiply(scale, Avx.Permute2x128(u0, u4, 0x20)));
+        Avx.Store(dst + ldd, Avx.Multiply(scale, Avx.Permute2x128(u1, u5, 0x20)));
+        Avx.Store(dst + 2L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u2, u6, 0x20)));
+        Avx.Store(dst + 3L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u3, u7, 0x20)));
+        Avx.Store(dst + 4L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u0, u4, 0x31)));
+        Avx.Store(dst + 5L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u1, u5, 0x31)));
+        Avx.Store(dst + 6L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u2, u6, 0x31)));
+        Avx.Store(dst + 7L * ldd, Avx.Multiply(scale, Avx.Permute2x128(u3, u7, 0x31)));
     }
 
     /// <summary>Row bands [firstBand, endBand) of 6 rows each: every column block of 16, then one of 8.</summary>
