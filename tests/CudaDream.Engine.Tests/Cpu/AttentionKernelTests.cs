@@ -97,14 +97,15 @@ public class AttentionKernelTests(ITestOutputHelper output)
         { "d 160, 70 tokens", AttentionShape.Create(1, 70, 70, 2, 160) },
         { "VAE-like single head, d 33, 129 tokens", AttentionShape.Create(1, 129, 129, 1, 33) },
         { "tiny UNet: 256 tokens, 8 heads of 4", AttentionShape.Create(2, 256, 256, 8, 4) },
-        // Narrow-head kernel: key counts that are not a multiple of its 8 lanes, widths up to its limit of 7,
+        // Narrow-head kernel (forward d ≤ 8, backward d ≤ 7): key counts that are not a multiple of its 8 lanes, both padded widths (4, 8),
         // dv != d, a single query, and one head split into query blocks (private dK/dV buffers) on several threads.
         { "narrow cross 256×77, 8 heads of 4", AttentionShape.Create(1, 256, 77, 8, 4) },
         { "narrow, 3 keys, d 7, dv 5", new AttentionShape(2, 19, 3, 3, 7, 5, 0.31) },
         { "narrow, one query, d 1", AttentionShape.Create(1, 1, 13, 2, 1) },
         { "narrow, one head in blocks, causal 301, d 7, dv 3", new AttentionShape(1, 301, 301, 1, 7, 3, 0.4, Causal: true) },
         { "narrow, one head in blocks, cross 300×45, d 6", AttentionShape.Create(1, 300, 45, 1, 6) },
-        { "just past narrow: d 8, dv 3", new AttentionShape(1, 40, 41, 2, 8, 3, 0.35) },
+        { "d 8, dv 3: narrow forward, tiled backward", new AttentionShape(1, 40, 41, 2, 8, 3, 0.35) },
+        { "tiny UNet mid block: 64 queries, 77 keys, 8 heads of 8", AttentionShape.Create(1, 64, 77, 8, 8) },
     };
 
     [Theory]

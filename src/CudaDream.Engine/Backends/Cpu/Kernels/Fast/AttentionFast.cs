@@ -18,7 +18,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// accumulate dV += Pᵀ·dO and dK += dSᵀ·Q in the tile, and add dQ += dS·K; D = rowsum(dO ⊙ O) replaces
 /// the softmax Jacobian. The GPU version adds dQ with atomics; here a head's key blocks run in one task
 /// (or, when there are fewer heads than threads, in a few tasks with private dQ buffers summed at the end).
-/// Heads at most <see cref="AttentionNarrow.MaxWidth"/> wide go to <see cref="AttentionNarrow"/> instead.
+/// Narrow heads (<see cref="AttentionNarrow.MaxForwardWidth"/>, <see cref="AttentionNarrow.MaxBackwardWidth"/>) go to <see cref="AttentionNarrow"/> instead.
 /// Q, K, V, dO rows are read in place through their row stride H·d; only Kᵀ (and Vᵀ for the backward)
 /// is laid out once per call, as one d×BlockK tile per key block (a whole-sequence Kᵀ would put the rows
 /// of a tile M floats apart — 4 KiB for M = 1024 — and thrash the L1 sets).
@@ -31,7 +31,7 @@ public static unsafe class AttentionFast
     public static void Forward(in AttentionShape a, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse)
     {
         a.CheckForward(q.Length, k.Length, v.Length, o.Length, lse.Length);
-        if (AttentionNarrow.Handles(a))
+        if (AttentionNarrow.HandlesForward(a))
         {
             fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse)
                 AttentionNarrow.Forward(a, pq, pk, pv, po, lse.IsEmpty ? null : pl);
@@ -67,7 +67,7 @@ public static unsafe class AttentionFast
         KernelChecks.Exact(dq.Length, a.QueryLengthTotal, nameof(dq));
         KernelChecks.Exact(dk.Length, a.KeyLengthTotal, nameof(dk));
         KernelChecks.Exact(dv.Length, a.ValueLengthTotal, nameof(dv));
-        if (AttentionNarrow.Handles(a))
+        if (AttentionNarrow.HandlesBackward(a))
         {
             fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse, pdo = dout, pdq = dq, pdk = dk, pdv = dv)
                 AttentionNarrow.Backward(a, pq, pk, pv, po, pl, pdo, pdq, pdk, pdv);
