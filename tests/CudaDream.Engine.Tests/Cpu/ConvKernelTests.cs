@@ -21,6 +21,9 @@ public class ConvKernelTests(ITestOutputHelper output)
         { "groups 3", new Conv2dGeometry(2, 6, 5, 5, 9, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Groups: 3) },
         { "1x1 stride 2", new Conv2dGeometry(2, 3, 7, 7, 4, 1, 1, 2, 2) },
         { "pads wider than the image", new Conv2dGeometry(1, 2, 3, 2, 3, 3, 3, PadTop: 2, PadLeft: 3, PadBottom: 2, PadRight: 3) },
+        { "asymmetric pads within the kernel's reach", new Conv2dGeometry(2, 3, 6, 7, 4, 3, 2, PadTop: 2, PadLeft: 0, PadBottom: 0, PadRight: 1) },
+        { "dilation (2,3), stride 1", new Conv2dGeometry(2, 3, 9, 10, 4, 3, 3, PadTop: 2, PadLeft: 3, PadBottom: 2, PadRight: 3, DilationH: 2, DilationW: 3) },
+        { "3x3 pad 1, batch 3, 17→11, odd output height", new Conv2dGeometry(3, 17, 5, 6, 11, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1) },
     };
 
     [Fact]
@@ -104,10 +107,18 @@ public class ConvKernelTests(ITestOutputHelper output)
         AssertClose(dbRef, dbFast, 1e-5, name + " backward bias");
     }
 
-    [Fact]
-    public void Fast_matches_reference_single_threaded_and_at_larger_sizes()
+    public static TheoryData<string, Conv2dGeometry> LargerGeometries() => new()
     {
-        var g = new Conv2dGeometry(1, 13, 33, 31, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1); // big enough for the parallel im2col
+        { "shifted GEMMs, rows split across threads", new Conv2dGeometry(1, 64, 16, 16, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1) },
+        { "shifted GEMMs, odd sizes", new Conv2dGeometry(1, 13, 33, 31, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1) },
+        // Padded planes too large for the shifted GEMMs: im2col in column chunks, parallel im2col.
+        { "im2col, stride 1", new Conv2dGeometry(1, 80, 41, 39, 9, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1) },
+    };
+
+    [Theory]
+    [MemberData(nameof(LargerGeometries))]
+    public void Fast_matches_reference_single_threaded_and_at_larger_sizes(string name, Conv2dGeometry g)
+    {
         var x = RandomFloats(1, (int)g.InputLength);
         var w = RandomFloats(2, (int)g.WeightLength);
         var dy = RandomFloats(3, (int)g.OutputLength);
@@ -129,9 +140,9 @@ public class ConvKernelTests(ITestOutputHelper output)
                 ConvFast.Conv2dForward(g, x, w, ReadOnlySpan<float>.Empty, y);
                 ConvFast.Conv2dBackwardWeight(g, x, dy, dw);
                 ConvFast.Conv2dBackwardData(g, dy, w, dx);
-                AssertClose(yRef, y, 1e-5, $"forward, {degree} threads");
-                AssertClose(dwRef, dw, 1e-5, $"backward weight, {degree} threads");
-                AssertClose(dxRef, dx, 1e-5, $"backward data, {degree} threads");
+                AssertClose(yRef, y, 1e-5, $"{name} forward, {degree} threads");
+                AssertClose(dwRef, dw, 1e-5, $"{name} backward weight, {degree} threads");
+                AssertClose(dxRef, dx, 1e-5, $"{name} backward data, {degree} threads");
             }
             finally
             {

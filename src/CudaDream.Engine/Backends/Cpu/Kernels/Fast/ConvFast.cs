@@ -11,6 +11,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// A 1×1 / stride 1 / unpadded convolution needs no unfolding: x itself is the column matrix. The
 /// unfolded matrix is built in column chunks of bounded size, so a 512×512 VAE layer does not need a
 /// gigabyte of scratch. Parallel over (sample, group) when there are enough of them, else inside the GEMM.
+/// Small stride-1 convolutions skip im2col: <see cref="ConvShifted"/>.
 /// </summary>
 public static unsafe class ConvFast
 {
@@ -25,6 +26,11 @@ public static unsafe class ConvFast
         var geometry = g;
         fixed (float* px = x, pw = w, pb = bias, py = y)
         {
+            if (ConvShifted.SuitsForward(g))
+            {
+                ConvShifted.Forward(g, px, pw, bias.IsEmpty ? null : pb, py, CpuKernelOptions.MaxDegreeOfParallelism);
+                return;
+            }
             nint xBase = (nint)px, wBase = (nint)pw, bBase = (nint)pb, yBase = (nint)py;
             bool hasBias = !bias.IsEmpty;
             ForEachItem(g, (item, degree) => ForwardItem(geometry, item, (float*)xBase, (float*)wBase, hasBias ? (float*)bBase : null, (float*)yBase, degree));
@@ -38,6 +44,11 @@ public static unsafe class ConvFast
         var geometry = g;
         fixed (float* pdy = dy, pw = w, pdx = dx)
         {
+            if (ConvShifted.SuitsBackward(g))
+            {
+                ConvShifted.BackwardData(g, pdy, pw, pdx, CpuKernelOptions.MaxDegreeOfParallelism);
+                return;
+            }
             nint dyBase = (nint)pdy, wBase = (nint)pw, dxBase = (nint)pdx;
             ForEachItem(g, (item, degree) => BackwardDataItem(geometry, item, (float*)dyBase, (float*)wBase, (float*)dxBase, degree));
         }

@@ -58,25 +58,61 @@ internal static unsafe class GemmSmall
                         var row = new Span<float>(c + (long)i * ldc, n);
                         System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
                     }
-                long rs = transA ? 1 : lda, cs = transA ? lda : 1;
-                bool accumulate = beta != 0f;
-                int bands = (m + Rows - 1) / Rows;
-                int parts = degree > 1 && (long)m * n * k >= ParallelThreshold ? Math.Min(degree, bands) : 1;
-                if (parts == 1)
-                    Bands(0, bands, m, n, k, a, rs, cs, bRows, bStride, c, ldc, accumulate);
-                else
-                {
-                    nint aBase = (nint)a, bBase = (nint)bRows, cBase = (nint)c;
-                    Parallel.For(0, parts, CpuKernelOptions.ParallelOptions(degree), part =>
-                        Bands((int)((long)bands * part / parts), (int)((long)bands * (part + 1) / parts), m, n, k,
-                            (float*)aBase, rs, cs, (float*)bBase, bStride, (float*)cBase, ldc, accumulate));
-                }
+                Multiply(m, n, k, a, transA ? 1 : lda, transA ? lda : 1, bRows, bStride, c, ldc, beta != 0f, degree);
             }
         }
         finally
         {
             if (scratch != null) ArrayPool<float>.Shared.Return(scratch);
         }
+    }
+
+    /// <summary>
+    /// C (+)= A·B with A(i, p) = a[i·rs + p·cs] and B row-major, every row readable up to n rounded up to 8 (the
+    /// columns past n are computed and not stored); rows split across threads when the product is large enough.
+    /// </summary>
+    public static void Multiply(int m, int n, int k, float* a, long rs, long cs, float* b, int ldb, float* c, int ldc, bool accumulate, int degree) =>
+        Multiply(m, n, k, a, rs, new Strided(cs), b, new Strided(ldb), c, ldc, accumulate, degree);
+
+    /// <summary>
+    /// The same with A(i, p) = a[i·rs + aColumns[p]] and B's row p at b + bRows[p]: the im2col matrix of a padded
+    /// image without building it (<see cref="ConvShifted"/>).
+    /// </summary>
+    public static void Multiply(int m, int n, int k, float* a, long rs, long* aColumns, float* b, long* bRows, float* c, int ldc, bool accumulate, int degree) =>
+        Multiply(m, n, k, a, rs, new Table(aColumns), b, new Table(bRows), c, ldc, accumulate, degree);
+
+    private static void Multiply<TA, TB>(int m, int n, int k, float* a, long rs, TA aColumns, float* b, TB bRows, float* c, int ldc, bool accumulate, int degree)
+        where TA : struct, IOffsets where TB : struct, IOffsets
+    {
+        int bands = (m + Rows - 1) / Rows;
+        int parts = degree > 1 && (long)m * n * k >= ParallelThreshold ? Math.Min(degree, bands) : 1;
+        if (parts == 1)
+            Bands(0, bands, m, n, k, a, rs, aColumns, b, bRows, c, ldc, accumulate);
+        else
+        {
+            nint aBase = (nint)a, bBase = (nint)b, cBase = (nint)c;
+            Parallel.For(0, parts, CpuKernelOptions.ParallelOptions(degree), part =>
+                Bands((int)((long)bands * part / parts), (int)((long)bands * (part + 1) / parts), m, n, k,
+                    (float*)aBase, rs, aColumns, (float*)bBase, bRows, (float*)cBase, ldc, accumulate));
+        }
+    }
+
+    /// <summary>Offset of step p along k: of A's column (from its row start) or of B's row (from b).</summary>
+    private interface IOffsets
+    {
+        long At(long p);
+    }
+
+    private readonly struct Strided(long stride) : IOffsets
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public long At(long p) => p * stride;
+    }
+
+    private readonly struct Table(long* offsets) : IOffsets
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public long At(long p) => offsets[p];
     }
 
     /// <summary>dst[p, j] = alpha·op(B)[p, j] for j &lt; n, 0 up to the padded width.</summary>
@@ -147,8 +183,8 @@ internal static unsafe class GemmSmall
     }
 
     /// <summary>Row bands [firstBand, endBand) of 6 rows each: every column block of 16, then one of 8.</summary>
-    private static void Bands(int firstBand, int endBand, int m, int n, int k, float* a, long rs, long cs, float* b, int ldb,
-        float* c, int ldc, bool accumulate)
+    private static void Bands<TA, TB>(int firstBand, int endBand, int m, int n, int k, float* a, long rs, TA aColumns, float* b, TB bRows,
+        float* c, int ldc, bool accumulate) where TA : struct, IOffsets where TB : struct, IOffsets
     {
         for (int band = firstBand; band < endBand; band++)
         {
@@ -161,9 +197,9 @@ internal static unsafe class GemmSmall
             var offsets = new RowOffsets(r1, r2, r3, r4, r5);
             int j = 0;
             for (; j + 16 <= n || (j + 8 < n); j += 16)
-                Tile16(k, aBand, offsets, cs, b + j, ldb, cBand + j, ldc, rows, Math.Min(16, n - j), accumulate);
+                Tile16(k, aBand, offsets, aColumns, b + j, bRows, cBand + j, ldc, rows, Math.Min(16, n - j), accumulate);
             if (j < n)
-                Tile8(k, aBand, offsets, cs, b + j, ldb, cBand + j, ldc, rows, n - j, accumulate);
+                Tile8(k, aBand, offsets, aColumns, b + j, bRows, cBand + j, ldc, rows, n - j, accumulate);
         }
     }
 
@@ -171,7 +207,8 @@ internal static unsafe class GemmSmall
 
     /// <summary>6 rows × 16 columns (cols ≤ 16 of them stored, at least 9).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile16(int k, float* a, in RowOffsets o, long cs, float* b, int ldb, float* c, int ldc, int rows, int cols, bool accumulate)
+    private static void Tile16<TA, TB>(int k, float* a, in RowOffsets o, TA aColumns, float* b, TB bRows, float* c, int ldc, int rows, int cols, bool accumulate)
+        where TA : struct, IOffsets where TB : struct, IOffsets
     {
         var maskHigh = ColumnMask(cols - 8);
         Vector256<float> x00 = default, x01 = default, x10 = default, x11 = default, x20 = default, x21 = default;
@@ -186,9 +223,11 @@ internal static unsafe class GemmSmall
             if (rows > 5) { x50 = Avx.LoadVector256(c + 5L * ldc); x51 = Avx.MaskLoad(c + 5L * ldc + 8, maskHigh); }
         }
         float* a1 = a + o.R1, a2 = a + o.R2, a3 = a + o.R3, a4 = a + o.R4, a5 = a + o.R5;
-        for (long p = 0, ap = 0; p < k; p++, ap += cs, b += ldb)
+        for (long p = 0; p < k; p++)
         {
-            Vector256<float> b0 = Avx.LoadVector256(b), b1 = Avx.LoadVector256(b + 8);
+            long ap = aColumns.At(p);
+            float* row = b + bRows.At(p);
+            Vector256<float> b0 = Avx.LoadVector256(row), b1 = Avx.LoadVector256(row + 8);
             var s = Vector256.Create(a[ap]);
             x00 = Fma.MultiplyAdd(s, b0, x00); x01 = Fma.MultiplyAdd(s, b1, x01);
             s = Vector256.Create(a1[ap]);
@@ -212,7 +251,8 @@ internal static unsafe class GemmSmall
 
     /// <summary>6 rows × 8 columns (cols ≤ 8 of them stored).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8(int k, float* a, in RowOffsets o, long cs, float* b, int ldb, float* c, int ldc, int rows, int cols, bool accumulate)
+    private static void Tile8<TA, TB>(int k, float* a, in RowOffsets o, TA aColumns, float* b, TB bRows, float* c, int ldc, int rows, int cols, bool accumulate)
+        where TA : struct, IOffsets where TB : struct, IOffsets
     {
         var mask = ColumnMask(cols);
         Vector256<float> x0 = default, x1 = default, x2 = default, x3 = default, x4 = default, x5 = default;
@@ -226,9 +266,10 @@ internal static unsafe class GemmSmall
             if (rows > 5) x5 = Avx.MaskLoad(c + 5L * ldc, mask);
         }
         float* a1 = a + o.R1, a2 = a + o.R2, a3 = a + o.R3, a4 = a + o.R4, a5 = a + o.R5;
-        for (long p = 0, ap = 0; p < k; p++, ap += cs, b += ldb)
+        for (long p = 0; p < k; p++)
         {
-            var b0 = Avx.LoadVector256(b);
+            long ap = aColumns.At(p);
+            var b0 = Avx.LoadVector256(b + bRows.At(p));
             x0 = Fma.MultiplyAdd(Vector256.Create(a[ap]), b0, x0);
             x1 = Fma.MultiplyAdd(Vector256.Create(a1[ap]), b0, x1);
             x2 = Fma.MultiplyAdd(Vector256.Create(a2[ap]), b0, x2);
