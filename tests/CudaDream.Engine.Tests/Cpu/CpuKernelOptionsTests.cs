@@ -13,11 +13,12 @@ public class CpuKernelOptionsTests
         Assert.True(CpuKernelOptions.MaxDegreeOfParallelism >= 1);
     }
 
-    [Fact]
-    public void Fast_kernels_give_the_same_result_on_one_thread_and_many()
+    [Theory]
+    [InlineData(300, 200, 170)] // op(B) fits in L2: unpacked, rows split in bands
+    [InlineData(300, 520, 300)] // packed panels
+    public void Fast_kernels_give_the_same_result_on_one_thread_and_many(int m, int n, int k)
     {
         // GEMM's tasks own disjoint blocks of C and sum over the same k order, so the thread count cannot change a bit.
-        int m = 300, n = 200, k = 170;
         var a = KernelTestSupport.RandomFloats(1, m * k);
         var b = KernelTestSupport.RandomFloats(2, k * n);
         var one = new float[m * n];
@@ -35,5 +36,33 @@ public class CpuKernelOptionsTests
             CpuKernelOptions.MaxDegreeOfParallelism = saved;
         }
         Assert.Equal(one, many);
+    }
+
+    [Fact]
+    public void Attention_forward_gives_the_same_result_on_one_thread_and_many()
+    {
+        // Query rows are independent in both attention kernels (narrow heads of 4 and tiled heads of 40).
+        foreach (var shape in new[] { AttentionShape.Create(1, 300, 77, 2, 4), AttentionShape.Create(1, 200, 150, 2, 40) })
+        {
+            var q = KernelTestSupport.RandomFloats(1, (int)shape.QueryLengthTotal);
+            var k = KernelTestSupport.RandomFloats(2, (int)shape.KeyLengthTotal);
+            var v = KernelTestSupport.RandomFloats(3, (int)shape.ValueLengthTotal);
+            var (one, many) = (new float[shape.OutputLengthTotal], new float[shape.OutputLengthTotal]);
+            var (lseOne, lseMany) = (new float[shape.LseLength], new float[shape.LseLength]);
+            int saved = CpuKernelOptions.MaxDegreeOfParallelism;
+            try
+            {
+                CpuKernelOptions.MaxDegreeOfParallelism = 1;
+                AttentionFast.Forward(shape, q, k, v, one, lseOne);
+                CpuKernelOptions.MaxDegreeOfParallelism = 4;
+                AttentionFast.Forward(shape, q, k, v, many, lseMany);
+            }
+            finally
+            {
+                CpuKernelOptions.MaxDegreeOfParallelism = saved;
+            }
+            Assert.Equal(one, many);
+            Assert.Equal(lseOne, lseMany);
+        }
     }
 }
