@@ -114,16 +114,18 @@ public sealed class DreamBoothTrainer
         double? smoothed = null;
         double? lastLoss = null;
         string? lastCheckpoint = null;
-        int update = start;
+        // Updates applied to the parameters so far: what an interrupt's checkpoint must record, even when the stop
+        // comes after an update, during its sample grid or outputs.
+        int applied = start;
         bool completed = false;
         try
         {
-            for (; update < totalUpdates; update++)
+            for (int update = start; update < totalUpdates; update++)
             {
                 cancellation.ThrowIfCancellationRequested();
                 double lrMultiplier = schedule.Multiplier(update);
                 double loss = OneUpdate(nets, batches, optimizer, lrMultiplier, update, checkpoints);
-                int done = update + 1;
+                int done = applied = update + 1;
                 lastLoss = loss;
                 smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
                 double? eval = (_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates ? nets.Evaluate(evalSet) : null;
@@ -146,10 +148,10 @@ public sealed class DreamBoothTrainer
         catch (OperationCanceledException)
         {
             // Ctrl-C: keep the work done so far, resumable with --resume.
-            lastCheckpoint = checkpoints.Save(new TrainerState(update, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
-            Say($"interrupted at update {update}; wrote {lastCheckpoint} (continue with --resume)");
+            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            Say($"interrupted at update {applied}; wrote {lastCheckpoint} (continue with --resume)");
             log.WriteCurve();
-            return new TrainingResult(_o.OutputDir, null, null, update, false, lastLoss, log.Eval, lastCheckpoint);
+            return new TrainingResult(_o.OutputDir, null, null, applied, false, lastLoss, log.Eval, lastCheckpoint);
         }
 
         lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());

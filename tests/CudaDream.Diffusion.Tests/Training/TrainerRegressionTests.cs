@@ -1,0 +1,52 @@
+using CudaDream.Diffusion.Training;
+using CudaDream.Engine.Formats;
+using CudaDream.TestSupport;
+using Xunit;
+
+namespace CudaDream.Diffusion.Tests.Training;
+
+/// <summary>Regressions found by probing the trainer with settings and data the first tests did not use.</summary>
+public class TrainerRegressionTests
+{
+    /// <summary>Reports on the training thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
+    private sealed class OnReport(Action<TrainingProgress> action) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => action(value);
+    }
+
+    private static void AssertSameFiles(string expected, string actual)
+    {
+        var a = SafetensorsFile.ReadAll(expected);
+        var b = SafetensorsFile.ReadAll(actual);
+        Assert.Equal(a.Keys.OrderBy(k => k), b.Keys.OrderBy(k => k));
+        foreach (var (k, t) in a) Assert.True(t.Data.Span.SequenceEqual(b[k].Data.Span), $"{k} differs");
+    }
+
+    /// <summary>
+    /// Ctrl-C that lands in the sample grid after update 2 (the update is applied) must checkpoint update 2, not 1:
+    /// the resumed run then equals an uninterrupted one bit for bit instead of applying update 2 twice.
+    /// </summary>
+    [Fact]
+    public void InterruptDuringASampleGridCheckpointsTheAppliedUpdate()
+    {
+        using var dir = Fixtures.TempDir();
+        DreamBoothOptions Options(string name) => TrainingFixtures.Run(dir.File(name), steps: 4) with
+        {
+            SampleEveryNSteps = 2, CheckpointEveryNSteps = 0, EvalEveryNSteps = 2,
+            Concepts = new[] { TrainingFixtures.Rings() with { NSaveSample = 1, SaveInferSteps = 2 } },
+        };
+        var straight = new DreamBoothTrainer(Options("straight")).Run();
+
+        using var stop = new CancellationTokenSource();
+        // Update 2's report comes before its sample grid, so the grid's sampler is the first to see the stop.
+        var interrupted = new DreamBoothTrainer(Options("resumed")).Run(new OnReport(p => { if (p.Phase == "training" && p.Step == 2) stop.Cancel(); }), stop.Token);
+        Assert.False(interrupted.Completed);
+        Assert.Equal(2, interrupted.Updates);
+        Assert.Equal("step-000002", Path.GetFileName(interrupted.LastCheckpoint));
+
+        var resumed = new DreamBoothTrainer(Options("resumed") with { Resume = true }).Run();
+        Assert.True(resumed.Completed);
+        AssertSameFiles(straight.LoraPath!, resumed.LoraPath!);
+        Assert.Equal(File.ReadAllText(Path.Combine(straight.OutputDir, "loss.csv")), File.ReadAllText(Path.Combine(resumed.OutputDir, "loss.csv")));
+    }
+}
