@@ -140,8 +140,8 @@ public sealed class DreamBoothTrainer
                     lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
                     Say($"wrote {WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates).lora}");
-                if (Due(_o.SampleEveryNSteps, done, totalUpdates))
-                    Say($"wrote {SampleGrid(nets, batches, model, done, sampleEngine, cancellation)}");
+                if (Due(_o.SampleEveryNSteps, done, totalUpdates) && SampleGrid(nets, batches, model, done, sampleEngine, cancellation) is { } grid)
+                    Say($"wrote {grid}");
             }
             completed = true;
         }
@@ -158,7 +158,7 @@ public sealed class DreamBoothTrainer
         var (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
         log.WriteCurve();
         Say($"wrote {lora ?? weights}");
-        Say($"wrote {SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation)}");
+        if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }
 
@@ -264,9 +264,10 @@ public sealed class DreamBoothTrainer
         return nets.WriteResult(basePath, meta);
     }
 
-    /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts.</summary>
-    private string SampleGrid(TrainingNetworks nets, BatchMaker batches, ModelFolder model, int step, SamplerEngine engine, CancellationToken cancellation)
+    /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts. Null when no concept asks for samples.</summary>
+    private string? SampleGrid(TrainingNetworks nets, BatchMaker batches, ModelFolder model, int step, SamplerEngine engine, CancellationToken cancellation)
     {
+        if (_o.Concepts.All(c => c.NSaveSample == 0)) return null;
         var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
         using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras() });
         var images = new List<RgbImage>();

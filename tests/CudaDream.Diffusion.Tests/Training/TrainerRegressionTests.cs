@@ -49,4 +49,20 @@ public class TrainerRegressionTests
         AssertSameFiles(straight.LoraPath!, resumed.LoraPath!);
         Assert.Equal(File.ReadAllText(Path.Combine(straight.OutputDir, "loss.csv")), File.ReadAllText(Path.Combine(resumed.OutputDir, "loss.csv")));
     }
+
+    /// <summary>n_save_sample 0 on every concept (allowed) means no sample grid, not a failure after the LoRA is written.</summary>
+    [Fact]
+    public void NoSampleImagesAskedWritesNoGrid()
+    {
+        using var dir = Fixtures.TempDir();
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 2) with
+        {
+            SampleEveryNSteps = 1, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Tiles(classImagesPer: 0) with { NSaveSample = 0 }, TrainingFixtures.Rings() with { NSaveSample = 0 } },
+        };
+        var result = new DreamBoothTrainer(options).Run();
+        Assert.True(result.Completed);
+        Assert.True(File.Exists(result.LoraPath));
+        Assert.False(Directory.Exists(Path.Combine(options.OutputDir, "samples")));
+    }
 }
