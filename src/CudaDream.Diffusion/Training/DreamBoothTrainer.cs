@@ -82,11 +82,14 @@ public sealed class DreamBoothTrainer
         using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentHeight, batches.LatentWidth, Say);
         CheckMemory(nets, Say);
         var optimizer = MakeOptimizer(nets);
-        int updatesPerEpoch = Math.Max(1, data.EpochSize / (_o.TrainBatchSize * _o.GradientAccumulationSteps));
-        int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps : _o.NumTrainEpochs * updatesPerEpoch;
+        // An epoch is one pass over the instance examples; the data stream runs on across epoch ends, so N epochs take
+        // ⌈N · epoch size / examples per update⌉ updates (a per-epoch floor skipped data, e.g. 6 images at batch 4).
+        long examplesPerUpdate = (long)_o.TrainBatchSize * _o.GradientAccumulationSteps;
+        int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps
+            : (int)Math.Min(int.MaxValue, ((long)_o.NumTrainEpochs * data.EpochSize + examplesPerUpdate - 1) / examplesPerUpdate);
         var schedule = new LrSchedule(new LrScheduleOptions(LrSchedule.ParseKind(_o.LrScheduler), _o.LrWarmupSteps, totalUpdates,
             _o.LrScheduler == "cosine_with_restarts" ? _o.LrNumCycles : null, _o.LrPower, 1e-7, _o.LearningRate));
-        Say($"training: {totalUpdates} updates of {_o.TrainBatchSize}×{_o.GradientAccumulationSteps} examples ({(double)totalUpdates / updatesPerEpoch:F1} epochs), " +
+        Say($"training: {totalUpdates} updates of {_o.TrainBatchSize}×{_o.GradientAccumulationSteps} examples ({(double)totalUpdates * examplesPerUpdate / data.EpochSize:F1} epochs), " +
             $"{nets.TrainableCount:N0} trainable parameters, {prediction} prediction");
 
         // ---- resume ----

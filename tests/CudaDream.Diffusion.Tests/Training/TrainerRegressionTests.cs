@@ -65,4 +65,24 @@ public class TrainerRegressionTests
         Assert.True(File.Exists(result.LoraPath));
         Assert.False(Directory.Exists(Path.Combine(options.OutputDir, "samples")));
     }
+
+    /// <summary>
+    /// num_train_epochs counts passes over the instance images: 3 epochs of 4 images at 3 examples per update are
+    /// 12 examples, 4 updates (a per-epoch floor gave 1 update per epoch, 2.25 epochs, and reported 3).
+    /// </summary>
+    [Fact]
+    public void EpochsCountPassesOverTheData()
+    {
+        using var dir = Fixtures.TempDir();
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 0) with
+        {
+            NumTrainEpochs = 3, TrainBatchSize = 3, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Tiles(classImagesPer: 0) with { NSaveSample = 0 } },
+        };
+        var progress = new TrainingFixtures.Recorder();
+        var result = new DreamBoothTrainer(options).Run(progress);
+        Assert.Equal(4, Directory.GetFiles(options.Concepts[0].InstanceDataDir).Length);
+        Assert.Equal(4, result.Updates);
+        Assert.Contains(progress.Messages, m => m.Contains("(3.0 epochs)", StringComparison.Ordinal));
+    }
 }
