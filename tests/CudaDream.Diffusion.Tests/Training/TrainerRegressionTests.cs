@@ -1,3 +1,6 @@
+using CudaDream.Diffusion.Images;
+using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Sampling;
 using CudaDream.Diffusion.Training;
 using CudaDream.Engine.Formats;
 using CudaDream.TestSupport;
@@ -84,5 +87,30 @@ public class TrainerRegressionTests
         Assert.Equal(4, Directory.GetFiles(options.Concepts[0].InstanceDataDir).Length);
         Assert.Equal(4, result.Updates);
         Assert.Contains(progress.Messages, m => m.Contains("(3.0 epochs)", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A class prompt with [filewords]: each generated class image is trained with the prompt it was generated from
+    /// (recorded in its PNG parameters), not with the class prompt filled a second time ("a pattern of a pattern of …").
+    /// </summary>
+    [Fact]
+    public void GeneratedClassImagesTrainWithTheirGenerationPrompt()
+    {
+        using var dir = Fixtures.TempDir();
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 1) with
+        {
+            Concepts = new[] { TrainingFixtures.Tiles() with { ClassPrompt = "a pattern of [filewords]", ClassInferSteps = 1 } },
+        };
+        var model = ModelFolder.Open(options.Model);
+        var data = TrainingData.Scan(options, _ => { });
+        var classDirs = ClassImages.Prepare(options, data, model, SamplerEngine.CudaDream, _ => { }, null, CancellationToken.None);
+        var classes = data.WithClassImages(classDirs, options, _ => { }).Classes[0];
+        Assert.Equal(4, classes.Count);
+        foreach (var image in classes)
+        {
+            var generatedWith = PngText.Read(image.Path)["parameters"].Split('\n')[0];
+            Assert.StartsWith("a pattern of orange tiles", generatedWith, StringComparison.Ordinal);
+            Assert.Equal(generatedWith, image.Prompt);
+        }
     }
 }
