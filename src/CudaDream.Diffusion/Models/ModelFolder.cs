@@ -99,11 +99,12 @@ public sealed class ModelFolder
         return g;
     }
 
-    /// <summary>Throws with the nearest valid sizes when width × height does not suit this model's graphs.</summary>
-    public void CheckImageSize(int width, int height)
+    /// <summary>Throws with the nearest valid sizes when width × height does not suit this model's graphs;
+    /// <paramref name="setting"/> names where the size came from (default: the sampler's --width/--height).</summary>
+    public void CheckImageSize(int width, int height, string? setting = null)
     {
         if (SizeRule.Fits(width) && SizeRule.Fits(height)) return;
-        throw new CudaDreamException($"--width {width} --height {height}: {SizeRule.Explain()}; nearest valid sizes: {SizeRule.Suggest(width, height)}");
+        throw new CudaDreamException($"{setting ?? $"--width {width} --height {height}"}: {SizeRule.Explain()}; nearest valid sizes: {SizeRule.Suggest(width, height)}");
     }
 
     /// <summary>Every linear and conv weight of the UNet and text encoder a LoRA may adapt (embedding tables are not among them: they feed Gather, not a linear op).</summary>

@@ -322,6 +322,8 @@ public static class DreamBoothConfig
         Check(o.TextEncoderLr is null || (double.IsFinite(o.TextEncoderLr.Value) && o.TextEncoderLr >= 0), $"text_encoder_lr: {o.TextEncoderLr} must be a non-negative number");
         Check(LrSchedulers.Contains(o.LrScheduler), $"lr_scheduler: '{o.LrScheduler}' is not one of {string.Join(", ", LrSchedulers)}");
         Check(o.LrWarmupSteps >= 0, "lr_warmup_steps: must not be negative");
+        // diffusers' polynomial schedule decays to lr_end = 1e-7, which needs a larger starting rate.
+        Check(o.LrScheduler != "polynomial" || o.LearningRate > 1e-7, $"lr_scheduler polynomial: learning_rate {o.LearningRate} must be above the schedule's final rate 1e-7");
         Check(o.Optimizer is "adamw" or "sgd", $"optimizer: '{o.Optimizer}' is not adamw or sgd");
         Check(o.AdamBeta1 is >= 0 and < 1 && o.AdamBeta2 is >= 0 and < 1, "adam_beta1, adam_beta2: must be in [0, 1)");
         Check(o.AdamEpsilon > 0, "adam_epsilon: must be positive");

@@ -48,7 +48,7 @@ public sealed class DreamBoothTrainer
         // ---- everything that can be wrong is checked before anything is written ----
         var model = ModelFolder.Open(_o.Model);
         var (width, height) = ClassImages.Resolution(_o);
-        model.CheckImageSize(width, height);
+        CheckAgainstModel(model, width, height);
         var tokenizer = ClipTokenizer.FromFolder(model.TokenizerDir);
         foreach (var c in _o.Concepts.Where(c => c.InstanceToken.Length > 0))
         {
@@ -188,6 +188,27 @@ public sealed class DreamBoothTrainer
         optimizer.Step();
         nets.ParametersUpdated();
         return loss;
+    }
+
+    /// <summary>
+    /// The settings whose validity depends on the model (sizes, CLIP skip, what lora_targets or train_layers select),
+    /// all listed at once before class images, caches or training: a mistake costs seconds, not a run.
+    /// </summary>
+    private void CheckAgainstModel(ModelFolder model, int width, int height)
+    {
+        var problems = new List<string>();
+        void Check(Action check)
+        {
+            try { check(); }
+            catch (CudaDreamException e) { problems.Add(e.Message); }
+        }
+        Check(() => model.CheckImageSize(width, height, $"resolution {width}x{height}"));
+        if (_o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out int sw, out int sh))
+            Check(() => model.CheckImageSize(sw, sh, $"sample_resolution {sw}x{sh}"));
+        if (_o.ClipSkip != 1) Check(() => model.TextEncoderGraph.ClipSkip(_o.ClipSkip));
+        if (problems.Count == 0)
+            Check(() => { if (TrainingNetworks.TargetProblem(_o, model, height / model.VaeScaleFactor, width / model.VaeScaleFactor) is { } p) problems.Add(p); });
+        if (problems.Count > 0) throw new ConfigException(problems);
     }
 
     /// <summary>A periodic output is due after update <paramref name="done"/> (the final one is written after the loop).</summary>

@@ -94,7 +94,7 @@ internal sealed class TrainingNetworks : IDisposable
         else
         {
             var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), _o.LoraTargets);
-            if (targets.Count == 0) throw new CudaDreamException($"lora_targets {string.Join(",", _o.LoraTargets)} match no module of {_model.ModelPath(ModelFolder.UNet)}");
+            if (targets.Count == 0) throw new CudaDreamException(NoLoraTargets());
             _unetLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 0), (float)_o.LoraDropout));
             trainable = _unetLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList();
             say($"LoRA: {_unetLoras.Count} UNet modules, rank {_o.LoraRank}, alpha {_o.LoraAlpha ?? _o.LoraRank}");
@@ -204,27 +204,56 @@ internal sealed class TrainingNetworks : IDisposable
     /// </summary>
     private List<Value> SelectLayers(ComputeGraph g, IReadOnlyList<string> globs)
     {
-        var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
         var result = new List<Value>();
+        foreach (var (v, name, transposed) in MatchLayers(g, globs))
+        {
+            v.Constant = v.Constant!.To(DType.F32).Clone();
+            v.DType = DType.F32;
+            // Torch exports keep Linear weights transposed; record it to write them back in [out, in].
+            _layerNames[v] = transposed ? name + "#transposed" : name;
+            result.Add(v);
+        }
+        if (result.Count == 0) throw new CudaDreamException(NoLayers());
+        return result;
+    }
+
+    /// <summary>The weights <see cref="SelectLayers"/> would train, with their diffusers names; the graph is not changed.</summary>
+    private static List<(Value Weight, string Name, bool Transposed)> MatchLayers(ComputeGraph g, IReadOnlyList<string> globs)
+    {
+        var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
+        var result = new List<(Value, string, bool)>();
+        var seen = new HashSet<Value>();
         foreach (var n in g.Nodes)
         {
             if (n.Op is not (FusedOps.Linear or "Conv" or FusedOps.GroupNorm or FusedOps.LayerNorm) || n.Module.Length == 0) continue;
             for (int i = 1; i < Math.Min(3, n.Inputs.Count); i++)
             {
                 var v = n.Inputs[i];
-                if (v == null || !v.IsWeight || v.Constant == null || result.Contains(v)) continue;
+                if (v == null || !v.IsWeight || v.Constant == null || seen.Contains(v)) continue;
                 var name = n.Module + (i == 1 ? ".weight" : ".bias");
                 if (!regexes.Any(r => r.IsMatch(name))) continue;
-                v.Constant = v.Constant.To(DType.F32).Clone();
-                v.DType = DType.F32;
-                _layerNames[v] = name;
-                // Torch exports keep Linear weights transposed; record it to write them back in [out, in].
-                if (n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0) _layerNames[v] = name + "#transposed";
-                result.Add(v);
+                seen.Add(v);
+                result.Add((v, name, n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0));
             }
         }
-        if (result.Count == 0) throw new CudaDreamException($"train_layers {string.Join(",", globs)} match no UNet weight (names are diffusers module paths, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight)");
         return result;
+    }
+
+    private string NoLoraTargets() => $"lora_targets {string.Join(",", _o.LoraTargets)} match no module of {_model.ModelPath(ModelFolder.UNet)}";
+
+    private string NoLayers() => $"train_layers {string.Join(",", _o.TrainLayers)} match no UNet weight (names are diffusers module paths, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight)";
+
+    /// <summary>
+    /// Whether lora_targets (or train_layers) select anything in the model's UNet, found on the same prepared graph the
+    /// run trains (at batch 1), so a run that would select nothing stops before class images and caches: null when fine.
+    /// </summary>
+    public static string? TargetProblem(DreamBoothOptions o, ModelFolder model, int latentHeight, int latentWidth)
+    {
+        var n = new TrainingNetworks(o, model, ExecutionBackend.Cpu);
+        var (seq, width) = n.TextShape();
+        var g = n.Load(ModelFolder.UNet, n.UNetShapes(1, latentHeight, latentWidth, seq, width));
+        if (o.TrainLayers.Count > 0) return MatchLayers(g, o.TrainLayers).Count == 0 ? n.NoLayers() : null;
+        return LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), o.LoraTargets).Count == 0 ? n.NoLoraTargets() : null;
     }
 
     private string ParamName(string component, Value v) =>
