@@ -58,4 +58,38 @@ public class TrainCommandRegressionTests
         Assert.Single(lines);
         Assert.Contains(message, lines[0]);
     }
+
+    /// <summary>
+    /// A run started with relative --model/--output-dir resumes however its folder is named later: by the absolute path,
+    /// or through the config.json it wrote, from another working directory. Flag paths were kept relative (so the
+    /// written config.json pointed elsewhere when read) and the resume check compared output_dir's spelling.
+    /// </summary>
+    [Fact]
+    public void RelativeFlagPathsResumeFromAnywhere()
+    {
+        using var dir = Fixtures.TempDir();
+        var elsewhere = Directory.CreateDirectory(dir.File("elsewhere")).FullName;
+        var outDir = dir.File("out");
+        string[] Run(string cwd, params string[] args)
+        {
+            var previous = Environment.CurrentDirectory;
+            Environment.CurrentDirectory = cwd;
+            try
+            {
+                var (code, stdout, stderr) = CliRunner.Run(args);
+                Assert.True(code == 0, stderr);
+                return stdout.Split('\n');
+            }
+            finally { Environment.CurrentDirectory = previous; }
+        }
+        string[] common = ["--sample-engine", "cudadream", "--n-save-sample", "0", "--checkpoint-every-n-steps", "1", "--instance-data-dir", Concepts("teal-rings")];
+        Run(dir.FullName, ["train", "--model", Path.GetRelativePath(dir.FullName, Fixtures.SdTiny()), "--output-dir", "out", "--resolution", "64", "--max-train-steps", "2", .. common]);
+
+        var byAbsolutePath = Run(elsewhere, ["train", "--model", Fixtures.SdTiny(), "--output-dir", outDir, "--resolution", "64", "--max-train-steps", "3", "--resume", .. common]);
+        Assert.Contains(byAbsolutePath, l => l.StartsWith($"resumed from {Path.Combine(outDir, "checkpoints", "step-000002")} at update 2", StringComparison.Ordinal));
+
+        var byConfigFile = Run(elsewhere, "train", "--config", Path.Combine(outDir, "config.json"), "--max-train-steps", "4", "--resume");
+        Assert.Contains(byConfigFile, l => l.StartsWith($"resumed from {Path.Combine(outDir, "checkpoints", "step-000003")} at update 3", StringComparison.Ordinal));
+        Assert.Equal(5, File.ReadAllLines(Path.Combine(outDir, "loss.csv")).Length);
+    }
 }

@@ -199,7 +199,13 @@ public static class DreamBoothConfig
             if (raw == null && (type == typeof(bool))) raw = "true";
             if (raw == null) { problems.Add($"{f} needs a value ({Describe(type)})"); continue; }
             if (!FromString(raw, type, out var value)) { problems.Add($"{f}: '{raw}' is not {Describe(type)}"); continue; }
-            if (isRun) o = With(o, prop, value);
+            if (isRun)
+            {
+                // Paths given as flags are relative to the working directory; stored absolute (config.json, resume) like paths from a file.
+                if (value is string path && path.Length > 0 && prop.Name is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir))
+                    value = Path.GetFullPath(path);
+                o = With(o, prop, value);
+            }
             else
             {
                 if (value is string s && prop.Name.EndsWith("DataDir", StringComparison.Ordinal) && s.Length > 0) value = Path.GetFullPath(s);

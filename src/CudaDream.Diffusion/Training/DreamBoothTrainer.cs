@@ -320,7 +320,7 @@ public sealed class DreamBoothTrainer
     /// <summary>Settings a resume must share with the run it continues (everything but intervals, resume and output names).</summary>
     private string ConfigHash()
     {
-        var o = _o with { Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
+        var o = _o with { OutputDir = "", Name = "", Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
     }
 
