@@ -1,5 +1,6 @@
 using CudaDream.Diffusion.Images;
 using CudaDream.Diffusion.Models;
+using CudaDream.Diffusion.Models.Import;
 using CudaDream.Diffusion.Sampling;
 using CudaDream.Diffusion.Training;
 using CudaDream.Engine.Formats;
@@ -112,5 +113,30 @@ public class TrainerRegressionTests
             Assert.StartsWith("a pattern of orange tiles", generatedWith, StringComparison.Ordinal);
             Assert.Equal(generatedWith, image.Prompt);
         }
+    }
+
+    /// <summary>
+    /// train_layers selects GroupNorm weights on CudaDream's own graphs as on the torch export, and trains them alike. On
+    /// built graphs it skipped them: constant folding turned the builder's Reshape(γ, [C,1,1]) into an anonymous constant.
+    /// </summary>
+    [Fact]
+    public void SelectedLayersAreTheSameOnBuiltAndExportedGraphs()
+    {
+        using var dir = Fixtures.TempDir();
+        var built = dir.File("model");
+        CheckpointImporter.Import(Fixtures.SdTiny("checkpoint.safetensors"), built, new ImportOptions { TokenizerDir = Fixtures.SdTiny("tokenizer"), ConfigDir = Fixtures.SdTiny("configs") });
+        // SGD without momentum keeps the update linear in the gradient, so the two graphs' rounding stays small.
+        DreamBoothOptions Options(string model, string run) => TrainingFixtures.Run(dir.File(run), steps: 2) with
+        {
+            Model = model, TrainLayers = new[] { "*resnets.0.norm1.*", "*attentions.0.norm.*", "*attn2.to_k.weight" },
+            Optimizer = "sgd", SgdMomentum = 0, LearningRate = 1e-1, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Rings() with { NSaveSample = 0 } },
+        };
+        var exported = SafetensorsFile.ReadAll(new DreamBoothTrainer(Options(Fixtures.SdTiny(), "exported")).Run().WeightsPath!);
+        var ours = SafetensorsFile.ReadAll(new DreamBoothTrainer(Options(built, "built")).Run().WeightsPath!);
+        Assert.Contains("unet.down_blocks.0.resnets.0.norm1.weight", ours.Keys);
+        Assert.Contains("unet.down_blocks.0.attentions.0.norm.bias", ours.Keys);
+        Assert.Equal(exported.Keys.OrderBy(k => k), ours.Keys.OrderBy(k => k));
+        foreach (var (k, t) in exported) TensorAssert.Close(t, ours[k], 1e-4, k);
     }
 }
