@@ -81,6 +81,8 @@ public sealed class DreamBoothTrainer
         // ---- networks ----
         using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentHeight, batches.LatentWidth, Say);
         CheckMemory(nets, Say);
+        nets.SamplerWeights(out var unsampled);
+        if (unsampled.Count > 0) Say($"warning: sample grids show these tuned weights untrained (no initializer of the stored UNet holds them): {string.Join(", ", unsampled.Take(5))}{(unsampled.Count > 5 ? ", …" : "")}");
         var optimizer = MakeOptimizer(nets);
         // An epoch is one pass over the instance examples; the data stream runs on across epoch ends, so N epochs take
         // ⌈N · epoch size / examples per update⌉ updates (a per-epoch floor skipped data, e.g. 6 images at batch 4).
@@ -293,7 +295,7 @@ public sealed class DreamBoothTrainer
     {
         if (_o.Concepts.All(c => c.NSaveSample == 0)) return null;
         var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
-        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras() });
+        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras(), Weights = nets.SamplerWeights(out _) });
         var images = new List<RgbImage>();
         var labels = new List<string>();
         int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));

@@ -337,6 +337,25 @@ internal sealed class TrainingNetworks : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// A selected-layer run's tuned weights for the sampler: by initializer name (the graph keeps each selected weight
+    /// itself), in the model's stored shape and element type. Weights that are no initializer of the stored UNet are
+    /// listed in <paramref name="missing"/> (sample grids cannot show them). Empty for LoRA runs.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> SamplerWeights(out List<string> missing)
+    {
+        missing = new List<string>();
+        var tuned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        if (_o.TrainLayers.Count == 0) return new Dictionary<string, IReadOnlyDictionary<string, Tensor>>();
+        var stored = _model.UNetGraph.Initializers;
+        foreach (var p in _params)
+        {
+            if (!stored.TryGetValue(p.Value.Name, out var s) || Shapes.Numel(s.Shape) != p.Value.Numel) { missing.Add(p.Name); continue; }
+            tuned[p.Value.Name] = p.Value.Constant!.Clone().Reshape(s.Shape).To(s.DType);
+        }
+        return new Dictionary<string, IReadOnlyDictionary<string, Tensor>> { [ModelFolder.UNet] = tuned };
+    }
+
     /// <summary>Writes the LoRA (kohya keys) or the changed weights (diffusers keys, for `cudadream export --weights`).</summary>
     public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata)
     {

@@ -139,4 +139,26 @@ public class TrainerRegressionTests
         Assert.Equal(exported.Keys.OrderBy(k => k), ours.Keys.OrderBy(k => k));
         foreach (var (k, t) in exported) TensorAssert.Close(t, ours[k], 1e-4, k);
     }
+
+    /// <summary>
+    /// A selected-layer run's sample grids show the tuned weights (they showed the base model: only LoRAs reached the
+    /// sampler): the grid after training differs from the grid of the same run with learning rate 0.
+    /// </summary>
+    [Fact]
+    public void SelectedLayerSampleGridsShowTheTunedWeights()
+    {
+        using var dir = Fixtures.TempDir();
+        DreamBoothOptions Options(string run, double lr) => TrainingFixtures.Run(dir.File(run), steps: 2) with
+        {
+            TrainLayers = new[] { "*attn2.to_k.weight", "*attn2.to_v.weight", "*resnets.0.norm1.*" }, LearningRate = lr, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Rings() with { NSaveSample = 1, SaveInferSteps = 3 } },
+        };
+        var progress = new TrainingFixtures.Recorder();
+        var tuned = new DreamBoothTrainer(Options("tuned", 0.1)).Run(progress);
+        var frozen = new DreamBoothTrainer(Options("frozen", 0)).Run();
+        Assert.DoesNotContain(progress.Messages, m => m.StartsWith("warning: sample grids", StringComparison.Ordinal));
+        var a = ImageLoader.Load(Path.Combine(tuned.OutputDir, "samples", "step-000002.png"));
+        var b = ImageLoader.Load(Path.Combine(frozen.OutputDir, "samples", "step-000002.png"));
+        Assert.False(a.Rgb.AsSpan().SequenceEqual(b.Rgb), "the sample grid of the tuned run equals the untrained one");
+    }
 }
