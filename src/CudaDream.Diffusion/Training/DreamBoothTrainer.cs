@@ -144,7 +144,10 @@ public sealed class DreamBoothTrainer
                 if (Due(_o.CheckpointEveryNSteps, done, totalUpdates))
                     lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
-                    Say($"wrote {WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates).lora}");
+                {
+                    var (stepLora, stepWeights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates);
+                    foreach (var written in new[] { stepLora, stepWeights }.OfType<string>()) Say($"wrote {written}");
+                }
                 if (Due(_o.SampleEveryNSteps, done, totalUpdates) && SampleGrid(nets, batches, model, done, sampleEngine, cancellation) is { } grid)
                     Say($"wrote {grid}");
             }
@@ -162,7 +165,7 @@ public sealed class DreamBoothTrainer
         lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
         var (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
         log.WriteCurve();
-        Say($"wrote {lora ?? weights}");
+        foreach (var written in new[] { lora, weights }.OfType<string>()) Say($"wrote {written}");
         if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }

@@ -348,7 +348,7 @@ internal sealed class TrainingNetworks : IDisposable
         var tuned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         if (_o.TrainLayers.Count == 0) return new Dictionary<string, IReadOnlyDictionary<string, Tensor>>();
         var stored = _model.UNetGraph.Initializers;
-        foreach (var p in _params)
+        foreach (var p in TunedLayers)
         {
             if (!stored.TryGetValue(p.Value.Name, out var s) || Shapes.Numel(s.Shape) != p.Value.Numel) { missing.Add(p.Name); continue; }
             tuned[p.Value.Name] = p.Value.Constant!.Clone().Reshape(s.Shape).To(s.DType);
@@ -359,24 +359,31 @@ internal sealed class TrainingNetworks : IDisposable
     /// <summary>Writes the LoRA (kohya keys) or the changed weights (diffusers keys, for `cudadream export --weights`).</summary>
     public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata)
     {
+        // Both when selected UNet layers train beside a text-encoder LoRA.
+        string? lora = null, file = null;
         if (_unetLoras.Count + _textLoras.Count > 0)
         {
-            var path = basePath + ".safetensors";
-            LoraWriter.WriteKohya(path, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
-            return (path, null);
+            lora = basePath + ".safetensors";
+            LoraWriter.WriteKohya(lora, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
         }
-        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var p in _params)
+        if (TunedLayers.Any())
         {
-            var t = p.Value.Constant!.Clone();
-            // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
-            if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
-            weights[p.Name] = t;
+            var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            foreach (var p in TunedLayers)
+            {
+                var t = p.Value.Constant!.Clone();
+                // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
+                if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
+                weights[p.Name] = t;
+            }
+            file = basePath + ".weights.safetensors";
+            SafetensorsWriter.Write(file, weights, metadata);
         }
-        var file = basePath + ".weights.safetensors";
-        SafetensorsWriter.Write(file, weights, metadata);
-        return (null, file);
+        return (lora, file);
     }
+
+    /// <summary>The UNet weights of selected-layer fine-tuning (a text-encoder LoRA may train beside them).</summary>
+    private IEnumerable<Trainable> TunedLayers => _params.Where(p => p.Group == "unet" && _o.TrainLayers.Count > 0);
 
     private static Tensor Transpose2D(Tensor t)
     {

@@ -161,4 +161,27 @@ public class TrainerRegressionTests
         var b = ImageLoader.Load(Path.Combine(frozen.OutputDir, "samples", "step-000002.png"));
         Assert.False(a.Rgb.AsSpan().SequenceEqual(b.Rgb), "the sample grid of the tuned run equals the untrained one");
     }
+
+    /// <summary>
+    /// Selected UNet layers trained beside a text-encoder LoRA write both results (the tuned UNet weights were lost:
+    /// only the LoRA was written), each step's snapshot too.
+    /// </summary>
+    [Fact]
+    public void SelectedLayersWithATextEncoderLoraWriteBoth()
+    {
+        using var dir = Fixtures.TempDir();
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 2) with
+        {
+            TrainLayers = new[] { "*attn2.to_k.weight" }, TrainTextEncoder = true, SaveEveryNSteps = 1, CheckpointEveryNSteps = 0,
+            Concepts = new[] { TrainingFixtures.Rings() with { NSaveSample = 0 } },
+        };
+        var result = new DreamBoothTrainer(options).Run();
+        using (var lora = SafetensorsFile.Open(result.LoraPath!))
+            Assert.All(lora.Names, k => Assert.StartsWith("lora_te_", k, StringComparison.Ordinal));
+        var weights = SafetensorsFile.ReadAll(result.WeightsPath!);
+        Assert.Equal(11, weights.Count);
+        Assert.All(weights.Keys, k => Assert.Matches(@"^unet\..*attn2\.to_k\.weight$", k));
+        Assert.True(File.Exists(Path.Combine(options.OutputDir, "lora-step000001.weights.safetensors")));
+        Assert.True(File.Exists(Path.Combine(options.OutputDir, "lora-step000001.safetensors")));
+    }
 }
