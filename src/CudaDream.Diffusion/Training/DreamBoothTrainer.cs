@@ -71,6 +71,10 @@ public sealed class DreamBoothTrainer
             (phase, i, n) => progress?.Report(new TrainingProgress { Phase = phase, Step = i, Total = n }), cancellation);
         data = data.WithClassImages(classDirs, _o, Say);
         if (data.PriorPreservation) Say($"prior preservation: {data.Classes.Sum(c => c.Count)} class images, prior_loss_weight {_o.PriorLossWeight}");
+        // Prompts past the text encoder's length train without their tail, as the sampler's prompts do: say which.
+        foreach (var same in data.Instances.SelectMany(i => i).Concat(data.Classes.SelectMany(c => c)).GroupBy(i => i.Prompt))
+            if (tokenizer.Encode(same.Key).TruncatedText is { } cut)
+                Say($"warning: the prompt of {same.First().Path}{(same.Count() > 1 ? $" (and {same.Count() - 1} more images)" : "")} is longer than {tokenizer.MaxLength} tokens; trained without: {cut}");
 
         using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip, _o.LatentSampling == "sample", (ulong)_o.Seed);
         var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction);

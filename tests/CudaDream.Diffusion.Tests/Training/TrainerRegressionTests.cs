@@ -184,4 +184,24 @@ public class TrainerRegressionTests
         Assert.True(File.Exists(Path.Combine(options.OutputDir, "lora-step000001.weights.safetensors")));
         Assert.True(File.Exists(Path.Combine(options.OutputDir, "lora-step000001.safetensors")));
     }
+
+    /// <summary>A caption longer than CLIP's 77 tokens is cut in training as in sampling, and now says so (it was silent).</summary>
+    [Fact]
+    public void LongCaptionsAreCutWithAWarning()
+    {
+        using var dir = Fixtures.TempDir();
+        var images = Directory.CreateDirectory(dir.File("images")).FullName;
+        File.Copy(Path.Combine(TrainingFixtures.Concepts("teal-rings"), "rings_01.jpg"), Path.Combine(images, "a.jpg"));
+        File.Copy(Path.Combine(TrainingFixtures.Concepts("teal-rings"), "rings_02.jpg"), Path.Combine(images, "b.jpg"));
+        File.WriteAllText(Path.Combine(images, "a.txt"), "teal rings, " + string.Join(" ", Enumerable.Range(1, 80).Select(i => $"w{i}")) + " — ümlaut tail");
+        var options = TrainingFixtures.Run(dir.File("run"), steps: 1) with
+        {
+            CheckpointEveryNSteps = 0, Concepts = new[] { TrainingFixtures.Rings() with { InstanceDataDir = images, NSaveSample = 0 } },
+        };
+        var progress = new TrainingFixtures.Recorder();
+        new DreamBoothTrainer(options).Run(progress);
+        var warning = Assert.Single(progress.Messages, m => m.Contains("longer than 77 tokens", StringComparison.Ordinal));
+        Assert.Contains(Path.Combine(images, "a.jpg"), warning);
+        Assert.EndsWith("ümlaut tail", warning);
+    }
 }
