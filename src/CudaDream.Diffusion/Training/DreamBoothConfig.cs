@@ -302,6 +302,7 @@ public static class DreamBoothConfig
         if (o.Model.Length > 0 && checkPaths)
             Check(Directory.Exists(o.Model), $"model: folder '{o.Model}' not found{(File.Exists(o.Model) && o.Model.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? " (it is a checkpoint file: convert it with `cudadream import`)" : "")}");
         Check(o.OutputDir.Length > 0, "output_dir: required");
+        if (o.OutputDir.Length > 0 && checkPaths) Check(!File.Exists(o.OutputDir), $"output_dir: '{o.OutputDir}' is a file, not a folder");
         Check(o.Name.Length > 0 && o.Name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0, $"name: '{o.Name}' is not a valid file name");
         if (!TryParseResolution(o.Resolution, out _, out _)) p.Add($"resolution: '{o.Resolution}' is not a positive multiple of 8 (N or WxH)");
         if (o.SampleResolution != null && !TryParseResolution(o.SampleResolution, out _, out _)) p.Add($"sample_resolution: '{o.SampleResolution}' is not a positive multiple of 8 (N or WxH)");

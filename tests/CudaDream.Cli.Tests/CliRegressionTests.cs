@@ -3,9 +3,9 @@ using Xunit;
 
 namespace CudaDream.Cli.Tests;
 
-/// <summary>Regressions of `cudadream train` found by probing it with settings the first tests did not use.</summary>
+/// <summary>Regressions of the CLI verbs found by probing them with settings and paths the first tests did not use.</summary>
 [Collection("Console")]
-public class TrainCommandRegressionTests
+public class CliRegressionTests
 {
     private static string Concepts(string name) => Path.Combine(Fixtures.RepoRoot, "models", "tiny-sd", "concepts", name);
 
@@ -91,5 +91,31 @@ public class TrainCommandRegressionTests
         var byConfigFile = Run(elsewhere, "train", "--config", Path.Combine(outDir, "config.json"), "--max-train-steps", "4", "--resume");
         Assert.Contains(byConfigFile, l => l.StartsWith($"resumed from {Path.Combine(outDir, "checkpoints", "step-000003")} at update 3", StringComparison.Ordinal));
         Assert.Equal(5, File.ReadAllLines(Path.Combine(outDir, "loss.csv")).Length);
+    }
+
+    /// <summary>An output_dir that is a file is a one-line configuration error (it was an internal IOException).</summary>
+    [Fact]
+    public void OutputDirThatIsAFileIsAConfigurationError()
+    {
+        using var dir = Fixtures.TempDir();
+        File.WriteAllText(dir.File("file"), "x");
+        var (code, _, stderr) = CliRunner.Run(Args(dir.File("file")));
+        Assert.Equal(1, code);
+        Assert.Equal($"error: output_dir: '{dir.File("file")}' is a file, not a folder", stderr.Trim());
+    }
+
+    /// <summary>export --format ldm to a folder, and graph run --out to a folder, end with one line naming the path.</summary>
+    [Fact]
+    public void FileOutputsGivenAFolderAreOneLineErrors()
+    {
+        using var dir = Fixtures.TempDir();
+        var model = dir.File("model");
+        Assert.Equal(0, CliRunner.Run("import", Fixtures.SdTiny("checkpoint.safetensors"), "--out", model, "--config", Fixtures.SdTiny("configs"), "--tokenizer", Fixtures.SdTiny("tokenizer")).Code);
+        var (code, _, stderr) = CliRunner.Run("export", "--model", model, "--format", "ldm", "--out", dir.FullName);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {dir.FullName}: is a folder; give a file name", stderr.Trim().Split('\n')[^1].TrimEnd('\r'));
+        (code, _, stderr) = CliRunner.Run("graph", "run", "--model", Fixtures.SdTiny("text_encoder/model.onnx"), "--inputs", Fixtures.SdTiny("refs/text_encoder.safetensors"), "--out", dir.FullName);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {dir.FullName}: is a folder; give a file name", stderr.Trim());
     }
 }
