@@ -118,4 +118,22 @@ public class CliRegressionTests
         Assert.Equal(1, code);
         Assert.Equal($"error: {dir.FullName}: is a folder; give a file name", stderr.Trim());
     }
+
+    /// <summary>A model folder without a VAE encoder cannot train (latents): one line before any work (it was an internal error after the class images).</summary>
+    [Fact]
+    public void TrainingWithoutAVaeEncoderStopsBeforeAnyWork()
+    {
+        using var dir = Fixtures.TempDir();
+        var model = dir.File("model");
+        Assert.Equal(0, CliRunner.Run("import", Fixtures.SdTiny("checkpoint.safetensors"), "--out", model, "--config", Fixtures.SdTiny("configs"), "--tokenizer", Fixtures.SdTiny("tokenizer")).Code);
+        Directory.Delete(Path.Combine(model, "vae_encoder"), recursive: true);
+        var index = Path.Combine(model, "model_index.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index))!.AsObject();
+        json.Remove("vae_encoder");
+        File.WriteAllText(index, json.ToJsonString());
+        var outDir = dir.File("out");
+        var (code, _, stderr) = CliRunner.Run(Args(outDir, "--model", model));
+        var line = Assert.Single(Problems(code, stderr, outDir));
+        Assert.Equal($"error: {model}: training (the images' latents) needs vae_encoder/model.onnx, which this model folder does not have", line);
+    }
 }

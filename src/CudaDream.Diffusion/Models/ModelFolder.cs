@@ -88,10 +88,10 @@ public sealed class ModelFolder
         return folder;
     }
 
-    /// <summary>The VAE encoder (img2img); an error naming the missing file when the folder has none.</summary>
-    public ModelFolderGraph RequireVaeEncoder()
+    /// <summary>The VAE encoder (img2img, training); an error naming the missing file and what needs it when the folder has none.</summary>
+    public ModelFolderGraph RequireVaeEncoder(string neededBy = "img2img")
     {
-        var g = _vaeEncoder.Value ?? throw new CudaDreamException($"{Root}: img2img needs {VaeEncoder}/{ModelFile}, which this model folder does not have");
+        var g = _vaeEncoder.Value ?? throw new CudaDreamException($"{Root}: {neededBy} needs {VaeEncoder}/{ModelFile}, which this model folder does not have");
         RequirePorts(g, ["sample"], []);
         int moments = SlotShape(g, VaeEncoder, "quant_conv")?[0] ?? 2 * LatentChannels;
         if (moments != 2 * LatentChannels)

@@ -211,6 +211,7 @@ public sealed class DreamBoothTrainer
             try { check(); }
             catch (CudaDreamException e) { problems.Add(e.Message); }
         }
+        Check(() => model.RequireVaeEncoder("training (the images' latents)"));
         Check(() => model.CheckImageSize(width, height, $"resolution {width}x{height}"));
         if (_o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out int sw, out int sh))
             Check(() => model.CheckImageSize(sw, sh, $"sample_resolution {sw}x{sh}"));
