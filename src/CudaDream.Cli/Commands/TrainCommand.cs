@@ -47,7 +47,7 @@ public sealed class TrainCommand : ICommand
             var trainer = new DreamBoothTrainer(loaded.Options, loaded.Notices);
             var result = Console.IsOutputRedirected ? trainer.Run(new LineProgress(), cts.Token) : RunWithBars(trainer, cts.Token);
             if (!result.Completed) return 130;
-            Console.WriteLine($"done: {result.Updates} updates; {(result.LoraPath ?? result.WeightsPath)}; samples and loss curve in {result.OutputDir}");
+            Console.WriteLine($"done: {result.Updates} updates; {string.Join(", ", new[] { result.LoraPath, result.WeightsPath }.OfType<string>())}; samples and loss curve in {result.OutputDir}");
             return 0;
         }
         finally { Console.CancelKeyPress -= onCancel; }

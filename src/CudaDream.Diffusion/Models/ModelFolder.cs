@@ -88,10 +88,10 @@ public sealed class ModelFolder
         return folder;
     }
 
-    /// <summary>The VAE encoder (img2img); an error naming the missing file when the folder has none.</summary>
-    public ModelFolderGraph RequireVaeEncoder()
+    /// <summary>The VAE encoder (img2img, training); an error naming the missing file and what needs it when the folder has none.</summary>
+    public ModelFolderGraph RequireVaeEncoder(string neededBy = "img2img")
     {
-        var g = _vaeEncoder.Value ?? throw new CudaDreamException($"{Root}: img2img needs {VaeEncoder}/{ModelFile}, which this model folder does not have");
+        var g = _vaeEncoder.Value ?? throw new CudaDreamException($"{Root}: {neededBy} needs {VaeEncoder}/{ModelFile}, which this model folder does not have");
         RequirePorts(g, ["sample"], []);
         int moments = SlotShape(g, VaeEncoder, "quant_conv")?[0] ?? 2 * LatentChannels;
         if (moments != 2 * LatentChannels)
@@ -99,11 +99,12 @@ public sealed class ModelFolder
         return g;
     }
 
-    /// <summary>Throws with the nearest valid sizes when width × height does not suit this model's graphs.</summary>
-    public void CheckImageSize(int width, int height)
+    /// <summary>Throws with the nearest valid sizes when width × height does not suit this model's graphs;
+    /// <paramref name="setting"/> names where the size came from (default: the sampler's --width/--height).</summary>
+    public void CheckImageSize(int width, int height, string? setting = null)
     {
         if (SizeRule.Fits(width) && SizeRule.Fits(height)) return;
-        throw new CudaDreamException($"--width {width} --height {height}: {SizeRule.Explain()}; nearest valid sizes: {SizeRule.Suggest(width, height)}");
+        throw new CudaDreamException($"{setting ?? $"--width {width} --height {height}"}: {SizeRule.Explain()}; nearest valid sizes: {SizeRule.Suggest(width, height)}");
     }
 
     /// <summary>Every linear and conv weight of the UNet and text encoder a LoRA may adapt (embedding tables are not among them: they feed Gather, not a linear op).</summary>

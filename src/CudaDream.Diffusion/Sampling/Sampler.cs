@@ -68,10 +68,32 @@ public sealed class Sampler : IDisposable
     {
         options ??= new SamplerOptions();
         var tokenizer = ClipTokenizer.FromFolder(model.TokenizerDir, new ClipTokenizerOptions { Cleaning = options.TextCleaning });
+        CheckWeights(model, options.Weights);
         var loras = SamplerLoras.Resolve(model, options.Loras);
         var (make, line) = EngineSelection.Choose(options);
         foreach (var w in loras.Warnings) options.Log?.Invoke($"warning: {w}");
         return new Sampler(model, options, loras, tokenizer, make, line);
+    }
+
+    /// <summary>Replacement weights must name initializers of the network they replace, with their shape and element type.</summary>
+    private static void CheckWeights(ModelFolder model, IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> weights)
+    {
+        foreach (var (component, tensors) in weights)
+        {
+            var graph = component switch
+            {
+                ModelFolder.UNet => model.UNetGraph,
+                ModelFolder.TextEncoder => model.TextEncoderGraph,
+                _ => throw new CudaDreamException($"replacement weights for '{component}': only {ModelFolder.UNet} and {ModelFolder.TextEncoder} weights can be replaced"),
+            };
+            foreach (var (name, t) in tensors)
+            {
+                if (!graph.Initializers.TryGetValue(name, out var stored))
+                    throw new CudaDreamException($"replacement weight '{name}': {graph.Path} has no such initializer");
+                if (stored.DType != t.DType || !Shapes.Equal(stored.Shape, t.Shape))
+                    throw new CudaDreamException($"replacement weight '{name}' is {t.DType}{Shapes.Format(t.Shape)}; {graph.Path} holds {stored.DType}{Shapes.Format(stored.Shape)}");
+            }
+        }
     }
 
     /// <summary>Generates BatchCount batches of BatchSize images. Every input is checked before a network runs.</summary>
@@ -213,9 +235,16 @@ public sealed class Sampler : IDisposable
         if (_engine == null)
         {
             var clip = clipSkip == 1 ? null : Model.TextEncoderGraph.ClipSkip(clipSkip);
-            _plan = new PipelinePlan(Model, (component, readStored) => new NetworkEdits(
-                _loras.MergedWeights(component, readStored),
-                component == ModelFolder.TextEncoder ? clip : null));
+            _plan = new PipelinePlan(Model, (component, readStored) =>
+            {
+                // Replaced weights first; LoRAs merge into them.
+                var replaced = _options.Weights.GetValueOrDefault(component);
+                Func<string, Tensor> read = replaced == null ? readStored : name => replaced.TryGetValue(name, out var t) ? t : readStored(name);
+                var weights = _loras.MergedWeights(component, read);
+                if (replaced != null)
+                    foreach (var (name, t) in replaced) weights.TryAdd(name, t);
+                return new NetworkEdits(weights, component == ModelFolder.TextEncoder ? clip : null);
+            });
             _planClipSkip = clipSkip;
             if (!_engineAnnounced) _options.Log?.Invoke(EngineLine);
             _engineAnnounced = true;

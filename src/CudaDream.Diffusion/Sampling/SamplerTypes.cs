@@ -22,6 +22,9 @@ public sealed record SamplerOptions
     public SamplerEngine Engine { get; init; } = SamplerEngine.Auto;
     /// <summary>LoRAs merged into the weights in memory (no re-export), each with its multiplier.</summary>
     public IReadOnlyList<LoraSource> Loras { get; init; } = [];
+    /// <summary>Weights that replace the model's before LoRAs merge (e.g. a selected-layer training run's tuned tensors):
+    /// network (<c>unet</c>, <c>text_encoder</c>) → initializer name → tensor in the initializer's shape and element type.</summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> Weights { get; init; } = new Dictionary<string, IReadOnlyDictionary<string, Tensor>>();
     public TextCleaning TextCleaning { get; init; } = TextCleaning.FixText;
     /// <summary>CUDA device for ONNX Runtime's CUDA execution provider.</summary>
     public int CudaDevice { get; init; }

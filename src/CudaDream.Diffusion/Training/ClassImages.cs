@@ -37,7 +37,8 @@ public static class ClassImages
                 {
                     cancellation.ThrowIfCancellationRequested();
                     var instance = data.Instances[c][i % data.Instances[c].Count];
-                    var prompt = TrainingData.Fill(concept.ClassPrompt, TrainingData.Caption(instance.Path));
+                    var caption = TrainingData.Caption(instance.Path);
+                    var prompt = TrainingData.Fill(concept.ClassPrompt, caption);
                     var result = sampler.Generate(new GenerationRequest
                     {
                         Prompt = prompt, NegativePrompt = concept.ClassNegativePrompt, Steps = concept.ClassInferSteps, CfgScale = concept.ClassGuidanceScale,
@@ -45,8 +46,10 @@ public static class ClassImages
                     }, cancellation: cancellation);
                     var image = result.Images[0];
                     var name = Path.Combine(dir, $"class-{i:D5}");
-                    // Caption first: an image without its caption would be trained with the file name.
-                    Engine.Formats.AtomicFile.WriteAllText(name + ".txt", prompt);
+                    // Caption first: an image without its caption would be trained with the file name. The caption is what
+                    // [filewords] stands for, so the class prompt filled with it is the prompt the image was made from
+                    // (the whole prompt would be filled into the class prompt a second time).
+                    Engine.Formats.AtomicFile.WriteAllText(name + ".txt", concept.ClassPrompt.Contains(TrainingData.FileWords, StringComparison.Ordinal) ? caption : prompt);
                     PngFile.Write(name + ".png", image.Image, image.Parameters);
                     progress?.Invoke($"class images, concept {c}", i + 1 - have, wanted - have);
                 }

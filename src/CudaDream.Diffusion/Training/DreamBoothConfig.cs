@@ -199,7 +199,13 @@ public static class DreamBoothConfig
             if (raw == null && (type == typeof(bool))) raw = "true";
             if (raw == null) { problems.Add($"{f} needs a value ({Describe(type)})"); continue; }
             if (!FromString(raw, type, out var value)) { problems.Add($"{f}: '{raw}' is not {Describe(type)}"); continue; }
-            if (isRun) o = With(o, prop, value);
+            if (isRun)
+            {
+                // Paths given as flags are relative to the working directory; stored absolute (config.json, resume) like paths from a file.
+                if (value is string path && path.Length > 0 && prop.Name is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir))
+                    value = Path.GetFullPath(path);
+                o = With(o, prop, value);
+            }
             else
             {
                 if (value is string s && prop.Name.EndsWith("DataDir", StringComparison.Ordinal) && s.Length > 0) value = Path.GetFullPath(s);
@@ -296,6 +302,7 @@ public static class DreamBoothConfig
         if (o.Model.Length > 0 && checkPaths)
             Check(Directory.Exists(o.Model), $"model: folder '{o.Model}' not found{(File.Exists(o.Model) && o.Model.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? " (it is a checkpoint file: convert it with `cudadream import`)" : "")}");
         Check(o.OutputDir.Length > 0, "output_dir: required");
+        if (o.OutputDir.Length > 0 && checkPaths) Check(!File.Exists(o.OutputDir), $"output_dir: '{o.OutputDir}' is a file, not a folder");
         Check(o.Name.Length > 0 && o.Name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0, $"name: '{o.Name}' is not a valid file name");
         if (!TryParseResolution(o.Resolution, out _, out _)) p.Add($"resolution: '{o.Resolution}' is not a positive multiple of 8 (N or WxH)");
         if (o.SampleResolution != null && !TryParseResolution(o.SampleResolution, out _, out _)) p.Add($"sample_resolution: '{o.SampleResolution}' is not a positive multiple of 8 (N or WxH)");
@@ -322,6 +329,8 @@ public static class DreamBoothConfig
         Check(o.TextEncoderLr is null || (double.IsFinite(o.TextEncoderLr.Value) && o.TextEncoderLr >= 0), $"text_encoder_lr: {o.TextEncoderLr} must be a non-negative number");
         Check(LrSchedulers.Contains(o.LrScheduler), $"lr_scheduler: '{o.LrScheduler}' is not one of {string.Join(", ", LrSchedulers)}");
         Check(o.LrWarmupSteps >= 0, "lr_warmup_steps: must not be negative");
+        // diffusers' polynomial schedule decays to lr_end = 1e-7, which needs a larger starting rate.
+        Check(o.LrScheduler != "polynomial" || o.LearningRate > 1e-7, $"lr_scheduler polynomial: learning_rate {o.LearningRate} must be above the schedule's final rate 1e-7");
         Check(o.Optimizer is "adamw" or "sgd", $"optimizer: '{o.Optimizer}' is not adamw or sgd");
         Check(o.AdamBeta1 is >= 0 and < 1 && o.AdamBeta2 is >= 0 and < 1, "adam_beta1, adam_beta2: must be in [0, 1)");
         Check(o.AdamEpsilon > 0, "adam_epsilon: must be positive");

@@ -48,7 +48,7 @@ public sealed class DreamBoothTrainer
         // ---- everything that can be wrong is checked before anything is written ----
         var model = ModelFolder.Open(_o.Model);
         var (width, height) = ClassImages.Resolution(_o);
-        model.CheckImageSize(width, height);
+        CheckAgainstModel(model, width, height);
         var tokenizer = ClipTokenizer.FromFolder(model.TokenizerDir);
         foreach (var c in _o.Concepts.Where(c => c.InstanceToken.Length > 0))
         {
@@ -71,6 +71,10 @@ public sealed class DreamBoothTrainer
             (phase, i, n) => progress?.Report(new TrainingProgress { Phase = phase, Step = i, Total = n }), cancellation);
         data = data.WithClassImages(classDirs, _o, Say);
         if (data.PriorPreservation) Say($"prior preservation: {data.Classes.Sum(c => c.Count)} class images, prior_loss_weight {_o.PriorLossWeight}");
+        // Prompts past the text encoder's length train without their tail, as the sampler's prompts do: say which.
+        foreach (var same in data.Instances.SelectMany(i => i).Concat(data.Classes.SelectMany(c => c)).GroupBy(i => i.Prompt))
+            if (tokenizer.Encode(same.Key).TruncatedText is { } cut)
+                Say($"warning: the prompt of {same.First().Path}{(same.Count() > 1 ? $" (and {same.Count() - 1} more images)" : "")} is longer than {tokenizer.MaxLength} tokens; trained without: {cut}");
 
         using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip, _o.LatentSampling == "sample", (ulong)_o.Seed);
         var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction);
@@ -81,12 +85,17 @@ public sealed class DreamBoothTrainer
         // ---- networks ----
         using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentHeight, batches.LatentWidth, Say);
         CheckMemory(nets, Say);
+        nets.SamplerWeights(out var unsampled);
+        if (unsampled.Count > 0) Say($"warning: sample grids show these tuned weights untrained (no initializer of the stored UNet holds them): {string.Join(", ", unsampled.Take(5))}{(unsampled.Count > 5 ? ", …" : "")}");
         var optimizer = MakeOptimizer(nets);
-        int updatesPerEpoch = Math.Max(1, data.EpochSize / (_o.TrainBatchSize * _o.GradientAccumulationSteps));
-        int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps : _o.NumTrainEpochs * updatesPerEpoch;
+        // An epoch is one pass over the instance examples; the data stream runs on across epoch ends, so N epochs take
+        // ⌈N · epoch size / examples per update⌉ updates (a per-epoch floor skipped data, e.g. 6 images at batch 4).
+        long examplesPerUpdate = (long)_o.TrainBatchSize * _o.GradientAccumulationSteps;
+        int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps
+            : (int)Math.Min(int.MaxValue, ((long)_o.NumTrainEpochs * data.EpochSize + examplesPerUpdate - 1) / examplesPerUpdate);
         var schedule = new LrSchedule(new LrScheduleOptions(LrSchedule.ParseKind(_o.LrScheduler), _o.LrWarmupSteps, totalUpdates,
             _o.LrScheduler == "cosine_with_restarts" ? _o.LrNumCycles : null, _o.LrPower, 1e-7, _o.LearningRate));
-        Say($"training: {totalUpdates} updates of {_o.TrainBatchSize}×{_o.GradientAccumulationSteps} examples ({(double)totalUpdates / updatesPerEpoch:F1} epochs), " +
+        Say($"training: {totalUpdates} updates of {_o.TrainBatchSize}×{_o.GradientAccumulationSteps} examples ({(double)totalUpdates * examplesPerUpdate / data.EpochSize:F1} epochs), " +
             $"{nets.TrainableCount:N0} trainable parameters, {prediction} prediction");
 
         // ---- resume ----
@@ -114,16 +123,18 @@ public sealed class DreamBoothTrainer
         double? smoothed = null;
         double? lastLoss = null;
         string? lastCheckpoint = null;
-        int update = start;
+        // Updates applied to the parameters so far: what an interrupt's checkpoint must record, even when the stop
+        // comes after an update, during its sample grid or outputs.
+        int applied = start;
         bool completed = false;
         try
         {
-            for (; update < totalUpdates; update++)
+            for (int update = start; update < totalUpdates; update++)
             {
                 cancellation.ThrowIfCancellationRequested();
                 double lrMultiplier = schedule.Multiplier(update);
                 double loss = OneUpdate(nets, batches, optimizer, lrMultiplier, update, checkpoints);
-                int done = update + 1;
+                int done = applied = update + 1;
                 lastLoss = loss;
                 smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
                 double? eval = (_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates ? nets.Evaluate(evalSet) : null;
@@ -137,26 +148,29 @@ public sealed class DreamBoothTrainer
                 if (Due(_o.CheckpointEveryNSteps, done, totalUpdates))
                     lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
-                    Say($"wrote {WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates).lora}");
-                if (Due(_o.SampleEveryNSteps, done, totalUpdates))
-                    Say($"wrote {SampleGrid(nets, batches, model, done, sampleEngine, cancellation)}");
+                {
+                    var (stepLora, stepWeights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates);
+                    foreach (var written in new[] { stepLora, stepWeights }.OfType<string>()) Say($"wrote {written}");
+                }
+                if (Due(_o.SampleEveryNSteps, done, totalUpdates) && SampleGrid(nets, batches, model, done, sampleEngine, cancellation) is { } grid)
+                    Say($"wrote {grid}");
             }
             completed = true;
         }
         catch (OperationCanceledException)
         {
             // Ctrl-C: keep the work done so far, resumable with --resume.
-            lastCheckpoint = checkpoints.Save(new TrainerState(update, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
-            Say($"interrupted at update {update}; wrote {lastCheckpoint} (continue with --resume)");
+            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            Say($"interrupted at update {applied}; wrote {lastCheckpoint} (continue with --resume)");
             log.WriteCurve();
-            return new TrainingResult(_o.OutputDir, null, null, update, false, lastLoss, log.Eval, lastCheckpoint);
+            return new TrainingResult(_o.OutputDir, null, null, applied, false, lastLoss, log.Eval, lastCheckpoint);
         }
 
         lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
         var (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
         log.WriteCurve();
-        Say($"wrote {lora ?? weights}");
-        Say($"wrote {SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation)}");
+        foreach (var written in new[] { lora, weights }.OfType<string>()) Say($"wrote {written}");
+        if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }
 
@@ -183,6 +197,28 @@ public sealed class DreamBoothTrainer
         optimizer.Step();
         nets.ParametersUpdated();
         return loss;
+    }
+
+    /// <summary>
+    /// The settings whose validity depends on the model (sizes, CLIP skip, what lora_targets or train_layers select),
+    /// all listed at once before class images, caches or training: a mistake costs seconds, not a run.
+    /// </summary>
+    private void CheckAgainstModel(ModelFolder model, int width, int height)
+    {
+        var problems = new List<string>();
+        void Check(Action check)
+        {
+            try { check(); }
+            catch (CudaDreamException e) { problems.Add(e.Message); }
+        }
+        Check(() => model.RequireVaeEncoder("training (the images' latents)"));
+        Check(() => model.CheckImageSize(width, height, $"resolution {width}x{height}"));
+        if (_o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out int sw, out int sh))
+            Check(() => model.CheckImageSize(sw, sh, $"sample_resolution {sw}x{sh}"));
+        if (_o.ClipSkip != 1) Check(() => model.TextEncoderGraph.ClipSkip(_o.ClipSkip));
+        if (problems.Count == 0)
+            Check(() => { if (TrainingNetworks.TargetProblem(_o, model, height / model.VaeScaleFactor, width / model.VaeScaleFactor) is { } p) problems.Add(p); });
+        if (problems.Count > 0) throw new ConfigException(problems);
     }
 
     /// <summary>A periodic output is due after update <paramref name="done"/> (the final one is written after the loop).</summary>
@@ -262,11 +298,12 @@ public sealed class DreamBoothTrainer
         return nets.WriteResult(basePath, meta);
     }
 
-    /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts.</summary>
-    private string SampleGrid(TrainingNetworks nets, BatchMaker batches, ModelFolder model, int step, SamplerEngine engine, CancellationToken cancellation)
+    /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts. Null when no concept asks for samples.</summary>
+    private string? SampleGrid(TrainingNetworks nets, BatchMaker batches, ModelFolder model, int step, SamplerEngine engine, CancellationToken cancellation)
     {
+        if (_o.Concepts.All(c => c.NSaveSample == 0)) return null;
         var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
-        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras() });
+        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras(), Weights = nets.SamplerWeights(out _) });
         var images = new List<RgbImage>();
         var labels = new List<string>();
         int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));
@@ -293,7 +330,7 @@ public sealed class DreamBoothTrainer
     /// <summary>Settings a resume must share with the run it continues (everything but intervals, resume and output names).</summary>
     private string ConfigHash()
     {
-        var o = _o with { Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
+        var o = _o with { OutputDir = "", Name = "", Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
     }
 

@@ -94,7 +94,7 @@ internal sealed class TrainingNetworks : IDisposable
         else
         {
             var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), _o.LoraTargets);
-            if (targets.Count == 0) throw new CudaDreamException($"lora_targets {string.Join(",", _o.LoraTargets)} match no module of {_model.ModelPath(ModelFolder.UNet)}");
+            if (targets.Count == 0) throw new CudaDreamException(NoLoraTargets());
             _unetLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 0), (float)_o.LoraDropout));
             trainable = _unetLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList();
             say($"LoRA: {_unetLoras.Count} UNet modules, rank {_o.LoraRank}, alpha {_o.LoraAlpha ?? _o.LoraRank}");
@@ -204,27 +204,56 @@ internal sealed class TrainingNetworks : IDisposable
     /// </summary>
     private List<Value> SelectLayers(ComputeGraph g, IReadOnlyList<string> globs)
     {
-        var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
         var result = new List<Value>();
+        foreach (var (v, name, transposed) in MatchLayers(g, globs))
+        {
+            v.Constant = v.Constant!.To(DType.F32).Clone();
+            v.DType = DType.F32;
+            // Torch exports keep Linear weights transposed; record it to write them back in [out, in].
+            _layerNames[v] = transposed ? name + "#transposed" : name;
+            result.Add(v);
+        }
+        if (result.Count == 0) throw new CudaDreamException(NoLayers());
+        return result;
+    }
+
+    /// <summary>The weights <see cref="SelectLayers"/> would train, with their diffusers names; the graph is not changed.</summary>
+    private static List<(Value Weight, string Name, bool Transposed)> MatchLayers(ComputeGraph g, IReadOnlyList<string> globs)
+    {
+        var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
+        var result = new List<(Value, string, bool)>();
+        var seen = new HashSet<Value>();
         foreach (var n in g.Nodes)
         {
             if (n.Op is not (FusedOps.Linear or "Conv" or FusedOps.GroupNorm or FusedOps.LayerNorm) || n.Module.Length == 0) continue;
             for (int i = 1; i < Math.Min(3, n.Inputs.Count); i++)
             {
                 var v = n.Inputs[i];
-                if (v == null || !v.IsWeight || v.Constant == null || result.Contains(v)) continue;
+                if (v == null || !v.IsWeight || v.Constant == null || seen.Contains(v)) continue;
                 var name = n.Module + (i == 1 ? ".weight" : ".bias");
                 if (!regexes.Any(r => r.IsMatch(name))) continue;
-                v.Constant = v.Constant.To(DType.F32).Clone();
-                v.DType = DType.F32;
-                _layerNames[v] = name;
-                // Torch exports keep Linear weights transposed; record it to write them back in [out, in].
-                if (n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0) _layerNames[v] = name + "#transposed";
-                result.Add(v);
+                seen.Add(v);
+                result.Add((v, name, n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0));
             }
         }
-        if (result.Count == 0) throw new CudaDreamException($"train_layers {string.Join(",", globs)} match no UNet weight (names are diffusers module paths, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight)");
         return result;
+    }
+
+    private string NoLoraTargets() => $"lora_targets {string.Join(",", _o.LoraTargets)} match no module of {_model.ModelPath(ModelFolder.UNet)}";
+
+    private string NoLayers() => $"train_layers {string.Join(",", _o.TrainLayers)} match no UNet weight (names are diffusers module paths, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight)";
+
+    /// <summary>
+    /// Whether lora_targets (or train_layers) select anything in the model's UNet, found on the same prepared graph the
+    /// run trains (at batch 1), so a run that would select nothing stops before class images and caches: null when fine.
+    /// </summary>
+    public static string? TargetProblem(DreamBoothOptions o, ModelFolder model, int latentHeight, int latentWidth)
+    {
+        var n = new TrainingNetworks(o, model, ExecutionBackend.Cpu);
+        var (seq, width) = n.TextShape();
+        var g = n.Load(ModelFolder.UNet, n.UNetShapes(1, latentHeight, latentWidth, seq, width));
+        if (o.TrainLayers.Count > 0) return MatchLayers(g, o.TrainLayers).Count == 0 ? n.NoLayers() : null;
+        return LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), o.LoraTargets).Count == 0 ? n.NoLoraTargets() : null;
     }
 
     private string ParamName(string component, Value v) =>
@@ -308,27 +337,53 @@ internal sealed class TrainingNetworks : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// A selected-layer run's tuned weights for the sampler: by initializer name (the graph keeps each selected weight
+    /// itself), in the model's stored shape and element type. Weights that are no initializer of the stored UNet are
+    /// listed in <paramref name="missing"/> (sample grids cannot show them). Empty for LoRA runs.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> SamplerWeights(out List<string> missing)
+    {
+        missing = new List<string>();
+        var tuned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        if (_o.TrainLayers.Count == 0) return new Dictionary<string, IReadOnlyDictionary<string, Tensor>>();
+        var stored = _model.UNetGraph.Initializers;
+        foreach (var p in TunedLayers)
+        {
+            if (!stored.TryGetValue(p.Value.Name, out var s) || Shapes.Numel(s.Shape) != p.Value.Numel) { missing.Add(p.Name); continue; }
+            tuned[p.Value.Name] = p.Value.Constant!.Clone().Reshape(s.Shape).To(s.DType);
+        }
+        return new Dictionary<string, IReadOnlyDictionary<string, Tensor>> { [ModelFolder.UNet] = tuned };
+    }
+
     /// <summary>Writes the LoRA (kohya keys) or the changed weights (diffusers keys, for `cudadream export --weights`).</summary>
     public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata)
     {
+        // Both when selected UNet layers train beside a text-encoder LoRA.
+        string? lora = null, file = null;
         if (_unetLoras.Count + _textLoras.Count > 0)
         {
-            var path = basePath + ".safetensors";
-            LoraWriter.WriteKohya(path, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
-            return (path, null);
+            lora = basePath + ".safetensors";
+            LoraWriter.WriteKohya(lora, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
         }
-        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var p in _params)
+        if (TunedLayers.Any())
         {
-            var t = p.Value.Constant!.Clone();
-            // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
-            if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
-            weights[p.Name] = t;
+            var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            foreach (var p in TunedLayers)
+            {
+                var t = p.Value.Constant!.Clone();
+                // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
+                if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
+                weights[p.Name] = t;
+            }
+            file = basePath + ".weights.safetensors";
+            SafetensorsWriter.Write(file, weights, metadata);
         }
-        var file = basePath + ".weights.safetensors";
-        SafetensorsWriter.Write(file, weights, metadata);
-        return (null, file);
+        return (lora, file);
     }
+
+    /// <summary>The UNet weights of selected-layer fine-tuning (a text-encoder LoRA may train beside them).</summary>
+    private IEnumerable<Trainable> TunedLayers => _params.Where(p => p.Group == "unet" && _o.TrainLayers.Count > 0);
 
     private static Tensor Transpose2D(Tensor t)
     {

@@ -78,6 +78,15 @@ public static class GradientRules
             return new[] { b.Transpose(dy[0]!, inverse) };
         },
         ["Expand"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!) },
+        // clip(x) passes the gradient where it returned x unchanged (inside [min, max], bounds included, as torch.clamp).
+        ["Clip"] = (n, dy, need, b) =>
+        {
+            var r = new Value?[n.Inputs.Count];
+            r[0] = b.Emit1("Where", new[] { b.Emit1("Equal", new[] { n.Output(), n.Input(0) }), dy[0], b.Scalar(0, dy[0]!.DType) });
+            return r;
+        },
+        // The draw depends on its input's shape only (the VAE encoder's mean + std · ε): no gradient flows back through it.
+        ["RandomNormalLike"] = (n, dy, need, b) => new Value?[n.Inputs.Count],
         ["Concat"] = Concat,
         ["Slice"] = Slice,
         ["Softmax"] = (n, dy, need, b) =>

@@ -6,10 +6,14 @@ namespace CudaDream.Engine.Formats;
 /// </summary>
 public static class AtomicFile
 {
+    /// <summary>Writes <paramref name="path"/>; a path that names a folder, or lies under a file, is a user error (one line), checked before <paramref name="write"/> runs.</summary>
     public static void Write(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
+        if (Directory.Exists(full) || Path.EndsInDirectorySeparator(path)) throw new CudaDreamException($"{path}: is a folder; give a file name");
         var dir = Path.GetDirectoryName(full)!;
+        for (var up = dir; up != null; up = Path.GetDirectoryName(up))
+            if (File.Exists(up)) throw new CudaDreamException($"{path}: cannot create a file under {up}, which is a file");
         Directory.CreateDirectory(dir);
         var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try

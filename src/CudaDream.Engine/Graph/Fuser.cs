@@ -102,12 +102,12 @@ public static class Fuser
         var pattern = new List<Node> { r1, inorm, r2 };
         var y = r2.Output();
         Value? gamma = null, beta = null;
-        if (f.SoleConsumer(y) is { Op: "Mul" } mul && OtherOperand(mul, y) is { } gm && ChannelVector(gm, c, x.Rank) is { } gv)
+        if (f.SoleConsumer(y) is { Op: "Mul" } mul && OtherOperand(mul, y) is { } gm && ChannelVector(f, gm, mul, c, x.Rank, pattern) is { } gv)
         {
             gamma = gv;
             pattern.Add(mul);
             y = mul.Output();
-            if (f.SoleConsumer(y) is { Op: "Add" } add && OtherOperand(add, y) is { } bt && ChannelVector(bt, c, x.Rank) is { } bv)
+            if (f.SoleConsumer(y) is { Op: "Add" } add && OtherOperand(add, y) is { } bt && ChannelVector(f, bt, add, c, x.Rank, pattern) is { } bv)
             {
                 beta = bv;
                 pattern.Add(add);
@@ -120,18 +120,31 @@ public static class Fuser
         return true;
     }
 
-    /// <summary>A constant shaped [C,1,...,1] (per-channel affine of NCHW) viewed as [C]; null if it is not one.</summary>
-    private static Value? ChannelVector(Value v, int c, int rank)
+    /// <summary>
+    /// A constant shaped [C,1,...,1] (per-channel affine of NCHW) viewed as [C]; null if it is not one. A reshape of a
+    /// [C] weight (CudaDream's builder: Reshape(γ, [C,1,1]); the specializer keeps views of weights) yields the weight
+    /// itself, with its name, and joins the pattern.
+    /// </summary>
+    private static Value? ChannelVector(Rewriter f, Value v, Node consumer, int c, int rank, List<Node> pattern)
     {
-        if (!v.IsConstant || (v.Constant == null && !v.IsWeight)) return null;
-        var s = v.Shape!;
-        int lead = s.Length - (rank - 1);
-        if (s.Length > rank || (lead == 0 && s.Length == 0)) return null;
-        // Allowed: [C, 1, ..., 1] with rank-1 dims, optionally with leading 1s.
-        var trimmed = s.SkipWhile((d, i) => i < s.Length - (rank - 1) && d == 1).ToArray();
-        if (trimmed.Length != rank - 1 || trimmed[0] != c || trimmed.Skip(1).Any(d => d != 1)) return null;
+        if (v.Producer is { Op: "Reshape" or "Unsqueeze" } view && view.Input(0) is { IsConstant: true, Rank: 1 } w && w.Shape![0] == c
+            && IsChannelShape(v.Shape!, c, rank) && f.OnlyFeeds(v, consumer))
+        {
+            pattern.Add(view);
+            return w;
+        }
+        if (!v.IsConstant || (v.Constant == null && !v.IsWeight) || !IsChannelShape(v.Shape!, c, rank)) return null;
         // A weight whose data was not loaded (inspect) keeps its place with the new shape.
         return new Value(v.Name, v.DType, new[] { c }) { Constant = v.Constant?.Reshape(c), IsWeight = v.IsWeight };
+    }
+
+    /// <summary>[C, 1, ..., 1] with rank − 1 dimensions, optionally after leading 1s.</summary>
+    private static bool IsChannelShape(int[] s, int c, int rank)
+    {
+        int lead = s.Length - (rank - 1);
+        if (s.Length > rank || (lead == 0 && s.Length == 0)) return false;
+        var trimmed = s.SkipWhile((d, i) => i < s.Length - (rank - 1) && d == 1).ToArray();
+        return trimmed.Length == rank - 1 && trimmed[0] == c && trimmed.Skip(1).All(d => d == 1);
     }
 
     /// <summary>opset-17 LayerNormalization over the last axis → LayerNorm.</summary>

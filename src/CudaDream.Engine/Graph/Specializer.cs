@@ -95,6 +95,9 @@ public static class Specializer
         // Transpose(W) of a weight stays: the fuser turns MatMul(x, Transpose(W)) into Linear(W, transB), so the
         // weight keeps one copy in memory and its name (LoRA, fine-tuning and merges address weights by name).
         if (node.Op == "Transpose" && node.Input(0).IsWeight && node.Input(0).Rank == 2) return false;
+        // Likewise a view of a weight (the builder's GroupNorm reshapes γ and β to [C,1,1]): the simplifier drops identities
+        // and the fuser reads through reshapes, so the weight stays itself — selectable by train_layers and graph grad --wrt.
+        if (schema.IsView && node.Input(0).IsWeight) return false;
         long outElements = node.Outputs.Sum(o => o.Numel);
         bool anySplat = node.Inputs.Any(i => i?.Splat != null);
         if (outElements > options.MaxFoldElements || anySplat)

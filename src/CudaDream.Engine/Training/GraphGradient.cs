@@ -48,8 +48,12 @@ public static class GraphGradient
             var targets = GraphLora.Targets(g, component);
             var tensors = SafetensorsFile.ReadAll(r.Lora);
             var loaded = LoraFile.Resolve(r.Lora, tensors, targets);
-            // The file may carry other tensors (inputs, references): only LoRA-shaped keys must match a module.
-            var stray = loaded.UnmatchedKeys.Where(k => LoraSuffixes.Any(s => k.EndsWith(s, StringComparison.Ordinal))).ToList();
+            // The file may carry other tensors (inputs, references) and the other network's adapters (a kohya file holds
+            // lora_unet_* and lora_te_*): only LoRA-shaped keys meant for this network must match a module.
+            string other = component == LoraComponents.UNet ? LoraComponents.TextEncoder : LoraComponents.UNet;
+            bool ForOtherNetwork(string key) => key.StartsWith(LoraFile.KohyaName(other, ""), StringComparison.Ordinal)
+                || key.StartsWith(other + ".", StringComparison.Ordinal) || key.StartsWith($"base_model.model.{other}.", StringComparison.Ordinal);
+            var stray = loaded.UnmatchedKeys.Where(k => LoraSuffixes.Any(s => k.EndsWith(s, StringComparison.Ordinal)) && !ForOtherNetwork(k)).ToList();
             if (stray.Count > 0) throw new CudaDreamException($"{r.Lora}: LoRA key '{stray[0]}' matches no module of {r.Model}{(stray.Count > 1 ? $" (and {stray.Count - 1} more)" : "")}");
             if (loaded.Adapters.Count == 0) throw new CudaDreamException($"{r.Lora}: no LoRA tensors found");
             attached = GraphLora.Attach(g, loaded.Adapters);
