@@ -185,7 +185,7 @@ public static unsafe class AttentionFast
         {
             int bc = Math.Min(BlockK, keyEnd - j0);
             float* kT = TransposedTile((float*)t.KT, a, head, j0 / BlockK, d);
-            SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, s, BlockK, accumulate: false);
+            AttentionTileGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, s, BlockK, accumulate: false);
             for (int i = 0; i < br; i++)
             {
                 float* row = s + i * BlockK;
@@ -207,7 +207,7 @@ public static unsafe class AttentionFast
                 rowMax[i] = mNew;
             }
             float* vRows = (float*)t.V + (((long)b * m + j0) * a.Heads + h) * dv;
-            SmallGemm.Multiply(br, dv, bc, s, BlockK, 1, vRows, vStride, acc, dv, accumulate: true);
+            AttentionTileGemm.Multiply(br, dv, bc, s, BlockK, 1, vRows, vStride, acc, dv, accumulate: true);
         }
 
         float* lse = (float*)t.Lse;
@@ -270,18 +270,18 @@ public static unsafe class AttentionFast
                 float* qRows = qHead + (long)i0 * qStride;
                 float* doRows = doHead + (long)i0 * vStride;
                 // P = exp(scale·Q·Kᵀ − lse), 0 where masked
-                SmallGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, p, BlockK, accumulate: false);
+                AttentionTileGemm.Multiply(br, bc, d, qRows, qStride, 1, kT, BlockK, p, BlockK, accumulate: false);
                 for (int i = 0; i < br; i++)
                 {
                     float l = lse[i0 + i];
                     int visible = float.IsNegativeInfinity(l) ? 0 : a.Causal ? Math.Clamp(i0 + i + 1 - j0, 0, bc) : bc;
                     ExpScaledShifted(p + i * BlockK, bc, visible, scale, -l);
                 }
-                SmallGemm.Multiply(bc, dvDim, br, p, 1, BlockK, doRows, vStride, dvTile, dvDim, accumulate: true);   // dV += Pᵀ·dO
-                SmallGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT, BlockK, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
+                AttentionTileGemm.Multiply(bc, dvDim, br, p, 1, BlockK, doRows, vStride, dvTile, dvDim, accumulate: true);   // dV += Pᵀ·dO
+                AttentionTileGemm.Multiply(br, bc, dvDim, doRows, vStride, 1, vT, BlockK, ds, BlockK, accumulate: false);   // dP = dO·Vᵀ
                 for (int i = 0; i < br; i++) SoftmaxGradient(ds + i * BlockK, p + i * BlockK, bc, rowDot[i0 + i], scale);
-                SmallGemm.Multiply(br, d, bc, ds, BlockK, 1, kRows, qStride, dqHead + (long)i0 * dqStride, dqStride, accumulate: true); // dQ += dS·K
-                SmallGemm.Multiply(bc, d, br, ds, 1, BlockK, qRows, qStride, dkTile, d, accumulate: true);            // dK += dSᵀ·Q
+                AttentionTileGemm.Multiply(br, d, bc, ds, BlockK, 1, kRows, qStride, dqHead + (long)i0 * dqStride, dqStride, accumulate: true); // dQ += dS·K
+                AttentionTileGemm.Multiply(bc, d, br, ds, 1, BlockK, qRows, qStride, dkTile, d, accumulate: true);            // dK += dSᵀ·Q
             }
             for (int j = 0; j < bc; j++)
             {

@@ -11,7 +11,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// Register tiles of 6 rows × 16 columns (12 ymm accumulators: 2 loads of B and 6 broadcasts of A per
 /// 12 FMAs), then 4-row, 8-column and scalar tails.
 /// </summary>
-internal static unsafe class SmallGemm
+internal static unsafe class AttentionTileGemm
 {
     public static void Multiply(int m, int n, int k, float* a, long aRowStride, long aColStride, float* b, int ldb, float* c, int ldc, bool accumulate)
     {
