@@ -8,7 +8,7 @@ using CudaDream.Engine;
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cuda.Interop;
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Backends.Device.Conformance;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Tensors;
 

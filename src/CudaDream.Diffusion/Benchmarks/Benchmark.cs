@@ -141,7 +141,7 @@ public static class Benchmark
     {
         var shapes = UNetShapes(o, m);
         using var s = GraphSession.Create(m.ModelPath(ModelFolder.UNet), shapes);
-        long flops = 2 * s.Graph.Nodes.Sum(OpSchemas.MultiplyAdds);
+        long flops = 2 * s.Graph.Nodes.Sum(OpRegistry.MultiplyAdds);
         var inputs = RandomInputs(shapes);
         double t = Median(o.Repeats, () => s.Run(inputs));
         return new BenchmarkResult($"unet forward b{o.Batch} {o.Width}x{o.Height}", t, flops / t / 1e9, s.Plan.ArenaBytes, $"{flops / 1e9:F2} GFLOP per forward");
@@ -152,12 +152,12 @@ public static class Benchmark
         var shapes = UNetShapes(o, m);
         var g = OnnxImporter.Load(m.ModelPath(ModelFolder.UNet));
         GraphPasses.Prepare(g, shapes, fuse: true);
-        long forwardFlops = 2 * g.Nodes.Sum(OpSchemas.MultiplyAdds);
+        long forwardFlops = 2 * g.Nodes.Sum(OpRegistry.MultiplyAdds);
         var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), new[] { "attention" });
         var attached = GraphLora.Attach(g, GraphLora.Initialize(targets, 4, 4, 1));
         var tg = TrainingGraph.Build(g, attached.SelectMany(a => new[] { a.Down, a.Up }).ToList(), new TrainingGraphOptions { GradientCheckpointing = checkpointing });
         using var session = new TrainingSession(tg);
-        long flops = 2 * g.Nodes.Sum(OpSchemas.MultiplyAdds);
+        long flops = 2 * g.Nodes.Sum(OpRegistry.MultiplyAdds);
         var inputs = RandomInputs(shapes);
         inputs[TrainingGraph.TargetInput] = Tensor.FromArray(Random((int)Shapes.Numel(shapes["sample"]), 20), shapes["sample"]);
         double t = Median(o.Repeats, () => session.Run(inputs));

@@ -1,11 +1,10 @@
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Autodiff;
 
 /// <summary>
-/// Reverse-mode differentiation of a specialised graph. Gradient rules (<see cref="GradientRules"/>) are
+/// Reverse-mode differentiation of a specialised graph. Each op's gradient rule (<see cref="OpDef.Gradient"/>, in its home) is
 /// applied in reverse topological order to the nodes on a path from a value in <c>wrt</c> to the loss;
 /// fan-out is accumulated by adding the contributions. Frozen weights get no gradient and no weight-
 /// gradient work: a rule is asked only for the inputs that lead back to <c>wrt</c>.
@@ -16,7 +15,7 @@ public static class Differentiator
     /// <summary>Adds backward nodes for d<paramref name="loss"/>/d<paramref name="wrt"/>; returns the gradient value of each wrt value (null when it does not reach the loss).</summary>
     public static Dictionary<Value, Value?> Differentiate(ComputeGraph g, Value loss, IReadOnlyCollection<Value> wrt)
     {
-        foreach (var n in g.Nodes) AsFusedNormalization(n);
+        foreach (var n in g.Nodes) OpRegistry.Get(n).PrepareForGradient?.Invoke(n);
         var forward = g.Nodes.ToList();
         var requiresGrad = new HashSet<Value>(wrt);
         foreach (var n in forward)
@@ -46,7 +45,9 @@ public static class Differentiator
             if (dy.All(d => d == null)) continue;
             if (dy[0] == null) throw new GraphException(n, "gradient reaches only a secondary output");
             SaveStatistics(n);
-            var dx = GradientRules.Get(n)(n, dy, needed, b);
+            var rule = OpRegistry.Get(n).Gradient
+                ?? throw new GraphException(n, $"no gradient rule for op '{n.Op}' (it lies between a trainable parameter and the loss)");
+            var dx = rule(n, dy, needed, b);
             for (int k = 0; k < n.Inputs.Count; k++)
             {
                 if (!needed[k] || k >= dx.Length || dx[k] == null) continue;
@@ -80,32 +81,12 @@ public static class Differentiator
     }
 
     /// <summary>
-    /// Unfused normalisations become the fused op they equal, so one backward kernel (with saved statistics)
-    /// serves both: InstanceNormalization is GroupNorm with one group per channel, LayerNormalization over the
-    /// last axis is LayerNorm.
-    /// </summary>
-    private static void AsFusedNormalization(Node n)
-    {
-        if (n.Op == "InstanceNormalization" && n.Outputs.Count == 1)
-        {
-            n.Op = FusedOps.GroupNorm;
-            n.Attributes.Set("groups", (long)n.Input(0).Shape![1]).Set("silu", 0L).Set("epsilon", n.Attributes.Float("epsilon", 1e-5f));
-        }
-        else if (n.Op == "LayerNormalization" && Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) == n.Input(0).Rank - 1
-            && n.Outputs.Skip(1).All(o => o.Consumers.Count == 0))
-        {
-            n.Op = FusedOps.LayerNorm;
-            while (n.Outputs.Count > 1) n.Outputs.RemoveAt(n.Outputs.Count - 1);
-        }
-    }
-
-    /// <summary>
-    /// Normalisations and attention keep the statistics their backward needs (mean/rstd, log-sum-exp)
-    /// as extra outputs of the forward node, instead of recomputing them.
+    /// Ops with <see cref="OpDef.SavedOutputs"/> (normalisations, attention) keep what their backward needs
+    /// (mean/rstd, log-sum-exp) as extra outputs of the forward node, instead of recomputing it.
     /// </summary>
     private static void SaveStatistics(Node n)
     {
-        int wanted = n.Op switch { FusedOps.GroupNorm or FusedOps.LayerNorm => 3, FusedOps.Attention => 2, _ => 0 };
+        int wanted = OpRegistry.Get(n).SavedOutputs;
         if (wanted == 0 || n.Outputs.Count >= wanted) return;
         while (n.Outputs.Count < wanted)
         {
@@ -113,6 +94,6 @@ public static class Differentiator
             n.Outputs.Add(stat);
             stat.Producer = n;
         }
-        OpSchemas.InferShapes(n);
+        OpRegistry.InferShapes(n);
     }
 }

@@ -1,7 +1,7 @@
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
-using static CudaDream.Engine.Graph.Ops.Infer;
+using static CudaDream.Engine.Graph.Infer;
 
 namespace CudaDream.Engine.Autodiff;
 

@@ -4,12 +4,6 @@ using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Autodiff;
 
-/// <summary>
-/// Computes the gradients of a node's inputs from the gradients of its outputs.
-/// <paramref name="dy"/> holds one gradient per output (null where an output does not reach the loss);
-/// the result holds one per input (null where not needed or not defined, e.g. shape operands).
-/// </summary>
-public delegate Value?[] GradRule(Node node, Value?[] dy, bool[] needed, GradBuilder b);
 
 /// <summary>
 /// The gradient rules, one per op, as a table a reader can scan (tinygrad style). Rules build backward
@@ -18,7 +12,7 @@ public delegate Value?[] GradRule(Node node, Value?[] dy, bool[] needed, GradBui
 /// </summary>
 public static class GradientRules
 {
-    private static readonly Dictionary<string, GradRule> Table = new(StringComparer.Ordinal)
+    internal static readonly Dictionary<string, GradRule> Table = new(StringComparer.Ordinal)
     {
         // ---- fused ops ----
         [FusedOps.Linear] = Linear,

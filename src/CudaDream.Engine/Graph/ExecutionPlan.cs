@@ -41,7 +41,7 @@ public sealed class ExecutionPlan
         var steps = new List<Node>();
         foreach (var n in g.Nodes)
         {
-            var schema = OpSchemas.Get(n);
+            var schema = OpRegistry.Get(n);
             var src = n.Inputs.Count > 0 ? n.Inputs[0] : null;
             if (schema.IsView && src != null && !src.IsConstant && n.Outputs[0].DType == src.DType && !g.Outputs.Contains(n.Outputs[0]))
             {

@@ -58,7 +58,7 @@ public static class GraphInspector
             return report with
             {
                 OpsAfter = g.OpHistogram(),
-                ForwardFlops = 2 * g.Nodes.Sum(OpSchemas.MultiplyAdds),
+                ForwardFlops = 2 * g.Nodes.Sum(OpRegistry.MultiplyAdds),
                 ActivationBytes = plan.ArenaBytes,
                 ActivationBytesUnplanned = plan.UnplannedBytes,
                 RemainingShapeArithmetic = Specializer.CountShapeArithmetic(g),

@@ -40,7 +40,7 @@ public static class Specializer
         int folded = 0;
         foreach (var node in g.Nodes.ToList())
         {
-            var schema = OpSchemas.Get(node);
+            var schema = OpRegistry.Get(node);
             schema.InferShapes(node);
             if (node.Op is "Shape" or "Size")
             {
@@ -90,7 +90,7 @@ public static class Specializer
         return (int[])given.Clone();
     }
 
-    private static bool TryFold(ComputeGraph g, Node node, OpSchema schema, IConstantEvaluator evaluator, SpecializeOptions options)
+    private static bool TryFold(ComputeGraph g, Node node, OpDef schema, IConstantEvaluator evaluator, SpecializeOptions options)
     {
         // Transpose(W) of a weight stays: the fuser turns MatMul(x, Transpose(W)) into Linear(W, transB), so the
         // weight keeps one copy in memory and its name (LoRA, fine-tuning and merges address weights by name).

@@ -65,7 +65,7 @@ public sealed class TrainingGraph
             g.Inputs.Add(weights);
         }
         var lossNode = new Node(GradientOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
-        OpSchemas.InferShapes(lossNode);
+        OpRegistry.InferShapes(lossNode);
         g.AddNode(lossNode);
     }
 
@@ -75,16 +75,16 @@ public sealed class TrainingGraph
         g.Inputs.Add(upstream);
         var product = new Value("/loss/Mul_output_0", prediction.DType, null);
         var mul = new Node("Mul", "/loss/Mul", new[] { prediction, upstream }, new[] { product });
-        OpSchemas.InferShapes(mul);
+        OpRegistry.InferShapes(mul);
         g.AddNode(mul);
         // keepdims=1 over every axis then a reshape to [1], so the loss has the shape the MSE loss has.
         var summed = new Value("/loss/ReduceSum_output_0", prediction.DType, null);
         var sum = new Node("ReduceSum", "/loss/ReduceSum", new[] { product }, new[] { summed }, new Attributes().Set("keepdims", 0L));
-        OpSchemas.InferShapes(sum);
+        OpRegistry.InferShapes(sum);
         g.AddNode(sum);
         var shape = new Value("/loss/shape", DType.I64, new[] { 1 }) { Constant = Tensor.FromArray(new long[] { 1 }, 1) };
         var reshape = new Node("Reshape", "/loss/Reshape", new[] { summed, shape }, new[] { loss });
-        OpSchemas.InferShapes(reshape);
+        OpRegistry.InferShapes(reshape);
         g.AddNode(reshape);
     }
 

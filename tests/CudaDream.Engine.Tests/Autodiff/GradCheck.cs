@@ -47,7 +47,7 @@ internal sealed class GradCheck
     {
         var outs = Enumerable.Range(0, outputs).Select(i => new Value($"v{_count++}", DType.F64, null)).ToArray();
         var n = new Node(op, $"/m/{op}_{_count++}", inputs, outs, attrs);
-        OpSchemas.InferShapes(n);
+        OpRegistry.InferShapes(n);
         Graph.AddNode(n);
         return outs;
     }

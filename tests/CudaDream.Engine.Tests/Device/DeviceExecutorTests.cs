@@ -1,7 +1,7 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Backends.Device.Conformance;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Backends.Emu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;

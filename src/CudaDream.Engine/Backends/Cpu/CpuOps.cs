@@ -1,4 +1,3 @@
-using CudaDream.Engine.Backends.Cpu.Ops;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
@@ -7,29 +6,21 @@ namespace CudaDream.Engine.Backends.Cpu;
 /// <summary>Runs one node on the CPU: inputs and preallocated outputs as tensors.</summary>
 public delegate void CpuOpImpl(Node node, Tensor?[] inputs, Tensor[] outputs, CpuContext context);
 
-/// <summary>The CPU backend's op table: every op of <see cref="Graph.Ops.OpSchemas"/> has an implementation here.</summary>
+/// <summary>An op definition that runs on the CPU backend (every op of an op home does: the CPU is the oracle).</summary>
+public interface ICpuOp
+{
+    CpuOpImpl Cpu { get; }
+}
+
+/// <summary>The CPU backend's view of the op registry.</summary>
 public static class CpuOps
 {
-    private static readonly Dictionary<string, CpuOpImpl> Table = Build();
-
-    private static Dictionary<string, CpuOpImpl> Build()
-    {
-        var t = new Dictionary<string, CpuOpImpl>(StringComparer.Ordinal);
-        ElementwiseOps.Register(t);
-        ShapeOps.Register(t);
-        ReduceOps.Register(t);
-        NnOps.Register(t);
-        FusedOpsCpu.Register(t);
-        GradientOpsCpu.Register(t);
-        return t;
-    }
-
-    public static bool Supports(string op) => Table.ContainsKey(op);
+    public static bool Supports(string op) => OpRegistry.TryGet(op) is ICpuOp;
 
     public static void Run(Node node, Tensor?[] inputs, Tensor[] outputs, CpuContext context)
     {
-        if (!Table.TryGetValue(node.Op, out var impl)) throw new GraphException(node, $"op type '{node.Op}' has no CPU implementation");
-        impl(node, inputs, outputs, context);
+        if (OpRegistry.TryGet(node.Op) is not ICpuOp op) throw new GraphException(node, $"op type '{node.Op}' has no CPU implementation");
+        op.Cpu(node, inputs, outputs, context);
     }
 }
 

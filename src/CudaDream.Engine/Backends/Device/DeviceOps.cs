@@ -1,4 +1,3 @@
-using CudaDream.Engine.Backends.Device.Ops;
 using CudaDream.Engine.Graph;
 
 namespace CudaDream.Engine.Backends.Device;
@@ -9,30 +8,23 @@ namespace CudaDream.Engine.Backends.Device;
 /// </summary>
 public delegate Action DeviceOpCompiler(DeviceStepBuilder step);
 
-/// <summary>The kernel devices' op table: the same ops as <see cref="Cpu.CpuOps"/>, each a few launcher calls.</summary>
+/// <summary>An op definition with kernels for the kernel devices (emu, cuda).</summary>
+public interface IDeviceOp
+{
+    /// <summary>Null: the op has no device kernel (yet).</summary>
+    DeviceOpCompiler? Device { get; }
+}
+
+/// <summary>The kernel devices' view of the op registry.</summary>
 public static class DeviceOps
 {
-    private static readonly Dictionary<string, DeviceOpCompiler> Table = Build();
+    public static bool Supports(string op) => OpRegistry.TryGet(op) is IDeviceOp { Device: not null };
 
-    private static Dictionary<string, DeviceOpCompiler> Build()
-    {
-        var t = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
-        DeviceElementwiseOps.Register(t);
-        DeviceShapeOps.Register(t);
-        DeviceReduceOps.Register(t);
-        DeviceNnOps.Register(t);
-        DeviceFusedOps.Register(t);
-        DeviceGradientOps.Register(t);
-        return t;
-    }
-
-    public static bool Supports(string op) => Table.ContainsKey(op);
-
-    public static IReadOnlyCollection<string> Names => Table.Keys;
+    public static IReadOnlyCollection<string> Names => OpRegistry.Names.Where(Supports).ToList();
 
     public static Action Compile(DeviceStepBuilder step)
     {
-        if (!Table.TryGetValue(step.Node.Op, out var compile))
+        if (OpRegistry.TryGet(step.Node.Op) is not IDeviceOp { Device: { } compile })
             throw new GraphException(step.Node, $"op type '{step.Node.Op}' has no implementation on kernel devices (emu, cuda)");
         try { return compile(step); }
         catch (NotSupportedException e) { throw new GraphException(step.Node, $"not supported on {step.Device.Name}: {e.Message}"); }

@@ -1,5 +1,5 @@
 using CudaDream.Engine.Tensors;
-using static CudaDream.Engine.Graph.Ops.Infer;
+using static CudaDream.Engine.Graph.Infer;
 
 namespace CudaDream.Engine.Graph.Ops;
 

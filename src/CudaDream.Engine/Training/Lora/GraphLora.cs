@@ -69,7 +69,7 @@ public static class GraphLora
         {
             var o = new Value($"{scope}{op}_{g.Nodes.Count}_output_0", dtype, null);
             var n = new Node(op, $"{scope}{op}_{g.Nodes.Count}", inputs, new[] { o }, attrs, target.Module);
-            OpSchemas.InferShapes(n);
+            OpRegistry.InferShapes(n);
             g.AddNode(n);
             return o;
         }
@@ -96,7 +96,7 @@ public static class GraphLora
             branch = Emit("Mul", new[] { u, new Value($"{a.ModulePath}.lora_scale", dtype, Array.Empty<int>()) { Constant = Tensor.FromArray(new[] { (double)a.Scale }, Array.Empty<int>()).To(dtype) } });
         }
         var sum = new Node("Add", $"{scope}Add", new[] { baseOut, branch }, new[] { y }, null, target.Module);
-        OpSchemas.InferShapes(sum);
+        OpRegistry.InferShapes(sum);
         g.AddNode(sum);
         return new AttachedLora(a, down, up, target);
     }

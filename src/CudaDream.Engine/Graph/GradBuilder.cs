@@ -1,8 +1,6 @@
-using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Autodiff;
+namespace CudaDream.Engine.Graph;
 
 /// <summary>
 /// Emits backward nodes into the graph during differentiation. Each emitted node is named after the
@@ -11,6 +9,9 @@ namespace CudaDream.Engine.Autodiff;
 /// </summary>
 public sealed class GradBuilder
 {
+    /// <summary>The op that sums broadcast dimensions away (its home is Ops/Reduce); every broadcasting op's gradient needs it.</summary>
+    public const string SumToOp = "SumTo";
+
     private readonly ComputeGraph _g;
     private int _counter;
 
@@ -25,7 +26,7 @@ public sealed class GradBuilder
         string name = $"{baseName}/grad/{op}_{_counter++}";
         var outs = Enumerable.Range(0, outputs).Select(i => new Value($"{name}_output_{i}", DType.F32, null)).ToArray();
         var node = new Node(op, name, inputs, outs, attributes, Current?.Module);
-        OpSchemas.InferShapes(node);
+        OpRegistry.InferShapes(node);
         _g.AddNode(node);
         return outs;
     }
@@ -44,7 +45,7 @@ public sealed class GradBuilder
 
     /// <summary>Sums broadcast dimensions away so the gradient has the operand's shape (a no-op when it already has it).</summary>
     public Value SumTo(Value v, int[] shape) =>
-        Shapes.Equal(v.Shape!, shape) ? v : Emit1(GradientOps.SumTo, new[] { v }, new Attributes().Set("shape", shape.Select(d => (long)d).ToArray()));
+        Shapes.Equal(v.Shape!, shape) ? v : Emit1(SumToOp, new[] { v }, new Attributes().Set("shape", shape.Select(d => (long)d).ToArray()));
 
     public Value Reshape(Value v, int[] shape) =>
         Shapes.Equal(v.Shape!, shape) ? v : Emit1("Reshape", new[] { v, Constant(Tensor.FromArray(shape.Select(d => (long)d).ToArray(), shape.Length)) });

@@ -1,17 +1,17 @@
+using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
-using CudaDream.Engine.Training;
 
-namespace CudaDream.Engine.Backends.Device.Conformance;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>A small graph and its inputs, built for one conformance case.</summary>
 public sealed record ConformanceGraph(ComputeGraph Graph, Dictionary<string, Tensor> Inputs);
 
 /// <summary>
 /// Builds the small graphs of conformance cases: inputs with deterministic random data, constants,
-/// nodes whose output shapes come from the op schemas, and optionally the training step (loss and
-/// backward nodes, as <see cref="TrainingGraph"/> makes them for a real model).
+/// nodes whose output shapes come from the op registry, and optionally the training step (an MSE loss and
+/// the backward nodes the differentiator adds, as the training graph of a real model has them).
 /// </summary>
 public sealed class ConformanceGraphBuilder
 {
@@ -66,7 +66,7 @@ public sealed class ConformanceGraphBuilder
         var a = new Attributes();
         attributes?.Invoke(a);
         var node = _g.AddNode(new Node(op, $"/{op}_{_names++}", inputs, outs, a));
-        OpSchemas.InferShapes(node);
+        OpRegistry.InferShapes(node);
         return outs.ToArray();
     }
 
@@ -85,10 +85,18 @@ public sealed class ConformanceGraphBuilder
     /// </summary>
     public ConformanceGraph Train(Value prediction, Value[] trainable, string[]? inputGradients = null, bool perSampleWeights = false)
     {
+        var target = Input(Floats(prediction.Shape!), TargetInput);
+        var weights = perSampleWeights ? Input(Floats([prediction.Shape![0]], 0.5f, 2f), WeightsInput) : null;
+        var loss = Node1(GradientOps.MseLoss, [prediction, target, weights]);
+        var wrt = trainable.Concat((inputGradients ?? []).Select(name => _g.Inputs.First(i => i.Name == name))).ToList();
+        var grads = Differentiator.Differentiate(_g, loss, wrt);
+        _g.Outputs.Add(loss);
         _g.Outputs.Add(prediction);
-        var tg = TrainingGraph.Build(_g, trainable, new TrainingGraphOptions { InputGradients = inputGradients ?? [], PerSampleWeights = perSampleWeights });
-        _inputs[TrainingGraph.TargetInput] = Floats(prediction.Shape!);
-        if (perSampleWeights) _inputs[TrainingGraph.WeightsInput] = Floats([prediction.Shape![0]], 0.5f, 2f);
-        return new ConformanceGraph(tg.Graph, _inputs);
+        foreach (var v in wrt)
+            if (grads[v] is { } grad && !_g.Outputs.Contains(grad)) _g.Outputs.Add(grad);
+        return new ConformanceGraph(_g, _inputs);
     }
+
+    /// <summary>Names of the loss inputs of <see cref="Train"/> (as the training graph of a real model names them).</summary>
+    public const string TargetInput = "target", WeightsInput = "loss_weights";
 }

@@ -3,18 +3,7 @@ using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Device.Conformance;
-
-/// <summary>
-/// One check of a kernel device against the CPU reference: a small graph exercising one op family (and
-/// so its kernels, launchers and the executor's handling), run on both, every output compared.
-/// </summary>
-/// <param name="Family">The kernels/*.cu file (op family) the case exercises.</param>
-/// <param name="Tolerance">Max |device − cpu| / max |cpu| allowed for float outputs; integer and bool outputs must be equal.</param>
-public sealed record ConformanceCase(string Name, string Family, Func<ConformanceGraphBuilder, ConformanceGraph> Build, double Tolerance = 1e-5)
-{
-    public override string ToString() => Name;
-}
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// The conformance matrix: every op the kernel devices implement (<see cref="DeviceOps"/>), forward and
@@ -22,7 +11,7 @@ public sealed record ConformanceCase(string Name, string Family, Func<Conformanc
 /// attention heads, strided and pointwise convolutions, integer index arithmetic). The emu tests run it
 /// on every tier; device-check runs it on a GPU.
 /// </summary>
-public static class ConformanceCases
+internal static class LegacyConformanceCases
 {
     private static readonly Lazy<IReadOnlyList<ConformanceCase>> Cases = new(Build);
 

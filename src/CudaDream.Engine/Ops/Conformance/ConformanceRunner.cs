@@ -1,9 +1,11 @@
 using System.Diagnostics;
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Device.Conformance;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>How one output of a case compared: the relative error (floats) or the count of differing elements (integers, bools).</summary>
 public sealed record ConformanceOutput(string Name, DType Type, double Error, long Mismatches, bool Passed);

@@ -1,21 +1,8 @@
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Graph.Ops;
+namespace CudaDream.Engine.Graph;
 
-/// <summary>
-/// What the graph layer knows about an op: how to infer output dtypes and shapes, whether it may be
-/// constant-folded, and its multiply-add count (FLOPs = 2 × MACs). No execution here (DESIGN.md,
-/// layer 2); backends register implementations by the same op name.
-/// </summary>
-public sealed record OpSchema(
-    string Name,
-    Action<Node> InferShapes,
-    Func<Node, long>? MultiplyAdds = null,
-    bool Deterministic = true,
-    /// <summary>The output is the input's bytes under another shape (no data movement).</summary>
-    bool IsView = false);
-
-/// <summary>Helpers the shape rules share.</summary>
+/// <summary>Helpers the ops' shape rules share (used with <c>using static</c>).</summary>
 internal static class Infer
 {
     public static Value In(Node n, int i) => n.Input(i);

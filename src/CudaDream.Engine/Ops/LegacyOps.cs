@@ -1,0 +1,59 @@
+using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Tensors;
+
+namespace CudaDream.Engine.Ops;
+
+/// <summary>Ops whose parts still live in the old central tables (being moved into their homes).</summary>
+internal static class LegacyOps
+{
+    public static OpHome Home { get; } = new("Legacy", null, Build(), () => LegacyConformanceCases.All);
+
+    private static List<Op> Build()
+    {
+        var cpu = new Dictionary<string, CpuOpImpl>(StringComparer.Ordinal);
+        Backends.Cpu.Ops.ElementwiseOps.Register(cpu);
+        Backends.Cpu.Ops.ShapeOps.Register(cpu);
+        Backends.Cpu.Ops.ReduceOps.Register(cpu);
+        Backends.Cpu.Ops.NnOps.Register(cpu);
+        Backends.Cpu.Ops.FusedOpsCpu.Register(cpu);
+        Backends.Cpu.Ops.GradientOpsCpu.Register(cpu);
+        var dev = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
+        Backends.Device.Ops.DeviceElementwiseOps.Register(dev);
+        Backends.Device.Ops.DeviceShapeOps.Register(dev);
+        Backends.Device.Ops.DeviceReduceOps.Register(dev);
+        Backends.Device.Ops.DeviceNnOps.Register(dev);
+        Backends.Device.Ops.DeviceFusedOps.Register(dev);
+        Backends.Device.Ops.DeviceGradientOps.Register(dev);
+        return OpSchemas.Table.Values.Select(s => new Op
+        {
+            Name = s.Name,
+            InferShapes = s.InferShapes,
+            MultiplyAdds = s.MultiplyAdds,
+            Deterministic = s.Deterministic,
+            IsView = s.IsView,
+            SavedOutputs = s.Name switch { FusedOps.GroupNorm or FusedOps.LayerNorm => 3, FusedOps.Attention => 2, _ => 0 },
+            Gradient = GradientRules.Table.GetValueOrDefault(s.Name),
+            PrepareForGradient = s.Name switch { "InstanceNormalization" => InstanceNormAsGroupNorm, "LayerNormalization" => LayerNormalizationAsLayerNorm, _ => null },
+            Cpu = cpu[s.Name],
+            Device = dev.GetValueOrDefault(s.Name),
+        }).ToList();
+    }
+
+    private static void InstanceNormAsGroupNorm(Node n)
+    {
+        if (n.Outputs.Count != 1) return;
+        n.Op = FusedOps.GroupNorm;
+        n.Attributes.Set("groups", (long)n.Input(0).Shape![1]).Set("silu", 0L).Set("epsilon", n.Attributes.Float("epsilon", 1e-5f));
+    }
+
+    private static void LayerNormalizationAsLayerNorm(Node n)
+    {
+        if (Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) != n.Input(0).Rank - 1 || n.Outputs.Skip(1).Any(o => o.Consumers.Count > 0)) return;
+        n.Op = FusedOps.LayerNorm;
+        while (n.Outputs.Count > 1) n.Outputs.RemoveAt(n.Outputs.Count - 1);
+    }
+}
