@@ -1,4 +1,5 @@
 using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Ops;
 
 namespace CudaDream.Cli;
 

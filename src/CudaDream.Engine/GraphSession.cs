@@ -2,6 +2,7 @@ using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine;

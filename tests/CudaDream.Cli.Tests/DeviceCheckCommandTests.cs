@@ -1,5 +1,6 @@
 using System.Text.Json;
 using CudaDream.Engine.Backends.Cuda.Interop;
+using CudaDream.Engine.Ops;
 using CudaDream.TestSupport;
 using Xunit;
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using CudaDream.Engine.Backends.Cuda.Interop;
 using CudaDream.Engine.Formats;
+using CudaDream.Engine.Ops;
 using CudaDream.TestSupport;
 using Xunit;
 

@@ -8,8 +8,8 @@ using CudaDream.Engine;
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cuda.Interop;
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Ops;
 using CudaDream.Engine.Formats;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Cli.Commands;

@@ -6,6 +6,7 @@ using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cuda;
 using CudaDream.Engine.Backends.Cuda.Interop;
 using CudaDream.Engine.Backends.Emu;
+using CudaDream.Engine.Ops;
 
 namespace CudaDream.Cli.Commands;
 

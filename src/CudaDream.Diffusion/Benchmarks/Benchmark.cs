@@ -6,6 +6,7 @@ using CudaDream.Engine;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;

@@ -11,6 +11,7 @@ using CudaDream.Diffusion.Tokenizers;
 using CudaDream.Engine;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;

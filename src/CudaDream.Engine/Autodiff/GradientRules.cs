@@ -18,7 +18,6 @@ public static class GradientRules
         [FusedOps.Linear] = Linear,
         [FusedOps.GroupNorm] = GroupNorm,
         [FusedOps.LayerNorm] = LayerNorm,
-        [FusedOps.Attention] = Attention,
         [FusedOps.Gelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Gelu) },
         [FusedOps.Silu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Silu) },
         [FusedOps.QuickGelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.QuickGelu) },
@@ -166,13 +165,6 @@ public static class GradientRules
         if (n.Outputs.Count < 3) throw new GraphException(n, "LayerNorm has no saved statistics");
         var outs = b.Emit(GradientOps.LayerNormGrad, new[] { n.Input(0), n.OptionalInput(1), n.Outputs[1], n.Outputs[2], dy[0] }, null, 3);
         return new Value?[] { outs[0], n.OptionalInput(1) != null ? outs[1] : null, n.OptionalInput(2) != null ? outs[2] : null };
-    }
-
-    private static Value?[] Attention(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        if (n.Outputs.Count < 2) throw new GraphException(n, "Attention has no saved log-sum-exp");
-        var outs = b.Emit(GradientOps.AttentionGrad, new[] { n.Input(0), n.Input(1), n.Input(2), n.Outputs[0], n.Outputs[1], dy[0] }, n.Attributes.Clone(), 3);
-        return outs;
     }
 
     /// <summary>numpy.matmul: dA = dy·Bᵀ, dB = Aᵀ·dy, each summed over broadcast batch dimensions.</summary>

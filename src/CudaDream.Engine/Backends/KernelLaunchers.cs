@@ -44,6 +44,9 @@ public static partial class KernelLaunchers
         _ => throw new NotSupportedException($"kernels for {t} are not instantiated yet (fp32 only)"),
     };
 
+    /// <summary>The exported name of kernel <paramref name="stem"/> instantiated for element type <paramref name="t"/> ("attention_forward_f32").</summary>
+    public static string KernelName(string stem, DType t) => stem + "_" + Suffix(t);
+
     // ------------------------------------------------------------------ elementwise.cu, activations.cu
     public static void Unary(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr y, long n, float alpha = 0, DType t = DType.F32) =>
         d.Launch("unary_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(n).F32(alpha));

@@ -55,19 +55,6 @@ public struct ConvGeometryArgs
     public int C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW;
 }
 
-/// <summary>attention.cu AttentionShape: element strides per (batch, head, row).</summary>
-[StructLayout(LayoutKind.Sequential)]
-public unsafe struct AttentionArgs
-{
-    public int Batch, Heads, QueryLength, KeyLength, HeadDim, Causal;
-    public float Scale;
-    private int _pad;
-    public fixed long QStride[3];
-    public fixed long KStride[3];
-    public fixed long VStride[3];
-    public fixed long OStride[3];
-}
-
 /// <summary>optimizer.cu ParamSlot: one tensor of a parameter group.</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct ParamSlot

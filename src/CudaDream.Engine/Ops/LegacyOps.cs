@@ -35,7 +35,7 @@ internal static class LegacyOps
             MultiplyAdds = s.MultiplyAdds,
             Deterministic = s.Deterministic,
             IsView = s.IsView,
-            SavedOutputs = s.Name switch { FusedOps.GroupNorm or FusedOps.LayerNorm => 3, FusedOps.Attention => 2, _ => 0 },
+            SavedOutputs = s.Name switch { FusedOps.GroupNorm or FusedOps.LayerNorm => 3, _ => 0 },
             Gradient = GradientRules.Table.GetValueOrDefault(s.Name),
             PrepareForGradient = s.Name switch { "InstanceNormalization" => InstanceNormAsGroupNorm, "LayerNormalization" => LayerNormalizationAsLayerNorm, _ => null },
             Cpu = cpu[s.Name],

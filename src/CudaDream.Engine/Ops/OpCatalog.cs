@@ -12,6 +12,7 @@ public static class OpCatalog
 {
     public static IReadOnlyList<OpHome> Homes { get; } =
     [
+        AttentionOps.Home,
         LegacyOps.Home,
     ];
 

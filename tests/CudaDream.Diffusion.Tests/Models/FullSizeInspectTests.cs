@@ -1,4 +1,5 @@
 using CudaDream.Diffusion.Models.Builder;
+using CudaDream.Engine;
 using CudaDream.Engine.Graph;
 using CudaDream.TestSupport;
 using Xunit;

@@ -2,6 +2,7 @@ using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 using Xunit;

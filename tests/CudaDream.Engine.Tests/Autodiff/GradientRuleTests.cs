@@ -1,6 +1,7 @@
 using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Autodiff;
@@ -73,7 +74,7 @@ public class GradientRuleTests
         var q = c.Input(new[] { 2, n, heads * d });
         var k = c.Input(new[] { 2, m, heads * d });
         var v = c.Input(new[] { 2, m, heads * d });
-        var y = c.Node1(FusedOps.Attention, A().Set("heads", heads).Set("scale", 0.4f).Set("causal", causal ? 1L : 0L), q, k, v);
+        var y = c.Node1(AttentionOps.Attention, A().Set("heads", heads).Set("scale", 0.4f).Set("causal", causal ? 1L : 0L), q, k, v);
         c.Check(y);
     }
 

@@ -1,4 +1,5 @@
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.TestSupport;
 using Xunit;

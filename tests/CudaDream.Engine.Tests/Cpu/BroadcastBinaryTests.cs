@@ -1,5 +1,6 @@
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Graph;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 using Xunit;
 using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;

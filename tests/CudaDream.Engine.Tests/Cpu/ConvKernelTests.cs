@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Ops;
 using Xunit;
 using Xunit.Abstractions;
 using static CudaDream.Engine.Tests.Cpu.KernelTestSupport;

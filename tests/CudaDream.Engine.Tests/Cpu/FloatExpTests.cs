@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Cpu;

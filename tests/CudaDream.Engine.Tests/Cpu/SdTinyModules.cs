@@ -1,6 +1,7 @@
 using System.Text.Json;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Formats;
+using CudaDream.Engine.Ops;
 using CudaDream.TestSupport;
 
 namespace CudaDream.Engine.Tests.Cpu;

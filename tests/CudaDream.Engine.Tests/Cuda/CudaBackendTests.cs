@@ -1,6 +1,7 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cuda;
 using CudaDream.Engine.Backends.Cuda.Interop;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Cuda;

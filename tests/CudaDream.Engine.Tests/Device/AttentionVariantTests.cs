@@ -1,5 +1,6 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tests.Emu;
 using CudaDream.TestSupport;
 using Xunit;
@@ -30,11 +31,11 @@ public class AttentionVariantTests
             AttentionReference.Forward<float>(shape, q, k, v, oRef, lseRef);
             AttentionReference.Backward<float>(shape, q, k, v, oRef, lseRef, dout, dqRef, dkRef, dvRef);
 
-            var args = KernelLaunchers.AttentionBnhd(shape);
+            var args = AttentionKernels.Bnhd(shape);
             DevicePtr pq = s.Upload(q), pk = s.Upload(k), pv = s.Upload(v);
             DevicePtr o = s.Output(oRef.Length), lse = s.Output(lseRef.Length), dq = s.Output(q.Length), dk = s.Output(k.Length), dv = s.Output(v.Length);
-            KernelLaunchers.AttentionForward(s.Device, args, pq, pk, pv, o, lse, warpPerRow);
-            KernelLaunchers.AttentionBackward(s.Device, args, pq, pk, pv, s.Upload(oRef), s.Upload(dout), s.Upload(lseRef), s.Output(lseRef.Length), dq, dk, dv, warpPerRow);
+            AttentionKernels.Forward(s.Device, args, pq, pk, pv, o, lse, warpPerRow: warpPerRow);
+            AttentionKernels.Backward(s.Device, args, pq, pk, pv, s.Upload(oRef), s.Upload(dout), s.Upload(lseRef), s.Output(lseRef.Length), dq, dk, dv, warpPerRow: warpPerRow);
             string what = $"{(warpPerRow ? "warp" : "rows")} d={headDim} causal={shape.Causal}";
             TensorAssert.Close(oRef, s.Download(o, oRef.Length), 1e-5, what + " o");
             TensorAssert.Close(lseRef, s.Download(lse, lseRef.Length), 1e-5, what + " lse");

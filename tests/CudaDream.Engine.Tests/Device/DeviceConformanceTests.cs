@@ -1,9 +1,9 @@
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Ops;
 using CudaDream.Engine.Backends.Emu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Device;

@@ -1,10 +1,10 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
-using CudaDream.Engine.Ops;
 using CudaDream.Engine.Backends.Emu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;
 using CudaDream.TestSupport;

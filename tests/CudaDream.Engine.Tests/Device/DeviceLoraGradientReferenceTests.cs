@@ -1,4 +1,5 @@
 using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Device;

@@ -1,5 +1,6 @@
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Formats;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 using CudaDream.TestSupport;
 using Xunit;

@@ -1,5 +1,6 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Emu;
+using CudaDream.Engine.Ops;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Emu;

@@ -1,4 +1,5 @@
 using CudaDream.Engine.Backends;
+using CudaDream.Engine.Ops;
 using CudaDream.TestSupport;
 using Xunit;
 

@@ -1,5 +1,6 @@
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Ops;
 using CudaDream.TestSupport;
 using Xunit;
 
@@ -240,17 +241,17 @@ public class EmuKernelTests
         var k = EmuSession.Random((int)a.KeyLengthTotal, 25, 2f);
         var v = EmuSession.Random((int)a.ValueLengthTotal, 26);
         var dout = EmuSession.Random((int)a.OutputLengthTotal, 27);
-        var args = KernelLaunchers.AttentionBnhd(a);
+        var args = AttentionKernels.Bnhd(a);
         DevicePtr pq = s.Upload(q), pk = s.Upload(k), pv = s.Upload(v);
         var o = s.Output(a.OutputLengthTotal); var lse = s.Output(a.LseLength);
-        KernelLaunchers.AttentionForward(s.Device, args, pq, pk, pv, o, lse);
+        AttentionKernels.Forward(s.Device, args, pq, pk, pv, o, lse);
         float[] oRef = new float[a.OutputLengthTotal], lseRef = new float[a.LseLength];
         AttentionReference.Forward<float>(a, q, k, v, oRef, lseRef);
         TensorAssert.Close(oRef, s.Download(o, oRef.Length), Tol, "attention");
         TensorAssert.Close(lseRef, s.Download(lse, lseRef.Length), Tol, "lse");
 
         var dq = s.Output(q.Length); var dk = s.Output(k.Length); var dv = s.Output(v.Length); var delta = s.Output(a.LseLength);
-        KernelLaunchers.AttentionBackward(s.Device, args, pq, pk, pv, s.Upload(oRef), s.Upload(dout), s.Upload(lseRef), delta, dq, dk, dv);
+        AttentionKernels.Backward(s.Device, args, pq, pk, pv, s.Upload(oRef), s.Upload(dout), s.Upload(lseRef), delta, dq, dk, dv);
         float[] dqRef = new float[q.Length], dkRef = new float[k.Length], dvRef = new float[v.Length];
         AttentionReference.Backward<float>(a, q, k, v, oRef, lseRef, dout, dqRef, dkRef, dvRef);
         TensorAssert.Close(dqRef, s.Download(dq, q.Length), 1e-4, "dq");

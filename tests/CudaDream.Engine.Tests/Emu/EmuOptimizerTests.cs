@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using CudaDream.Engine.Backends;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Training.Optimizers;
 using CudaDream.TestSupport;
 using Xunit;

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Emu;
+using CudaDream.Engine.Ops;
 
 namespace CudaDream.Engine.Tests.Emu;
 

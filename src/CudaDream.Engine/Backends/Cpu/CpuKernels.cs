@@ -120,19 +120,4 @@ internal static class CpuKernels
         if (Fast<T>(c)) ActivationFast.GegluBackward(rows, features, F(x), F(dy), F(dx));
         else ActivationReference.GegluBackward(rows, features, x, dy, dx);
     }
-
-    public static void AttentionForward<T>(CpuContext c, in AttentionShape shape, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> o, Span<T> lse)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) AttentionFast.Forward(shape, F(q), F(k), F(v), F(o), F(lse));
-        else AttentionReference.Forward(shape, q, k, v, o, lse);
-    }
-
-    public static void AttentionBackward<T>(CpuContext c, in AttentionShape shape, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> o,
-        ReadOnlySpan<T> lse, ReadOnlySpan<T> dout, Span<T> dq, Span<T> dk, Span<T> dv)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) AttentionFast.Backward(shape, F(q), F(k), F(v), F(o), F(lse), F(dout), F(dq), F(dk), F(dv));
-        else AttentionReference.Backward(shape, q, k, v, o, lse, dout, dq, dk, dv);
-    }
 }

@@ -12,7 +12,6 @@ namespace CudaDream.Engine.Graph.Ops;
 /// <item><c>LayerNorm(x[...,D], gamma[D]?, beta[D]?)</c>: over the last dimension, <c>epsilon</c>.</item>
 /// <item><c>Gelu(x)</c> (erf form), <c>Silu(x)</c>, <c>QuickGelu(x)</c> = x·σ(1.702x).</item>
 /// <item><c>Geglu(a[...,2F])</c>: h = a[..., :F], g = a[..., F:], y = h·gelu(g).</item>
-/// <item><c>Attention(q[B,N,H·d], k[B,M,H·d], v[B,M,H·dv])</c>: <c>heads</c>, <c>scale</c>, <c>causal</c>; y[B,N,H·dv] = softmax(scale·q·kᵀ (+causal mask))·v per head.</item>
 /// <item><c>UpsampleNearest(x[N,C,H,W])</c>: <c>size</c> = [Ho,Wo]; src = floor(dst·in/out) (ONNX asymmetric/floor).</item>
 /// <item><c>TimestepEmbedding(t[B])</c>: <c>dim</c>, <c>flip_sin_to_cos</c>, <c>shift</c>, <c>max_period</c>; diffusers' get_timestep_embedding.</item>
 /// </list>
@@ -26,13 +25,12 @@ public static class FusedOps
     public const string Silu = "Silu";
     public const string QuickGelu = "QuickGelu";
     public const string Geglu = "Geglu";
-    public const string Attention = "Attention";
     public const string UpsampleNearest = "UpsampleNearest";
     public const string TimestepEmbedding = "TimestepEmbedding";
 
     public static readonly IReadOnlySet<string> All = new HashSet<string>
     {
-        Linear, GroupNorm, LayerNorm, Gelu, Silu, QuickGelu, Geglu, Attention, UpsampleNearest, TimestepEmbedding,
+        Linear, GroupNorm, LayerNorm, Gelu, Silu, QuickGelu, Geglu, UpsampleNearest, TimestepEmbedding,
     };
 
     /// <summary>(K, N) of a Linear node's weight.</summary>
@@ -57,32 +55,5 @@ public static class FusedOps
     {
         var (k, nn) = LinearDims(n);
         return Shapes.Numel(ShapeOf(n, 0)) / k * k * nn;
-    }
-
-    /// <summary>(B, N, M, heads, d, dv) of an Attention node.</summary>
-    public static (int B, int N, int M, int H, int D, int Dv) AttentionDims(Node n)
-    {
-        var q = ShapeOf(n, 0);
-        var k = ShapeOf(n, 1);
-        var v = ShapeOf(n, 2);
-        int h = (int)n.Attributes.Int("heads");
-        if (q.Length != 3 || k.Length != 3 || v.Length != 3) throw new GraphException(n, "Attention inputs must be [B, N, H·d]");
-        if (q[2] % h != 0 || v[2] % h != 0 || q[2] != k[2] || k[1] != v[1] || q[0] != k[0] || k[0] != v[0])
-            throw new GraphException(n, $"Attention shapes q{Shapes.Format(q)} k{Shapes.Format(k)} v{Shapes.Format(v)} do not fit {h} heads");
-        return (q[0], q[1], k[1], h, q[2] / h, v[2] / h);
-    }
-
-    internal static void InferAttention(Node n)
-    {
-        var (b, nq, _, h, _, dv) = AttentionDims(n);
-        Set(n, 0, In(n, 0).DType, new[] { b, nq, h * dv });
-        // Optional second output: the log-sum-exp of each query row, kept for the backward pass.
-        if (n.Outputs.Count > 1) Set(n, 1, In(n, 0).DType, new[] { b, h, nq });
-    }
-
-    internal static long AttentionMacs(Node n)
-    {
-        var (b, nq, m, h, d, dv) = AttentionDims(n);
-        return (long)b * h * nq * m * (d + dv);
     }
 }

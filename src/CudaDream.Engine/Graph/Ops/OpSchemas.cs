@@ -96,7 +96,6 @@ public static class OpSchemas
         Add(new(FusedOps.GroupNorm, n => { SameAsInput(n); StatOutputs(n, ShapeOf(n, 0)[0] * (int)n.Attributes.Int("groups")); }));
         Add(new(FusedOps.LayerNorm, n => { SameAsInput(n); StatOutputs(n, (int)(Shapes.Numel(ShapeOf(n, 0)) / Math.Max(1, ShapeOf(n, 0)[^1]))); }));
         Add(new(FusedOps.Geglu, n => { var s = (int[])ShapeOf(n, 0).Clone(); s[^1] /= 2; Set(n, 0, In(n, 0).DType, s); }));
-        Add(new(FusedOps.Attention, FusedOps.InferAttention, FusedOps.AttentionMacs));
         Add(new(FusedOps.UpsampleNearest, n =>
         {
             var s = (int[])ShapeOf(n, 0).Clone();

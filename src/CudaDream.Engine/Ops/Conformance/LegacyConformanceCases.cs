@@ -218,25 +218,11 @@ internal static class LegacyConformanceCases
         foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu })
             c.Add(Case(op, "activations", b => b.Build(b.Node1(op, [b.Input(b.Floats([6, 11], -4, 4))]))));
         c.Add(Case(FusedOps.Geglu, "activations", b => b.Build(b.Node1(FusedOps.Geglu, [b.Input(b.Floats([3, 4, 10], -3, 3))]))));
-        foreach (var (name, batch, nq, nk, heads, d, causal) in AttentionShapes)
-            c.Add(Case($"Attention {name}", "attention", b =>
-            {
-                var o = b.Node(FusedOps.Attention, [b.Input(batch, nq, heads * d), b.Input(batch, nk, heads * d), b.Input(batch, nk, heads * d)], 2,
-                    a => { a.Set("heads", (long)heads); a.Set("scale", 1f / MathF.Sqrt(d)); a.Set("causal", causal ? 1L : 0L); });
-                return b.Build(o);
-            }, 1e-5));
         c.Add(Case("UpsampleNearest x2", "resize", b => b.Build(b.Node1(FusedOps.UpsampleNearest, [b.Input(2, 3, 4, 5)], a => a.Set("size", new long[] { 8, 10 })))));
         c.Add(Case("TimestepEmbedding t = 10, 999", "timestep", b =>
             b.Build(b.Node1(FusedOps.TimestepEmbedding, [b.Input(Tensor.FromArray([10f, 999f], 2))],
                 a => { a.Set("dim", 32L); a.Set("flip_sin_to_cos", 1L); a.Set("shift", 0f); a.Set("max_period", 10000f); }))));
     }
-
-    /// <summary>Attention shapes: narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels).</summary>
-    private static readonly (string Name, int Batch, int Nq, int Nk, int Heads, int D, bool Causal)[] AttentionShapes =
-    [
-        ("unet self d=4", 2, 40, 40, 8, 4, false), ("cross 77 keys d=8", 1, 24, 77, 2, 8, false), ("clip causal d=8", 1, 21, 21, 4, 8, true),
-        ("single head d=32", 1, 70, 70, 1, 32, false), ("wide heads d=40", 1, 19, 23, 2, 40, false), ("wide causal d=64", 1, 17, 17, 2, 64, true),
-    ];
 
     private static void Gradients(List<ConformanceCase> c)
     {
@@ -273,13 +259,6 @@ internal static class LegacyConformanceCases
             var y = b.Node(FusedOps.LayerNorm, [x, gamma, beta], 3, a => a.Set("epsilon", 1e-5f))[0];
             return b.Train(y, [gamma, beta], [x.Name]);
         }, 1e-4));
-        foreach (var (name, batch, nq, nk, heads, d, causal) in AttentionShapes)
-            c.Add(Case($"train Attention {name}", "attention", b =>
-            {
-                var (q, k, v) = (b.Input(batch, nq, heads * d), b.Input(batch, nk, heads * d), b.Input(batch, nk, heads * d));
-                var o = b.Node(FusedOps.Attention, [q, k, v], 2, a => { a.Set("heads", (long)heads); a.Set("scale", 1f / MathF.Sqrt(d)); a.Set("causal", causal ? 1L : 0L); })[0];
-                return b.Train(o, [], [q.Name, k.Name, v.Name]);
-            }, 1e-4));
         foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu, "Sigmoid", "Tanh", "Relu", "Erf" })
             c.Add(Case($"train {op} (ActivationGrad)", "activations", b =>
             {

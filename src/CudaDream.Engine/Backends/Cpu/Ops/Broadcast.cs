@@ -1,6 +1,7 @@
 using System.Numerics;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Tensors;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace CudaDream.Engine.Backends.Cpu.Ops;
 

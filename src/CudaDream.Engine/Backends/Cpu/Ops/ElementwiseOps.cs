@@ -1,9 +1,10 @@
 using System.Numerics;
 using System.Numerics.Tensors;
-using Tensor = CudaDream.Engine.Tensors.Tensor;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
+using Tensor = CudaDream.Engine.Tensors.Tensor;
 
 namespace CudaDream.Engine.Backends.Cpu.Ops;
 

@@ -1,4 +1,5 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
@@ -22,7 +23,6 @@ internal static class FusedOpsCpu
         t[FusedOps.Silu] = t[FusedOps.Gelu];
         t[FusedOps.QuickGelu] = t[FusedOps.Gelu];
         t[FusedOps.Geglu] = t[FusedOps.Gelu];
-        t[FusedOps.Attention] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new AttentionAction(n, i, o, c));
         t[FusedOps.UpsampleNearest] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new NnOps.NearestAction(i[0]!, o[0]));
         t[FusedOps.TimestepEmbedding] = (n, i, o, c) =>
         {
@@ -101,18 +101,6 @@ internal static class FusedOpsCpu
                     break;
                 default: throw new InvalidOperationException(Op);
             }
-        }
-    }
-
-    private readonly record struct AttentionAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(N);
-            var shape = new AttentionShape(b, nq, m, h, d, dv, N.Attributes.Float("scale", 1f / MathF.Sqrt(d)), N.Attributes.Int("causal", 0) != 0);
-            using var ls = Scratch<T>.Rent(O.Length > 1 ? 0 : b * h * nq);
-            var lse = O.Length > 1 ? O[1].Span<T>() : ls.Span;
-            CpuKernels.AttentionForward(C, shape, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), O[0].Span<T>(), lse);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Numerics;
 using CudaDream.Engine.Autodiff;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
@@ -21,7 +22,6 @@ internal static class GradientOpsCpu
         t[GradientOps.ConvGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, false));
         t[GradientOps.GroupNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormGradAction(n, i, o, c));
         t[GradientOps.LayerNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormGradAction(i, o, c));
-        t[GradientOps.AttentionGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new AttentionGradAction(n, i, o, c));
         t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0], c));
         t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
         t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
@@ -131,17 +131,6 @@ internal static class GradientOpsCpu
             bool hasGamma = I[1] != null;
             CpuKernels.LayerNormBackward(C, rows, dim, x.ReadOnlySpan<T>(), Optional<T>(I, 1), I[2]!.ReadOnlySpan<T>(), I[3]!.ReadOnlySpan<T>(), I[4]!.ReadOnlySpan<T>(),
                 O[0].Span<T>(), OptionalOut<T>(O, 1, hasGamma), OptionalOut<T>(O, 2, true));
-        }
-    }
-
-    private readonly record struct AttentionGradAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(N);
-            var shape = new AttentionShape(b, nq, m, h, d, dv, N.Attributes.Float("scale", 1f / MathF.Sqrt(d)), N.Attributes.Int("causal", 0) != 0);
-            CpuKernels.AttentionBackward(C, shape, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), I[3]!.ReadOnlySpan<T>(),
-                I[4]!.ReadOnlySpan<T>(), I[5]!.ReadOnlySpan<T>(), O[0].Span<T>(), O[1].Span<T>(), O[2].Span<T>());
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
@@ -177,15 +178,4 @@ internal static class NnOps
         for (int k = 0; k < z.Length; k++) z[k] = mean + scale * z[k];
         Tensor.FromArray(z, y.Shape).To(y.DType).Data.Span.CopyTo(y.Data.Span);
     }
-}
-
-/// <summary>A pooled scratch buffer of T (returned on dispose).</summary>
-internal readonly struct Scratch<T> : IDisposable where T : unmanaged
-{
-    private readonly T[] _array;
-    private readonly int _length;
-    private Scratch(T[] array, int length) { _array = array; _length = length; }
-    public static Scratch<T> Rent(int length) => new(ArrayPool<T>.Shared.Rent(Math.Max(length, 1)), length);
-    public Span<T> Span => _array.AsSpan(0, _length);
-    public void Dispose() => ArrayPool<T>.Shared.Return(_array);
 }

@@ -1,4 +1,5 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;

@@ -1,3 +1,4 @@
+using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;

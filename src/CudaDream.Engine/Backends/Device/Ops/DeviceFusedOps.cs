@@ -27,7 +27,6 @@ internal static class DeviceFusedOps
             var (x, y) = (s.In(0), s.Out());
             return () => KernelLaunchers.Geglu(s.Device, x.Ptr, y.Ptr, rows, half);
         };
-        t[FusedOps.Attention] = Attention;
         t[FusedOps.UpsampleNearest] = s =>
         {
             s.RequireF32();
@@ -86,25 +85,6 @@ internal static class DeviceFusedOps
         var (mean, rstd) = DeviceNnOps.Statistics(s, rows);
         var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
         return () => { if (rows > 0) KernelLaunchers.LayerNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, rows, dim, eps); };
-    }
-
-    /// <summary>The kernel geometry of an Attention (or AttentionGrad) node: q, k, v as [B, N, H, d] views of [B, N, H·d].</summary>
-    internal static AttentionArgs AttentionGeometry(Node node)
-    {
-        var (b, nq, m, h, d, dv) = FusedOps.AttentionDims(node);
-        if (dv != d) throw new NotSupportedException($"attention with value width {dv} ≠ key width {d}");
-        var shape = new AttentionShape(b, nq, m, h, d, dv, node.Attributes.Float("scale", 1f / MathF.Sqrt(d)), node.Attributes.Int("causal", 0) != 0);
-        shape.Validate();
-        return KernelLaunchers.AttentionBnhd(shape);
-    }
-
-    private static Action Attention(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var args = AttentionGeometry(s.Node);
-        var lse = s.IsUsed(1) ? s.Out(1) : s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);
-        var (q, k, v, o) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => KernelLaunchers.AttentionForward(s.Device, args, q.Ptr, k.Ptr, v.Ptr, o.Ptr, lse.Ptr);
     }
 
     /// <summary>Timesteps of another type (an int64 export) are cast to fp32 in scratch first.</summary>

@@ -27,7 +27,6 @@ internal static class DeviceGradientOps
         t[GradientOps.ConvGradWeight] = s => ConvGrad(s, input: false);
         t[GradientOps.GroupNormGrad] = GroupNormGrad;
         t[GradientOps.LayerNormGrad] = LayerNormGrad;
-        t[GradientOps.AttentionGrad] = AttentionGrad;
         t[GradientOps.ActivationGrad] = ActivationGrad;
         t[GradientOps.UpsampleNearestGrad] = s =>
         {
@@ -134,17 +133,6 @@ internal static class DeviceGradientOps
         var (x, gamma, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4));
         var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
         return () => { if (rows > 0) KernelLaunchers.LayerNormBackward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr, rows, dim); };
-    }
-
-    /// <summary>AttentionGrad(q, k, v, o, lse, dO) → dq, dk, dv; the per-row dO·O (FlashAttention-2's D) lives in scratch.</summary>
-    private static Action AttentionGrad(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var args = DeviceFusedOps.AttentionGeometry(s.Node);
-        var delta = s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);
-        var (q, k, v, o, lse, dout) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4), s.In(5));
-        var (dq, dk, dv) = (s.Out(0), s.Out(1), s.Out(2));
-        return () => KernelLaunchers.AttentionBackward(s.Device, args, q.Ptr, k.Ptr, v.Ptr, o.Ptr, dout.Ptr, lse.Ptr, delta.Ptr, dq.Ptr, dk.Ptr, dv.Ptr);
     }
 
     private static Action ActivationGrad(DeviceStepBuilder s)

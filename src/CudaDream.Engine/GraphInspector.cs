@@ -1,8 +1,10 @@
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Formats;
+using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 
-namespace CudaDream.Engine.Graph;
+namespace CudaDream.Engine;
 
 /// <summary>What <c>cudadream inspect</c> prints about a graph.</summary>
 public sealed record GraphReport

@@ -1,4 +1,6 @@
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Shapes of scaled dot-product attention in the "BNHD" layout that linear projections produce

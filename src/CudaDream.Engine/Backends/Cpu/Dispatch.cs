@@ -2,7 +2,7 @@ using System.Numerics;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Cpu.Ops;
+namespace CudaDream.Engine.Backends.Cpu;
 
 /// <summary>A generic action instantiated for the element type of a tensor at run time.</summary>
 internal interface INumericAction

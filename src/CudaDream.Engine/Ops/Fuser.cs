@@ -1,7 +1,8 @@
+using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Graph;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// The pattern recogniser: rewrites the node chains that SD 1.x exporters emit (documented in
@@ -21,7 +22,7 @@ public static class Fuser
             [FusedOps.TimestepEmbedding] = f.Each("Sin", FuseTimestepEmbedding),
             [FusedOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
             [FusedOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
-            [FusedOps.Attention] = f.Each("Softmax", FuseAttention),
+            [AttentionOps.Attention] = f.Each("Softmax", FuseAttention),
             [FusedOps.Gelu] = f.Each("Erf", FuseGelu),
             [FusedOps.Geglu] = f.Each(FusedOps.Gelu, FuseGeglu),
             [FusedOps.QuickGelu] = f.Each("Sigmoid", FuseQuickGelu),
@@ -274,7 +275,7 @@ public static class Fuser
             }
         }
         if (causal && qIn.Shape![1] != k.Value.x.Shape![1]) return false;
-        var fused = new Node(FusedOps.Attention, ScopedName(softmax, "Attention"), new[] { qIn, k.Value.x, v.Value.x }, new[] { merged.Value.y },
+        var fused = new Node(AttentionOps.Attention, ScopedName(softmax, "Attention"), new[] { qIn, k.Value.x, v.Value.x }, new[] { merged.Value.y },
             new Attributes().Set("heads", heads).Set("scale", (float)scale).Set("causal", causal ? 1L : 0L), softmax.Module);
         if (!f.PatternIsClosed(pattern, merged.Value.y, new[] { qIn, k.Value.x, v.Value.x })) return false;
         f.Replace(pattern, fused);
