@@ -226,7 +226,7 @@ internal sealed class TrainingNetworks : IDisposable
         var seen = new HashSet<Value>();
         foreach (var n in g.Nodes)
         {
-            if (n.Op is not (FusedOps.Linear or "Conv" or FusedOps.GroupNorm or FusedOps.LayerNorm) || n.Module.Length == 0) continue;
+            if (n.Op is not (FusedOps.Linear or "Conv" or GroupNormOps.GroupNorm or LayerNormOps.LayerNorm) || n.Module.Length == 0) continue;
             for (int i = 1; i < Math.Min(3, n.Inputs.Count); i++)
             {
                 var v = n.Inputs[i];

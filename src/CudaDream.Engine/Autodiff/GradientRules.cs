@@ -16,8 +16,6 @@ public static class GradientRules
     {
         // ---- fused ops ----
         [FusedOps.Linear] = Linear,
-        [FusedOps.GroupNorm] = GroupNorm,
-        [FusedOps.LayerNorm] = LayerNorm,
         [FusedOps.Gelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Gelu) },
         [FusedOps.Silu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Silu) },
         [FusedOps.QuickGelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.QuickGelu) },
@@ -149,22 +147,6 @@ public static class GradientRules
         if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
             r[2] = b.Reshape(b.Emit1("ReduceSum", new[] { g }, new Attributes().Set("axes", new long[] { 0, 2, 3 }).Set("keepdims", 0L)), n.Input(2).Shape!);
         return r;
-    }
-
-    /// <summary>The norm's forward node must carry its mean/rstd outputs (<see cref="Differentiator"/> adds them).</summary>
-    private static Value?[] GroupNorm(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        if (n.Outputs.Count < 3) throw new GraphException(n, "GroupNorm has no saved statistics");
-        var outs = b.Emit(GradientOps.GroupNormGrad, new[] { n.Input(0), n.OptionalInput(1), n.OptionalInput(2), n.Outputs[1], n.Outputs[2], dy[0] },
-            new Attributes().Set("groups", n.Attributes.Int("groups")).Set("silu", n.Attributes.Int("silu", 0)), 3);
-        return new Value?[] { outs[0], n.OptionalInput(1) != null ? outs[1] : null, n.OptionalInput(2) != null ? outs[2] : null };
-    }
-
-    private static Value?[] LayerNorm(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        if (n.Outputs.Count < 3) throw new GraphException(n, "LayerNorm has no saved statistics");
-        var outs = b.Emit(GradientOps.LayerNormGrad, new[] { n.Input(0), n.OptionalInput(1), n.Outputs[1], n.Outputs[2], dy[0] }, null, 3);
-        return new Value?[] { outs[0], n.OptionalInput(1) != null ? outs[1] : null, n.OptionalInput(2) != null ? outs[2] : null };
     }
 
     /// <summary>numpy.matmul: dA = dy·Bᵀ, dB = Aᵀ·dy, each summed over broadcast batch dimensions.</summary>

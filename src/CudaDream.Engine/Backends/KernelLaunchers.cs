@@ -27,8 +27,8 @@ public enum ReduceOp { Sum = 0, Mean = 1, Max = 2, SumOfSquares = 3, Min = 4 }
 /// </summary>
 public static partial class KernelLaunchers
 {
-    private const int Threads = 256;
-    private static readonly Dim3 Block256 = new(Threads);
+    internal const int Threads = 256;
+    internal static readonly Dim3 Block256 = new(Threads);
 
     internal static Dim3 Grid1D(long n) => new((uint)Math.Clamp((n + Threads - 1) / Threads, 1, 4096));
 
@@ -115,47 +115,6 @@ public static partial class KernelLaunchers
 
     public static void SoftmaxBackward(IKernelDevice d, DevicePtr dy, DevicePtr y, DevicePtr dx, int rows, int cols, DType t = DType.F32) =>
         d.Launch("softmax_backward_" + Suffix(t), new Dim3((uint)rows), RowBlock(cols), 0, new KernelArgs().Ptr(dy).Ptr(y).Ptr(dx).I32(rows).I32(cols));
-
-    // ------------------------------------------------------------------ groupnorm.cu
-    /// <summary>x [N, C, S] → y = silu?(GroupNorm(x)·gamma + beta); mean, rstd [N, G] fp32 saved for the backward.</summary>
-    public static void GroupNormForward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
-        int N, int C, long S, int G, float eps, bool silu, DType t = DType.F32)
-    {
-        if (C % G != 0) throw new ArgumentException($"{C} channels are not divisible into {G} groups");
-        d.Launch("groupnorm_forward_" + Suffix(t), new Dim3((uint)(N * G)), Block256, 0,
-            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I32(N).I32(C).I64(S).I32(G).F32(eps).I32(silu ? 1 : 0));
-    }
-
-    /// <summary>dx, dgamma and dbeta of <see cref="GroupNormForward"/>; each may be null (not computed).</summary>
-    public static void GroupNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr beta, DevicePtr mean, DevicePtr rstd,
-        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, int N, int C, long S, int G, bool silu, DType t = DType.F32)
-    {
-        if (!dx.IsNull)
-            d.Launch("groupnorm_backward_dx_" + Suffix(t), new Dim3((uint)(N * G)), Block256, 0,
-                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dx).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
-        if (!dgamma.IsNull || !dbeta.IsNull)
-        {
-            d.Launch("groupnorm_backward_affine_" + Suffix(t), new Dim3((uint)C), Block256, 0,
-                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
-        }
-    }
-
-    // ------------------------------------------------------------------ layernorm.cu
-    public static void LayerNormForward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
-        long rows, int dim, float eps, DType t = DType.F32) =>
-        d.Launch("layernorm_forward_" + Suffix(t), new Dim3(checked((uint)rows)), RowBlock(dim), 0,
-            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I64(rows).I32(dim).F32(eps));
-
-    public static void LayerNormBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr mean, DevicePtr rstd,
-        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, long rows, int dim, DType t = DType.F32)
-    {
-        if (!dx.IsNull)
-            d.Launch("layernorm_backward_dx_" + Suffix(t), new Dim3(checked((uint)rows)), RowBlock(dim), 0,
-                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(mean).Ptr(rstd).Ptr(dx).I64(rows).I32(dim));
-        if (!dgamma.IsNull || !dbeta.IsNull)
-            d.Launch("layernorm_backward_affine_" + Suffix(t), new Dim3((uint)((dim + Threads - 1) / Threads)), Block256, 0,
-                new KernelArgs().Ptr(x).Ptr(dy).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I64(rows).I32(dim));
-    }
 
     // ------------------------------------------------------------------ resize.cu, pad.cu
     public static void ResizeNearest(IKernelDevice d, DevicePtr x, DevicePtr y, long nc, int h, int w, int fy, int fx, DType t = DType.F32) =>

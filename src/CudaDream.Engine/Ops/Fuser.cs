@@ -20,8 +20,8 @@ public static class Fuser
         {
             [FusedOps.Linear] = f.Each("MatMul", FuseMatMulLinear) + f.Each("Gemm", FuseGemmLinear),
             [FusedOps.TimestepEmbedding] = f.Each("Sin", FuseTimestepEmbedding),
-            [FusedOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
-            [FusedOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
+            [GroupNormOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
+            [LayerNormOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
             [AttentionOps.Attention] = f.Each("Softmax", FuseAttention),
             [FusedOps.Gelu] = f.Each("Erf", FuseGelu),
             [FusedOps.Geglu] = f.Each(FusedOps.Gelu, FuseGeglu),
@@ -115,7 +115,7 @@ public static class Fuser
                 y = add.Output();
             }
         }
-        var fused = new Node(FusedOps.GroupNorm, ScopedName(inorm, "GroupNorm"), new[] { x, gamma, beta }, new[] { y },
+        var fused = new Node(GroupNormOps.GroupNorm, ScopedName(inorm, "GroupNorm"), new[] { x, gamma, beta }, new[] { y },
             new Attributes().Set("groups", groups).Set("epsilon", inorm.Attributes.Float("epsilon", 1e-5f)).Set("silu", 0L), inorm.Module);
         f.Replace(pattern, fused);
         return true;
@@ -154,7 +154,7 @@ public static class Fuser
         var x = ln.Input(0);
         if (Shapes.Axis(ln.Attributes.Int("axis", -1), x.Rank) != x.Rank - 1) return false;
         if (ln.Outputs.Skip(1).Any(o => o.Consumers.Count > 0 || f.IsGraphOutput(o))) return false;
-        var fused = new Node(FusedOps.LayerNorm, ScopedName(ln, "LayerNorm"), new[] { x, ln.OptionalInput(1), ln.OptionalInput(2) }, new[] { ln.Output() },
+        var fused = new Node(LayerNormOps.LayerNorm, ScopedName(ln, "LayerNorm"), new[] { x, ln.OptionalInput(1), ln.OptionalInput(2) }, new[] { ln.Output() },
             new Attributes().Set("epsilon", ln.Attributes.Float("epsilon", 1e-5f)), ln.Module);
         f.Replace(new[] { ln }, fused);
         return true;
@@ -197,7 +197,7 @@ public static class Fuser
                 y = add.Output();
             }
         }
-        var fused = new Node(FusedOps.LayerNorm, ScopedName(mean, "LayerNorm"), new[] { x, gamma, beta }, new[] { y },
+        var fused = new Node(LayerNormOps.LayerNorm, ScopedName(mean, "LayerNorm"), new[] { x, gamma, beta }, new[] { y },
             new Attributes().Set("epsilon", (float)eps), mean.Module);
         f.Replace(pattern, fused);
         return true;
@@ -407,8 +407,8 @@ public static class Fuser
     private static bool FuseGroupNormSilu(Rewriter f, Node silu)
     {
         var gn = silu.Input(0).Producer;
-        if (gn is not { Op: FusedOps.GroupNorm } || !f.OnlyFeeds(silu.Input(0), silu) || gn.Attributes.Int("silu", 0) != 0) return false;
-        var fused = new Node(FusedOps.GroupNorm, gn.Name, gn.Inputs, new[] { silu.Output() }, gn.Attributes.Clone().Set("silu", 1L), gn.Module);
+        if (gn is not { Op: GroupNormOps.GroupNorm } || !f.OnlyFeeds(silu.Input(0), silu) || gn.Attributes.Int("silu", 0) != 0) return false;
+        var fused = new Node(GroupNormOps.GroupNorm, gn.Name, gn.Inputs, new[] { silu.Output() }, gn.Attributes.Clone().Set("silu", 1L), gn.Module);
         f.Replace(new[] { gn, silu }, fused);
         return true;
     }

@@ -35,25 +35,9 @@ internal static class LegacyOps
             MultiplyAdds = s.MultiplyAdds,
             Deterministic = s.Deterministic,
             IsView = s.IsView,
-            SavedOutputs = s.Name switch { FusedOps.GroupNorm or FusedOps.LayerNorm => 3, _ => 0 },
-            Gradient = GradientRules.Table.GetValueOrDefault(s.Name),
-            PrepareForGradient = s.Name switch { "InstanceNormalization" => InstanceNormAsGroupNorm, "LayerNormalization" => LayerNormalizationAsLayerNorm, _ => null },
+                        Gradient = GradientRules.Table.GetValueOrDefault(s.Name),
             Cpu = cpu[s.Name],
             Device = dev.GetValueOrDefault(s.Name),
         }).ToList();
-    }
-
-    private static void InstanceNormAsGroupNorm(Node n)
-    {
-        if (n.Outputs.Count != 1) return;
-        n.Op = FusedOps.GroupNorm;
-        n.Attributes.Set("groups", (long)n.Input(0).Shape![1]).Set("silu", 0L).Set("epsilon", n.Attributes.Float("epsilon", 1e-5f));
-    }
-
-    private static void LayerNormalizationAsLayerNorm(Node n)
-    {
-        if (Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) != n.Input(0).Rank - 1 || n.Outputs.Skip(1).Any(o => o.Consumers.Count > 0)) return;
-        n.Op = FusedOps.LayerNorm;
-        while (n.Outputs.Count > 1) n.Outputs.RemoveAt(n.Outputs.Count - 1);
     }
 }

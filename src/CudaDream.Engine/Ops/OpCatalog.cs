@@ -13,6 +13,8 @@ public static class OpCatalog
     public static IReadOnlyList<OpHome> Homes { get; } =
     [
         AttentionOps.Home,
+        GroupNormOps.Home,
+        LayerNormOps.Home,
         LegacyOps.Home,
     ];
 

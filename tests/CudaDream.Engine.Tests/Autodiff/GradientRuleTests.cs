@@ -51,7 +51,7 @@ public class GradientRuleTests
         var x = c.Input(new[] { 2, 6, 3, 4 }, scale: 2);
         var g = affine ? c.Weight(new[] { 6 }, offset: 1) : null;
         var b = affine ? c.Weight(new[] { 6 }) : null;
-        var y = c.Node1(FusedOps.GroupNorm, A().Set("groups", 3L).Set("epsilon", 1e-5f).Set("silu", silu ? 1L : 0L), x, g, b);
+        var y = c.Node1(GroupNormOps.GroupNorm, A().Set("groups", 3L).Set("epsilon", 1e-5f).Set("silu", silu ? 1L : 0L), x, g, b);
         c.Check(y);
     }
 
@@ -60,7 +60,7 @@ public class GradientRuleTests
     {
         var c = new GradCheck();
         var x = c.Input(new[] { 2, 3, 8 }, scale: 3);
-        var y = c.Node1(FusedOps.LayerNorm, A().Set("epsilon", 1e-5f), x, c.Weight(new[] { 8 }, offset: 1), c.Weight(new[] { 8 }));
+        var y = c.Node1(LayerNormOps.LayerNorm, A().Set("epsilon", 1e-5f), x, c.Weight(new[] { 8 }, offset: 1), c.Weight(new[] { 8 }));
         c.Check(y);
     }
 

@@ -39,7 +39,7 @@ public class DeviceExecutorTests
     {
         var b = new ConformanceGraphBuilder(5);
         var x = b.Input(2, 8, 3, 3);
-        var y = b.Node(FusedOps.GroupNorm, [x, b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); })[0];
+        var y = b.Node(GroupNormOps.GroupNorm, [x, b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); })[0];
         var g = b.Build(b.Node1(FusedOps.Linear, [y, b.Const(b.Floats([3, 4]), "w")]));
         var plan = ExecutionPlan.Create(g.Graph);
         using var device = new CountingDevice(new EmuDevice());

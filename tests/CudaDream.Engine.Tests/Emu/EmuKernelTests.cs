@@ -44,14 +44,14 @@ public class EmuKernelTests
         {
             var y = s.Output(x.Length); var mean = s.Output(N * G); var rstd = s.Output(N * G);
             var px = s.Upload(x); var pg = s.Upload(gamma); var pb = s.Upload(beta);
-            KernelLaunchers.GroupNormForward(s.Device, px, pg, pb, y, mean, rstd, N, C, S, G, 1e-5f, silu);
+            GroupNormKernels.Forward(s.Device, px, pg, pb, y, mean, rstd, N, C, S, G, 1e-5f, silu);
             float[] yRef = new float[x.Length], mRef = new float[N * G], rRef = new float[N * G];
             GroupNormReference.Forward<float>(N, C, S, G, 1e-5f, x, gamma, beta, yRef, mRef, rRef, silu);
             TensorAssert.Close(yRef, s.Download(y, x.Length), Tol, $"groupnorm silu={silu}");
             TensorAssert.Close(rRef, s.Download(rstd, N * G), Tol, "rstd");
 
             var dx = s.Output(x.Length); var dg = s.Output(C); var db = s.Output(C);
-            KernelLaunchers.GroupNormBackward(s.Device, px, s.Upload(dy), pg, pb, mean, rstd, dx, dg, db, N, C, S, G, silu);
+            GroupNormKernels.Backward(s.Device, px, s.Upload(dy), pg, pb, mean, rstd, dx, dg, db, N, C, S, G, silu);
             float[] dxRef = new float[x.Length], dgRef = new float[C], dbRef = new float[C];
             GroupNormReference.Backward<float>(N, C, S, G, x, gamma, beta, mRef, rRef, dy, dxRef, dgRef, dbRef, silu);
             TensorAssert.Close(dxRef, s.Download(dx, x.Length), 1e-4, $"groupnorm dx silu={silu}");
@@ -71,13 +71,13 @@ public class EmuKernelTests
         var dy = EmuSession.Random(x.Length, 10);
         var y = s.Output(x.Length); var mean = s.Output(rows); var rstd = s.Output(rows);
         var px = s.Upload(x); var pg = s.Upload(gamma);
-        KernelLaunchers.LayerNormForward(s.Device, px, pg, s.Upload(beta), y, mean, rstd, rows, D, 1e-5f);
+        LayerNormKernels.Forward(s.Device, px, pg, s.Upload(beta), y, mean, rstd, rows, D, 1e-5f);
         float[] yRef = new float[x.Length], mRef = new float[rows], rRef = new float[rows];
         LayerNormReference.Forward<float>(rows, D, 1e-5f, x, gamma, beta, yRef, mRef, rRef);
         TensorAssert.Close(yRef, s.Download(y, x.Length), Tol, "layernorm");
 
         var dx = s.Output(x.Length); var dg = s.Output(D); var db = s.Output(D);
-        KernelLaunchers.LayerNormBackward(s.Device, px, s.Upload(dy), pg, mean, rstd, dx, dg, db, rows, D);
+        LayerNormKernels.Backward(s.Device, px, s.Upload(dy), pg, mean, rstd, dx, dg, db, rows, D);
         float[] dxRef = new float[x.Length], dgRef = new float[D], dbRef = new float[D];
         LayerNormReference.Backward<float>(rows, D, x, gamma, mRef, rRef, dy, dxRef, dgRef, dbRef);
         TensorAssert.Close(dxRef, s.Download(dx, x.Length), 1e-4, "layernorm dx");

@@ -53,36 +53,6 @@ internal static class CpuKernels
         else ConvReference.Conv2dBackwardWeight(g, x, dy, dw);
     }
 
-    public static void GroupNormForward<T>(CpuContext c, int n, int ch, int s, int groups, T eps, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta, Span<T> y, Span<T> mean, Span<T> rstd, bool silu)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) GroupNormFast.Forward(n, ch, s, groups, F(eps), F(x), F(gamma), F(beta), F(y), F(mean), F(rstd), silu);
-        else GroupNormReference.Forward(n, ch, s, groups, eps, x, gamma, beta, y, mean, rstd, silu);
-    }
-
-    public static void GroupNormBackward<T>(CpuContext c, int n, int ch, int s, int groups, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta,
-        ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd, ReadOnlySpan<T> dy, Span<T> dx, Span<T> dgamma, Span<T> dbeta, bool silu)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) GroupNormFast.Backward(n, ch, s, groups, F(x), F(gamma), F(beta), F(mean), F(rstd), F(dy), F(dx), F(dgamma), F(dbeta), silu);
-        else GroupNormReference.Backward(n, ch, s, groups, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, silu);
-    }
-
-    public static void LayerNormForward<T>(CpuContext c, int rows, int dim, T eps, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> beta, Span<T> y, Span<T> mean, Span<T> rstd)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) LayerNormFast.Forward(rows, dim, F(eps), F(x), F(gamma), F(beta), F(y), F(mean), F(rstd));
-        else LayerNormReference.Forward(rows, dim, eps, x, gamma, beta, y, mean, rstd);
-    }
-
-    public static void LayerNormBackward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> x, ReadOnlySpan<T> gamma, ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd,
-        ReadOnlySpan<T> dy, Span<T> dx, Span<T> dgamma, Span<T> dbeta)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) LayerNormFast.Backward(rows, dim, F(x), F(gamma), F(mean), F(rstd), F(dy), F(dx), F(dgamma), F(dbeta));
-        else LayerNormReference.Backward(rows, dim, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
-    }
-
     public static void SoftmaxForward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> x, Span<T> y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {

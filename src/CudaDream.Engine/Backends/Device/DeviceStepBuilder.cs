@@ -54,6 +54,9 @@ public sealed class DeviceStepBuilder
         return _executor.Memory.ScratchArea(at, bytes);
     }
 
+    /// <summary>Output <paramref name="i"/> when something reads it, else <paramref name="bytes"/> of scratch (statistics nobody reads).</summary>
+    public DeviceAddress OutOrScratch(int i, long bytes) => IsUsed(i) ? Out(i) : Scratch(bytes);
+
     /// <summary>Device memory holding (seed, step) as two u64, written before every run.</summary>
     public DeviceAddress RandomKey => _executor.RandomKey;
 

@@ -76,15 +76,6 @@ public static class OpSchemas
         Add(new("MatMul", InferMatMul, MatMulMacs));
         Add(new("Gemm", InferGemm, n => { var s = ShapeOf(n, 0); var o = n.Output().Shape!; long k = n.Attributes.Int("transA", 0) != 0 ? s[0] : s[1]; return (long)o[0] * o[1] * k; }));
         Add(new("Conv", InferConv, ConvMacs));
-        Add(new("InstanceNormalization", SameAsInput));
-        Add(new("LayerNormalization", n =>
-        {
-            SameAsInput(n);
-            var s = ShapeOf(n, 0);
-            int axis = Axis(n, n.Attributes.Int("axis", -1), s.Length);
-            var stat = s.Select((d, i) => i < axis ? d : 1).ToArray();
-            for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.F32, stat);
-        }));
         Add(new("Resize", InferResize));
         Add(new("Pad", InferPad));
         Add(new("RandomNormalLike", n => Set(n, 0, n.Attributes.Has("dtype") ? OnnxType(n, n.Attributes.Int("dtype")) : In(n, 0).DType, ShapeOf(n, 0)), Deterministic: false));
@@ -93,8 +84,6 @@ public static class OpSchemas
         // Fused ops (FusedOps documents their inputs and attributes).
         Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
         // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
-        Add(new(FusedOps.GroupNorm, n => { SameAsInput(n); StatOutputs(n, ShapeOf(n, 0)[0] * (int)n.Attributes.Int("groups")); }));
-        Add(new(FusedOps.LayerNorm, n => { SameAsInput(n); StatOutputs(n, (int)(Shapes.Numel(ShapeOf(n, 0)) / Math.Max(1, ShapeOf(n, 0)[^1]))); }));
         Add(new(FusedOps.Geglu, n => { var s = (int[])ShapeOf(n, 0).Clone(); s[^1] /= 2; Set(n, 0, In(n, 0).DType, s); }));
         Add(new(FusedOps.UpsampleNearest, n =>
         {

@@ -186,13 +186,6 @@ internal static class LegacyConformanceCases
             c.Add(Case($"Conv {name}", "conv", b =>
                 b.Build(b.Node1("Conv", [b.Input(2, 3, 9, 8), b.Const(b.Floats([4, 3, kernel, kernel])), b.Const(b.Floats([4]))],
                     a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); }))));
-        c.Add(Case("InstanceNormalization", "groupnorm", b =>
-            b.Build(b.Node1("InstanceNormalization", [b.Input(2, 4, 5, 5), b.Const(b.Floats([4])), b.Const(b.Floats([4]))]))));
-        c.Add(Case("LayerNormalization with statistics", "layernorm", b =>
-        {
-            var o = b.Node("LayerNormalization", [b.Input(3, 4, 20), b.Const(b.Floats([20])), b.Const(b.Floats([20]))], 3);
-            return b.Build(o);
-        }));
         c.Add(Case("Resize nearest x2", "resize", b =>
             b.Build(b.Node1("Resize", [b.Input(1, 2, 3, 4), null, b.Const(Tensor.FromArray([1f, 1, 2, 2], 4))],
                 a => { a.Set("mode", "nearest"); a.Set("coordinate_transformation_mode", "asymmetric"); a.Set("nearest_mode", "floor"); }))));
@@ -209,12 +202,6 @@ internal static class LegacyConformanceCases
         c.Add(Case("Linear transB bias alpha / plain", "gemm", b =>
             b.Build(b.Node1(FusedOps.Linear, [b.Input(2, 5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); }),
                 b.Node1(FusedOps.Linear, [b.Input(7, 6), b.Const(b.Floats([6, 3]))]))));
-        foreach (bool silu in new[] { false, true })
-            c.Add(Case($"GroupNorm silu={silu} with statistics", "groupnorm", b =>
-                b.Build(b.Node(FusedOps.GroupNorm, [b.Input(2, 8, 5, 3), b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3,
-                    a => { a.Set("groups", 4L); a.Set("epsilon", 1e-5f); a.Set("silu", silu ? 1L : 0L); }))));
-        c.Add(Case("LayerNorm with statistics", "layernorm", b =>
-            b.Build(b.Node(FusedOps.LayerNorm, [b.Input(2, 7, 32), b.Const(b.Floats([32])), b.Const(b.Floats([32]))], 3, a => a.Set("epsilon", 1e-5f)))));
         foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu })
             c.Add(Case(op, "activations", b => b.Build(b.Node1(op, [b.Input(b.Floats([6, 11], -4, 4))]))));
         c.Add(Case(FusedOps.Geglu, "activations", b => b.Build(b.Node1(FusedOps.Geglu, [b.Input(b.Floats([3, 4, 10], -3, 3))]))));
@@ -244,21 +231,6 @@ internal static class LegacyConformanceCases
                 var y = b.Node1("Conv", [x, w, bias], a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); });
                 return b.Train(y, [w, bias], [x.Name]);
             }, 1e-4));
-        foreach (bool silu in new[] { false, true })
-            c.Add(Case($"train GroupNorm silu={silu}", "groupnorm", b =>
-            {
-                var x = b.Input(2, 8, 4, 3);
-                var (gamma, beta) = (b.Const(b.Floats([8])), b.Const(b.Floats([8])));
-                var y = b.Node(FusedOps.GroupNorm, [x, gamma, beta], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); a.Set("silu", silu ? 1L : 0L); })[0];
-                return b.Train(y, [gamma, beta], [x.Name]);
-            }, 1e-4));
-        c.Add(Case("train LayerNorm", "layernorm", b =>
-        {
-            var x = b.Input(3, 5, 24);
-            var (gamma, beta) = (b.Const(b.Floats([24])), b.Const(b.Floats([24])));
-            var y = b.Node(FusedOps.LayerNorm, [x, gamma, beta], 3, a => a.Set("epsilon", 1e-5f))[0];
-            return b.Train(y, [gamma, beta], [x.Name]);
-        }, 1e-4));
         foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu, "Sigmoid", "Tanh", "Relu", "Erf" })
             c.Add(Case($"train {op} (ActivationGrad)", "activations", b =>
             {

@@ -17,8 +17,6 @@ internal static class FusedOpsCpu
     public static void Register(Dictionary<string, CpuOpImpl> t)
     {
         t[FusedOps.Linear] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearAction(n, i, o[0], c));
-        t[FusedOps.GroupNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormAction(n, i, o, c));
-        t[FusedOps.LayerNorm] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormAction(n, i, o, c));
         t[FusedOps.Gelu] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationAction(n.Op, i[0]!, o[0], c));
         t[FusedOps.Silu] = t[FusedOps.Gelu];
         t[FusedOps.QuickGelu] = t[FusedOps.Gelu];
@@ -49,39 +47,6 @@ internal static class FusedOpsCpu
             }
             T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f));
             CpuKernels.Gemm(C, false, tb, rows, n, k, alpha, x.ReadOnlySpan<T>(), k, w.ReadOnlySpan<T>(), tb ? k : n, bias != null ? T.One : T.Zero, y, n);
-        }
-    }
-
-    private readonly record struct GroupNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
-            int groups = (int)N.Attributes.Int("groups");
-            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
-            bool silu = N.Attributes.Int("silu", 0) != 0;
-            using var ms = Scratch<T>.Rent(O.Length > 1 ? 0 : n * groups);
-            using var rs = Scratch<T>.Rent(O.Length > 1 ? 0 : n * groups);
-            var mean = O.Length > 1 ? O[1].Span<T>() : ms.Span;
-            var rstd = O.Length > 2 ? O[2].Span<T>() : rs.Span;
-            CpuKernels.GroupNormForward(C, n, c, s, groups, eps, x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2), O[0].Span<T>(), mean, rstd, silu);
-        }
-    }
-
-    private readonly record struct LayerNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int dim = x.Shape[^1];
-            int rows = dim == 0 ? 0 : x.Numel / dim;
-            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
-            using var ms = Scratch<T>.Rent(O.Length > 1 ? 0 : rows);
-            using var rs = Scratch<T>.Rent(O.Length > 1 ? 0 : rows);
-            var mean = O.Length > 1 ? O[1].Span<T>() : ms.Span;
-            var rstd = O.Length > 2 ? O[2].Span<T>() : rs.Span;
-            CpuKernels.LayerNormForward(C, rows, dim, eps, x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2), O[0].Span<T>(), mean, rstd);
         }
     }
 

@@ -20,8 +20,6 @@ internal static class GradientOpsCpu
         t[GradientOps.SumTo] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SumToAction(i[0]!, o[0]));
         t[GradientOps.ConvGradInput] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, true));
         t[GradientOps.ConvGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, false));
-        t[GradientOps.GroupNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GroupNormGradAction(n, i, o, c));
-        t[GradientOps.LayerNormGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormGradAction(i, o, c));
         t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0], c));
         t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
         t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
@@ -106,31 +104,6 @@ internal static class GradientOpsCpu
             var g = Geometry(N);
             if (Input) CpuKernels.Conv2dBackwardData(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
             else CpuKernels.Conv2dBackwardWeight(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
-        }
-    }
-
-    private readonly record struct GroupNormGradAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
-            bool hasGamma = I[1] != null, hasBeta = I[2] != null;
-            CpuKernels.GroupNormBackward(C, n, c, s, (int)N.Attributes.Int("groups"), x.ReadOnlySpan<T>(), Optional<T>(I, 1), Optional<T>(I, 2),
-                I[3]!.ReadOnlySpan<T>(), I[4]!.ReadOnlySpan<T>(), I[5]!.ReadOnlySpan<T>(), O[0].Span<T>(),
-                OptionalOut<T>(O, 1, hasGamma), OptionalOut<T>(O, 2, hasBeta), N.Attributes.Int("silu", 0) != 0);
-        }
-    }
-
-    private readonly record struct LayerNormGradAction(Tensor?[] I, Tensor[] O, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int dim = x.Shape[^1], rows = x.Numel / dim;
-            bool hasGamma = I[1] != null;
-            CpuKernels.LayerNormBackward(C, rows, dim, x.ReadOnlySpan<T>(), Optional<T>(I, 1), I[2]!.ReadOnlySpan<T>(), I[3]!.ReadOnlySpan<T>(), I[4]!.ReadOnlySpan<T>(),
-                O[0].Span<T>(), OptionalOut<T>(O, 1, hasGamma), OptionalOut<T>(O, 2, true));
         }
     }
 

@@ -17,8 +17,6 @@ internal static class NnOps
         t["MatMul"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MatMulAction(n, i[0]!, i[1]!, o[0], c));
         t["Gemm"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GemmAction(n, i, o[0], c));
         t["Conv"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvAction(n, i, o[0], c));
-        t["InstanceNormalization"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new InstanceNormAction(n, i, o[0], c));
-        t["LayerNormalization"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LayerNormAction(n, i, o, c, n.Attributes.Int("axis", -1)));
         t["Resize"] = Resize;
         t["Pad"] = Pad;
         t["RandomNormalLike"] = RandomNormal;
@@ -77,45 +75,6 @@ internal static class NnOps
             var g = Geometry(OpSchemas.ResolveConv(N));
             var bias = I.Length > 2 && I[2] != null ? I[2]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
             CpuKernels.Conv2dForward(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), bias, Y.Span<T>());
-        }
-    }
-
-    private readonly record struct InstanceNormAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int n = x.Shape[0], c = x.Shape[1], s = (int)(x.Numel / Math.Max(1L, (long)n * c));
-            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
-            using var mean = Scratch<T>.Rent(n * c);
-            using var rstd = Scratch<T>.Rent(n * c);
-            CpuKernels.GroupNormForward(C, n, c, s, c, eps, x.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), I[2]!.ReadOnlySpan<T>(), Y.Span<T>(), mean.Span, rstd.Span, false);
-        }
-    }
-
-    private readonly record struct LayerNormAction(Node N, Tensor?[] I, Tensor[] O, CpuContext C, long Axis) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = I[0]!;
-            int axis = Shapes.Axis(Axis, x.Rank);
-            int dim = (int)Shapes.Numel(x.Shape.AsSpan(axis));
-            int rows = dim == 0 ? 0 : x.Numel / dim;
-            T eps = T.CreateTruncating(N.Attributes.Float("epsilon", 1e-5f));
-            var gamma = I.Length > 1 && I[1] != null ? I[1]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
-            var beta = I.Length > 2 && I[2] != null ? I[2]!.ReadOnlySpan<T>() : ReadOnlySpan<T>.Empty;
-            using var mean = Scratch<T>.Rent(rows);
-            using var rstd = Scratch<T>.Rent(rows);
-            CpuKernels.LayerNormForward(C, rows, dim, eps, x.ReadOnlySpan<T>(), gamma, beta, O[0].Span<T>(), mean.Span, rstd.Span);
-            // ONNX LayerNormalization's optional Mean and InvStdDev outputs are float32.
-            if (O.Length > 1) WriteStat(mean.Span, O[1]);
-            if (O.Length > 2) WriteStat(rstd.Span, O[2]);
-        }
-
-        private static void WriteStat<T>(Span<T> s, Tensor o) where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var d = o.Span<float>();
-            for (int k = 0; k < d.Length; k++) d[k] = float.CreateTruncating(s[k]);
         }
     }
 

@@ -14,8 +14,6 @@ internal static class DeviceFusedOps
     public static void Register(Dictionary<string, DeviceOpCompiler> t)
     {
         t[FusedOps.Linear] = Linear;
-        t[FusedOps.GroupNorm] = GroupNorm;
-        t[FusedOps.LayerNorm] = LayerNorm;
         t[FusedOps.Gelu] = s => Activation(s, UnaryOp.GeluErf);
         t[FusedOps.Silu] = s => Activation(s, UnaryOp.Silu);
         t[FusedOps.QuickGelu] = s => Activation(s, UnaryOp.QuickGelu);
@@ -61,30 +59,6 @@ internal static class DeviceFusedOps
             bias?.Invoke();
             KernelLaunchers.MatMul(s.Device, false, tb, rows, n, k, x.Ptr, w.Ptr, y.Ptr, alpha, bias != null ? 1 : 0);
         };
-    }
-
-    private static Action GroupNorm(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var shape = s.InShape(0);
-        int n = shape[0], c = shape[1], groups = (int)s.Node.Attributes.Int("groups");
-        long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
-        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
-        bool silu = s.Node.Attributes.Int("silu", 0) != 0;
-        var (mean, rstd) = DeviceNnOps.Statistics(s, (long)n * groups);
-        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => KernelLaunchers.GroupNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, n, c, spatial, groups, eps, silu);
-    }
-
-    private static Action LayerNorm(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        int dim = s.InShape(0)[^1];
-        long rows = dim == 0 ? 0 : s.InCount(0) / dim;
-        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
-        var (mean, rstd) = DeviceNnOps.Statistics(s, rows);
-        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => { if (rows > 0) KernelLaunchers.LayerNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, rows, dim, eps); };
     }
 
     /// <summary>Timesteps of another type (an int64 export) are cast to fp32 in scratch first.</summary>

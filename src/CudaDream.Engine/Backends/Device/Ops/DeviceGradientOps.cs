@@ -25,8 +25,6 @@ internal static class DeviceGradientOps
         t[GradientOps.SumTo] = SumTo;
         t[GradientOps.ConvGradInput] = s => ConvGrad(s, input: true);
         t[GradientOps.ConvGradWeight] = s => ConvGrad(s, input: false);
-        t[GradientOps.GroupNormGrad] = GroupNormGrad;
-        t[GradientOps.LayerNormGrad] = LayerNormGrad;
         t[GradientOps.ActivationGrad] = ActivationGrad;
         t[GradientOps.UpsampleNearestGrad] = s =>
         {
@@ -108,31 +106,6 @@ internal static class DeviceGradientOps
         }
         var (x, dyw) = (s.In(0), s.In(1));
         return () => KernelLaunchers.Conv2dBackward(s.Device, g, x.Ptr, DevicePtr.Null, dyw.Ptr, DevicePtr.Null, result.Ptr, DevicePtr.Null, col.Ptr);
-    }
-
-    /// <summary>GroupNormGrad(x, gamma?, beta?, mean, rstd, dy) → dx, dgamma, dbeta; unread parameter gradients are not computed.</summary>
-    private static Action GroupNormGrad(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var shape = s.InShape(0);
-        int n = shape[0], c = shape[1], groups = (int)s.Node.Attributes.Int("groups");
-        long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
-        bool silu = s.Node.Attributes.Int("silu", 0) != 0;
-        var (x, gamma, beta, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4), s.In(5));
-        var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
-        return () => KernelLaunchers.GroupNormBackward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, beta.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr,
-            n, c, spatial, groups, silu);
-    }
-
-    /// <summary>LayerNormGrad(x, gamma?, mean, rstd, dy) → dx, dgamma, dbeta.</summary>
-    private static Action LayerNormGrad(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        int dim = s.InShape(0)[^1];
-        long rows = dim == 0 ? 0 : s.InCount(0) / dim;
-        var (x, gamma, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4));
-        var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
-        return () => { if (rows > 0) KernelLaunchers.LayerNormBackward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr, rows, dim); };
     }
 
     private static Action ActivationGrad(DeviceStepBuilder s)

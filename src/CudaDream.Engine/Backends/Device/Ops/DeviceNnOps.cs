@@ -14,8 +14,6 @@ internal static class DeviceNnOps
         t["MatMul"] = MatMul;
         t["Gemm"] = Gemm;
         t["Conv"] = Conv;
-        t["InstanceNormalization"] = InstanceNorm;
-        t["LayerNormalization"] = LayerNormalization;
         t["Resize"] = Resize;
         t["Pad"] = Pad;
         t["RandomNormalLike"] = RandomNormal;
@@ -101,36 +99,6 @@ internal static class DeviceNnOps
         var col = s.Scratch(Math.Max(1, KernelLaunchers.Conv2dWorkspaceElements(g)) * 4);
         var (x, w, bias, y) = (s.In(0), s.In(1), s.In(2), s.Out());
         return () => KernelLaunchers.Conv2dForward(s.Device, g, x.Ptr, w.Ptr, bias.Ptr, y.Ptr, col.Ptr);
-    }
-
-    /// <summary>InstanceNormalization = GroupNorm with one group per channel.</summary>
-    private static Action InstanceNorm(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var shape = s.InShape(0);
-        int n = shape[0], c = shape[1];
-        long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
-        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
-        var (mean, rstd) = (s.Scratch(n * c * 4L), s.Scratch(n * c * 4L));
-        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => KernelLaunchers.GroupNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, n, c, spatial, c, eps, false);
-    }
-
-    /// <summary>Statistics go to the node's Mean/InvStdDev outputs (fp32) when someone reads them, else to scratch.</summary>
-    internal static (DeviceAddress Mean, DeviceAddress Rstd) Statistics(DeviceStepBuilder s, long count, int meanOutput = 1, int rstdOutput = 2) =>
-        (s.IsUsed(meanOutput) ? s.Out(meanOutput) : s.Scratch(count * 4), s.IsUsed(rstdOutput) ? s.Out(rstdOutput) : s.Scratch(count * 4));
-
-    private static Action LayerNormalization(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var shape = s.InShape(0);
-        int axis = Shapes.Axis(s.Node.Attributes.Int("axis", -1), shape.Length);
-        int dim = checked((int)Shapes.Numel(shape.AsSpan(axis)));
-        long rows = dim == 0 ? 0 : s.InCount(0) / dim;
-        float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
-        var (mean, rstd) = Statistics(s, rows);
-        var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => { if (rows > 0) KernelLaunchers.LayerNormForward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, rows, dim, eps); };
     }
 
     /// <summary>(N·C, H, W, factor y, factor x) of a nearest resize by whole factors of NCHW tensors.</summary>

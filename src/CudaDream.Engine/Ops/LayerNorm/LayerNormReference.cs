@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Layer normalisation (Ba et al. 2016) over the last dimension of x [R, D]:
