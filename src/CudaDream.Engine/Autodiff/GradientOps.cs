@@ -14,7 +14,6 @@ namespace CudaDream.Engine.Autodiff;
 /// <item><c>LinearGradWeight(x, dy)</c> → dW in the Linear's weight layout (<c>transB</c>, <c>alpha</c> as the forward).</item>
 /// <item><c>SumTo(x)</c>: sums the broadcast dimensions away to <c>shape</c> (the gradient of broadcasting).</item>
 /// <item><c>ConvGradInput(dy, w)</c>, <c>ConvGradWeight(x, dy)</c>: Conv's attributes plus <c>input_shape</c> / <c>weight_shape</c>.</item>
-/// <item><c>ActivationGrad(x, dy)</c>: <c>kind</c> = Gelu | Silu | QuickGelu | Geglu | Sigmoid | Tanh | Relu | Erf | Exp | Sqrt | Square.</item>
 /// <item><c>UpsampleNearestGrad(dy)</c> → dx of <c>input_size</c>; <c>SoftmaxGrad(y, dy)</c>.</item>
 /// <item><c>CounterDropout(x)</c>: x·m/(1−p), m ~ Bernoulli(1−p) from the counter-based generator keyed by
 /// (seed, step, Dropout, <c>stream</c>, element) — the same node applied to dy is its own backward, no mask stored.</item>
@@ -28,7 +27,6 @@ public static class GradientOps
     public const string SumTo = "SumTo";
     public const string ConvGradInput = "ConvGradInput";
     public const string ConvGradWeight = "ConvGradWeight";
-    public const string ActivationGrad = "ActivationGrad";
     public const string UpsampleNearestGrad = "UpsampleNearestGrad";
     public const string SoftmaxGrad = "SoftmaxGrad";
     public const string CounterDropout = "CounterDropout";
@@ -53,7 +51,6 @@ public static class GradientOps
         }));
         add(new(ConvGradInput, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
         add(new(ConvGradWeight, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("weight_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
-        add(new(ActivationGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
         add(new(UpsampleNearestGrad, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray())));
         add(new(SoftmaxGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
         add(new(CounterDropout, SameAsInput, Deterministic: false));

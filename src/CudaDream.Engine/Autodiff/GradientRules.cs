@@ -1,5 +1,6 @@
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Autodiff;
@@ -16,10 +17,6 @@ public static class GradientRules
     {
         // ---- fused ops ----
         [FusedOps.Linear] = Linear,
-        [FusedOps.Gelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Gelu) },
-        [FusedOps.Silu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Silu) },
-        [FusedOps.QuickGelu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.QuickGelu) },
-        [FusedOps.Geglu] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, FusedOps.Geglu) },
         [FusedOps.UpsampleNearest] = (n, dy, need, b) => new[]
         {
             b.Emit1(GradientOps.UpsampleNearestGrad, new[] { dy[0] }, new Attributes().Set("input_shape", Longs(n.Input(0).Shape!))),
@@ -85,10 +82,10 @@ public static class GradientRules
             if (Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) != n.Input(0).Rank - 1) throw new GraphException(n, "gradient of Softmax over a non-last axis is not supported");
             return new[] { b.Emit1(GradientOps.SoftmaxGrad, new[] { n.Output(), dy[0] }) };
         },
-        ["Sigmoid"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Sigmoid") },
-        ["Tanh"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Tanh") },
-        ["Relu"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Relu") },
-        ["Erf"] = (n, dy, need, b) => new[] { Activation(n, dy[0]!, b, "Erf") },
+        ["Sigmoid"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Sigmoid") },
+        ["Tanh"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Tanh") },
+        ["Relu"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Relu") },
+        ["Erf"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Erf") },
         ["Exp"] = (n, dy, need, b) => new[] { b.Mul(dy[0]!, n.Output()) },
         ["Sqrt"] = (n, dy, need, b) => new[] { b.Div(dy[0]!, b.Mul(n.Output(), b.Scalar(2, n.Output().DType))) },
         ["Pow"] = (n, dy, need, b) =>
@@ -118,8 +115,6 @@ public static class GradientRules
         return r;
     }
 
-    private static Value Activation(Node n, Value dy, GradBuilder b, string kind) =>
-        b.Emit1(GradientOps.ActivationGrad, new[] { n.Input(0), dy }, new Attributes().Set("kind", kind));
 
     /// <summary>y = α·x·W_eff + bias: dx = α·dy·W_effᵀ (a Linear with the other weight layout), dW = α·xᵀ·dy, dbias = Σ dy.</summary>
     private static Value?[] Linear(Node n, Value?[] dy, bool[] need, GradBuilder b)

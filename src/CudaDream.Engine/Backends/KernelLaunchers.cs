@@ -54,20 +54,6 @@ public static partial class KernelLaunchers
     public static void UnaryBackward(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr dy, DevicePtr dx, long n, float alpha = 0, DType t = DType.F32) =>
         d.Launch("unary_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(dy).Ptr(dx).I64(n).F32(alpha));
 
-    /// <summary>SiLU, GELU (erf/tanh), quick_gelu, sigmoid, tanh, ReLU.</summary>
-    public static void Activation(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr y, long n, DType t = DType.F32) =>
-        d.Launch("activation_forward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(n));
-
-    public static void ActivationBackward(IKernelDevice d, UnaryOp op, DevicePtr x, DevicePtr dy, DevicePtr dx, long n, DType t = DType.F32) =>
-        d.Launch("activation_backward_" + Suffix(t), Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(x).Ptr(dy).Ptr(dx).I64(n));
-
-    /// <summary>x [rows, 2·half] = [h | g] → y [rows, half] = h·gelu(g) (diffusers GEGLU).</summary>
-    public static void Geglu(IKernelDevice d, DevicePtr x, DevicePtr y, long rows, int half, DType t = DType.F32) =>
-        d.Launch("geglu_forward_" + Suffix(t), Grid1D(rows * half), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I64(rows).I32(half));
-
-    public static void GegluBackward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr dx, long rows, int half, DType t = DType.F32) =>
-        d.Launch("geglu_backward_" + Suffix(t), Grid1D(rows * half), Block256, 0, new KernelArgs().Ptr(x).Ptr(dy).Ptr(dx).I64(rows).I32(half));
-
     /// <summary>y = a op b with NumPy broadcasting of the two shapes.</summary>
     public static void Binary(IKernelDevice d, BinaryOp op, DevicePtr a, int[] aShape, DevicePtr b, int[] bShape, DevicePtr y, DType t = DType.F32)
     {

@@ -23,13 +23,13 @@ public static class Fuser
             [GroupNormOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
             [LayerNormOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
             [AttentionOps.Attention] = f.Each("Softmax", FuseAttention),
-            [FusedOps.Gelu] = f.Each("Erf", FuseGelu),
-            [FusedOps.Geglu] = f.Each(FusedOps.Gelu, FuseGeglu),
-            [FusedOps.QuickGelu] = f.Each("Sigmoid", FuseQuickGelu),
-            [FusedOps.Silu] = f.Each("Sigmoid", FuseSilu),
+            [ActivationOps.Gelu] = f.Each("Erf", FuseGelu),
+            [ActivationOps.Geglu] = f.Each(ActivationOps.Gelu, FuseGeglu),
+            [ActivationOps.QuickGelu] = f.Each("Sigmoid", FuseQuickGelu),
+            [ActivationOps.Silu] = f.Each("Sigmoid", FuseSilu),
             [FusedOps.UpsampleNearest] = f.Each("Resize", FuseUpsample),
         };
-        counts["GroupNorm+SiLU"] = f.Each(FusedOps.Silu, FuseGroupNormSilu);
+        counts["GroupNorm+SiLU"] = f.Each(ActivationOps.Silu, FuseGroupNormSilu);
         g.SortTopologically();
         return counts;
     }
@@ -349,7 +349,7 @@ public static class Fuser
         if (mulX is not { Op: "Mul" } || OtherOperand(mulX, add.Output()) != x) return false;
         var half = f.SoleConsumer(mulX.Output());
         if (half is not { Op: "Mul" } || !Near(Specializer.Uniform(OtherOperand(half, mulX.Output())!), 0.5)) return false;
-        var fused = new Node(FusedOps.Gelu, ScopedName(erf, "Gelu"), new[] { x }, new[] { half.Output() }, null, erf.Module);
+        var fused = new Node(ActivationOps.Gelu, ScopedName(erf, "Gelu"), new[] { x }, new[] { half.Output() }, null, erf.Module);
         f.Replace(new[] { div, erf, add, mulX, half }, fused);
         return true;
     }
@@ -365,7 +365,7 @@ public static class Fuser
         if (sh.Input(0) != a) return false;
         int full = a.Shape![^1], half = full / 2;
         if (full % 2 != 0 || !IsLastAxisSlice(sh, a, 0, half) || !IsLastAxisSlice(sg, a, half, full)) return false;
-        var fused = new Node(FusedOps.Geglu, ScopedName(gelu, "Geglu"), new[] { a }, new[] { mul.Output() }, null, gelu.Module);
+        var fused = new Node(ActivationOps.Geglu, ScopedName(gelu, "Geglu"), new[] { a }, new[] { mul.Output() }, null, gelu.Module);
         f.Replace(new[] { sg, sh, gelu, mul }, fused);
         return true;
     }
@@ -387,7 +387,7 @@ public static class Fuser
         if (!Near(Specializer.Uniform(c), 1.702)) return false;
         var m2 = f.SoleConsumer(sigmoid.Output());
         if (m2 is not { Op: "Mul" } || OtherOperand(m2, sigmoid.Output()) != x) return false;
-        var fused = new Node(FusedOps.QuickGelu, ScopedName(sigmoid, "QuickGelu"), new[] { x }, new[] { m2.Output() }, null, sigmoid.Module);
+        var fused = new Node(ActivationOps.QuickGelu, ScopedName(sigmoid, "QuickGelu"), new[] { x }, new[] { m2.Output() }, null, sigmoid.Module);
         f.Replace(new[] { m1, sigmoid, m2 }, fused);
         return true;
     }
@@ -398,7 +398,7 @@ public static class Fuser
         var x = sigmoid.Input(0);
         var mul = f.SoleConsumer(sigmoid.Output());
         if (mul is not { Op: "Mul" } || OtherOperand(mul, sigmoid.Output()) != x) return false;
-        var fused = new Node(FusedOps.Silu, ScopedName(sigmoid, "Silu"), new[] { x }, new[] { mul.Output() }, null, sigmoid.Module);
+        var fused = new Node(ActivationOps.Silu, ScopedName(sigmoid, "Silu"), new[] { x }, new[] { mul.Output() }, null, sigmoid.Module);
         f.Replace(new[] { sigmoid, mul }, fused);
         return true;
     }

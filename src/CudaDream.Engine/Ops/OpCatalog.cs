@@ -13,6 +13,7 @@ public static class OpCatalog
     public static IReadOnlyList<OpHome> Homes { get; } =
     [
         AttentionOps.Home,
+        ActivationOps.Home,
         GroupNormOps.Home,
         LayerNormOps.Home,
         LegacyOps.Home,

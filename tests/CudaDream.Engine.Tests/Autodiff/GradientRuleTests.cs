@@ -79,10 +79,10 @@ public class GradientRuleTests
     }
 
     [Theory]
-    [InlineData(FusedOps.Gelu)]
-    [InlineData(FusedOps.Silu)]
-    [InlineData(FusedOps.QuickGelu)]
-    [InlineData(FusedOps.Geglu)]
+    [InlineData(ActivationOps.Gelu)]
+    [InlineData(ActivationOps.Silu)]
+    [InlineData(ActivationOps.QuickGelu)]
+    [InlineData(ActivationOps.Geglu)]
     [InlineData("Sigmoid")]
     [InlineData("Tanh")]
     [InlineData("Erf")]

@@ -99,8 +99,8 @@ public class EmuKernelTests
         var dy = EmuSession.Random(n, 12);
         var y = s.Output(n); var dx = s.Output(n);
         var px = s.Upload(x);
-        KernelLaunchers.Activation(s.Device, op, px, y, n);
-        KernelLaunchers.ActivationBackward(s.Device, op, px, s.Upload(dy), dx, n);
+        ActivationKernels.Forward(s.Device, op, px, y, n);
+        ActivationKernels.Backward(s.Device, op, px, s.Upload(dy), dx, n);
         float[] yRef = new float[n], dxRef = new float[n];
         switch (op)
         {
@@ -122,8 +122,8 @@ public class EmuKernelTests
         var dy = EmuSession.Random(rows * half, 14);
         var y = s.Output(rows * half); var dx = s.Output(x.Length);
         var px = s.Upload(x);
-        KernelLaunchers.Geglu(s.Device, px, y, rows, half);
-        KernelLaunchers.GegluBackward(s.Device, px, s.Upload(dy), dx, rows, half);
+        ActivationKernels.Geglu(s.Device, px, y, rows, half);
+        ActivationKernels.GegluBackward(s.Device, px, s.Upload(dy), dx, rows, half);
         float[] yRef = new float[rows * half], dxRef = new float[x.Length];
         ActivationReference.Geglu<float>(rows, half, x, yRef);
         ActivationReference.GegluBackward<float>(rows, half, x, dy, dxRef);

@@ -67,27 +67,5 @@ internal static class CpuKernels
         else SoftmaxReference.Backward(rows, dim, y, dy, dx);
     }
 
-    public static void Gelu<T>(CpuContext c, ReadOnlySpan<T> x, Span<T> y) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) ActivationFast.Gelu(F(x), F(y));
-        else ActivationReference.Gelu(x, y);
-    }
 
-    public static void GeluBackward<T>(CpuContext c, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> dx) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) ActivationFast.GeluBackward(F(x), F(dy), F(dx));
-        else ActivationReference.GeluBackward(x, dy, dx);
-    }
-
-    public static void Geglu<T>(CpuContext c, int rows, int features, ReadOnlySpan<T> x, Span<T> y) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) ActivationFast.Geglu(rows, features, F(x), F(y));
-        else ActivationReference.Geglu(rows, features, x, y);
-    }
-
-    public static void GegluBackward<T>(CpuContext c, int rows, int features, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> dx) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) ActivationFast.GegluBackward(rows, features, F(x), F(dy), F(dx));
-        else ActivationReference.GegluBackward(rows, features, x, dy, dx);
-    }
 }

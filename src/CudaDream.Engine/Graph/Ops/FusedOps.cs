@@ -8,10 +8,6 @@ namespace CudaDream.Engine.Graph.Ops;
 /// gradient rule. Inputs and attributes:
 /// <list type="bullet">
 /// <item><c>Linear(x[...,K], W, bias?)</c>: y = alpha·x·W (+bias); attribute <c>transB</c> = 1 when W is stored [N,K] (torch layout), 0 when [K,N]; <c>alpha</c> defaults to 1 (LoRA's up projection carries its scale here).</item>
-/// <item><c>GroupNorm(x[N,C,...], gamma[C]?, beta[C]?)</c>: <c>groups</c>, <c>epsilon</c>, <c>silu</c> (1 = SiLU applied to the result).</item>
-/// <item><c>LayerNorm(x[...,D], gamma[D]?, beta[D]?)</c>: over the last dimension, <c>epsilon</c>.</item>
-/// <item><c>Gelu(x)</c> (erf form), <c>Silu(x)</c>, <c>QuickGelu(x)</c> = x·σ(1.702x).</item>
-/// <item><c>Geglu(a[...,2F])</c>: h = a[..., :F], g = a[..., F:], y = h·gelu(g).</item>
 /// <item><c>UpsampleNearest(x[N,C,H,W])</c>: <c>size</c> = [Ho,Wo]; src = floor(dst·in/out) (ONNX asymmetric/floor).</item>
 /// <item><c>TimestepEmbedding(t[B])</c>: <c>dim</c>, <c>flip_sin_to_cos</c>, <c>shift</c>, <c>max_period</c>; diffusers' get_timestep_embedding.</item>
 /// </list>
@@ -19,18 +15,12 @@ namespace CudaDream.Engine.Graph.Ops;
 public static class FusedOps
 {
     public const string Linear = "Linear";
-    public const string GroupNorm = "GroupNorm";
-    public const string LayerNorm = "LayerNorm";
-    public const string Gelu = "Gelu";
-    public const string Silu = "Silu";
-    public const string QuickGelu = "QuickGelu";
-    public const string Geglu = "Geglu";
     public const string UpsampleNearest = "UpsampleNearest";
     public const string TimestepEmbedding = "TimestepEmbedding";
 
     public static readonly IReadOnlySet<string> All = new HashSet<string>
     {
-        Linear, GroupNorm, LayerNorm, Gelu, Silu, QuickGelu, Geglu, UpsampleNearest, TimestepEmbedding,
+        Linear, UpsampleNearest, TimestepEmbedding,
     };
 
     /// <summary>(K, N) of a Linear node's weight.</summary>

@@ -20,7 +20,7 @@ public static class OpSchemas
         void Add(OpSchema s) => t.Add(s.Name, s);
 
         // Elementwise, same shape and dtype.
-        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not", "Softmax", "Gelu", "Silu", "QuickGelu" })
+        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not", "Softmax" })
             Add(new(op, SameAsInput));
         Add(new("Identity", SameAsInput, IsView: true));
         Add(new("Dropout", n => { SameAsInput(n); for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.Bool, ShapeOf(n, 0)); }, IsView: true));
@@ -84,7 +84,6 @@ public static class OpSchemas
         // Fused ops (FusedOps documents their inputs and attributes).
         Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
         // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
-        Add(new(FusedOps.Geglu, n => { var s = (int[])ShapeOf(n, 0).Clone(); s[^1] /= 2; Set(n, 0, In(n, 0).DType, s); }));
         Add(new(FusedOps.UpsampleNearest, n =>
         {
             var s = (int[])ShapeOf(n, 0).Clone();

@@ -202,9 +202,6 @@ internal static class LegacyConformanceCases
         c.Add(Case("Linear transB bias alpha / plain", "gemm", b =>
             b.Build(b.Node1(FusedOps.Linear, [b.Input(2, 5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); }),
                 b.Node1(FusedOps.Linear, [b.Input(7, 6), b.Const(b.Floats([6, 3]))]))));
-        foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu })
-            c.Add(Case(op, "activations", b => b.Build(b.Node1(op, [b.Input(b.Floats([6, 11], -4, 4))]))));
-        c.Add(Case(FusedOps.Geglu, "activations", b => b.Build(b.Node1(FusedOps.Geglu, [b.Input(b.Floats([3, 4, 10], -3, 3))]))));
         c.Add(Case("UpsampleNearest x2", "resize", b => b.Build(b.Node1(FusedOps.UpsampleNearest, [b.Input(2, 3, 4, 5)], a => a.Set("size", new long[] { 8, 10 })))));
         c.Add(Case("TimestepEmbedding t = 10, 999", "timestep", b =>
             b.Build(b.Node1(FusedOps.TimestepEmbedding, [b.Input(Tensor.FromArray([10f, 999f], 2))],
@@ -231,17 +228,6 @@ internal static class LegacyConformanceCases
                 var y = b.Node1("Conv", [x, w, bias], a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); });
                 return b.Train(y, [w, bias], [x.Name]);
             }, 1e-4));
-        foreach (var op in new[] { FusedOps.Gelu, FusedOps.Silu, FusedOps.QuickGelu, "Sigmoid", "Tanh", "Relu", "Erf" })
-            c.Add(Case($"train {op} (ActivationGrad)", "activations", b =>
-            {
-                var x = b.Input(b.Floats([4, 9], -3, 3));
-                return b.Train(b.Node1(op, [x]), [], [x.Name]);
-            }, 1e-4));
-        c.Add(Case("train Geglu", "activations", b =>
-        {
-            var x = b.Input(b.Floats([2, 3, 8], -3, 3));
-            return b.Train(b.Node1(FusedOps.Geglu, [x]), [], [x.Name]);
-        }, 1e-4));
         c.Add(Case("train UpsampleNearest, Softmax, Exp, Sqrt, ReduceMean", "resize", b =>
         {
             var x = b.Input(b.Floats([1, 2, 3, 4], 0.5f, 2));

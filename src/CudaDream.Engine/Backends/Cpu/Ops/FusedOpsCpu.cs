@@ -17,10 +17,6 @@ internal static class FusedOpsCpu
     public static void Register(Dictionary<string, CpuOpImpl> t)
     {
         t[FusedOps.Linear] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearAction(n, i, o[0], c));
-        t[FusedOps.Gelu] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationAction(n.Op, i[0]!, o[0], c));
-        t[FusedOps.Silu] = t[FusedOps.Gelu];
-        t[FusedOps.QuickGelu] = t[FusedOps.Gelu];
-        t[FusedOps.Geglu] = t[FusedOps.Gelu];
         t[FusedOps.UpsampleNearest] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new NnOps.NearestAction(i[0]!, o[0]));
         t[FusedOps.TimestepEmbedding] = (n, i, o, c) =>
         {
@@ -47,25 +43,6 @@ internal static class FusedOpsCpu
             }
             T alpha = T.CreateTruncating(N.Attributes.Float("alpha", 1f));
             CpuKernels.Gemm(C, false, tb, rows, n, k, alpha, x.ReadOnlySpan<T>(), k, w.ReadOnlySpan<T>(), tb ? k : n, bias != null ? T.One : T.Zero, y, n);
-        }
-    }
-
-    private readonly record struct ActivationAction(string Op, Tensor X, Tensor Y, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
-            switch (Op)
-            {
-                case FusedOps.Gelu: CpuKernels.Gelu(C, x, y); break;
-                case FusedOps.Silu: ActivationReference.Silu(x, y); break;
-                case FusedOps.QuickGelu: ActivationReference.QuickGelu(x, y); break;
-                case FusedOps.Geglu:
-                    int f = Y.Shape[^1];
-                    CpuKernels.Geglu(C, Y.Numel / Math.Max(f, 1), f, x, y);
-                    break;
-                default: throw new InvalidOperationException(Op);
-            }
         }
     }
 

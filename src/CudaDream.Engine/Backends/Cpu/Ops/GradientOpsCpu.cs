@@ -20,7 +20,6 @@ internal static class GradientOpsCpu
         t[GradientOps.SumTo] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SumToAction(i[0]!, o[0]));
         t[GradientOps.ConvGradInput] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, true));
         t[GradientOps.ConvGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, false));
-        t[GradientOps.ActivationGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ActivationGradAction(n, i[0]!, i[1]!, o[0], c));
         t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
         t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
         t[GradientOps.CounterDropout] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new DropoutAction(n, i[0]!, o[0], c));
@@ -104,39 +103,6 @@ internal static class GradientOpsCpu
             var g = Geometry(N);
             if (Input) CpuKernels.Conv2dBackwardData(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
             else CpuKernels.Conv2dBackwardWeight(C, g, I[0]!.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), Y.Span<T>());
-        }
-    }
-
-    private readonly record struct ActivationGradAction(Node N, Tensor X, Tensor Dy, Tensor Dx, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var x = X.ReadOnlySpan<T>(); var dy = Dy.ReadOnlySpan<T>(); var dx = Dx.Span<T>();
-            var kind = N.Attributes.String("kind", "");
-            switch (kind)
-            {
-                case FusedOps.Gelu: CpuKernels.GeluBackward(C, x, dy, dx); break;
-                case FusedOps.Silu: ActivationReference.SiluBackward(x, dy, dx); break;
-                case FusedOps.QuickGelu: ActivationReference.QuickGeluBackward(x, dy, dx); break;
-                case FusedOps.Geglu:
-                    int f = Dy.Shape[^1];
-                    CpuKernels.GegluBackward(C, Dy.Numel / f, f, x, dy, dx);
-                    break;
-                case "Sigmoid":
-                    for (int i = 0; i < x.Length; i++) { T s = T.One / (T.One + T.Exp(-x[i])); dx[i] = dy[i] * s * (T.One - s); }
-                    break;
-                case "Tanh":
-                    for (int i = 0; i < x.Length; i++) { T t = T.Tanh(x[i]); dx[i] = dy[i] * (T.One - t * t); }
-                    break;
-                case "Relu":
-                    for (int i = 0; i < x.Length; i++) dx[i] = x[i] > T.Zero ? dy[i] : T.Zero;
-                    break;
-                case "Erf":
-                    T c = T.CreateTruncating(2.0 / Math.Sqrt(Math.PI));
-                    for (int i = 0; i < x.Length; i++) dx[i] = dy[i] * c * T.Exp(-x[i] * x[i]);
-                    break;
-                default: throw new GraphException(N, $"unknown activation kind '{kind}'");
-            }
         }
     }
 

@@ -1,4 +1,5 @@
 using CudaDream.Engine.Graph;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Backends.Device.Ops;
@@ -73,7 +74,7 @@ internal static class DeviceElementwiseOps
         var (x, y, n, type) = (s.In(0), s.Out(), s.OutCount(), s.InType(0));
         if (type is DType.I32 or DType.I64) return () => KernelLaunchers.UnaryInteger(s.Device, op, x.Ptr, y.Ptr, n, type);
         s.RequireF32();
-        if (activation) return () => KernelLaunchers.Activation(s.Device, op, x.Ptr, y.Ptr, n);
+        if (activation) return () => ActivationKernels.Forward(s.Device, op, x.Ptr, y.Ptr, n);
         return () => KernelLaunchers.Unary(s.Device, op, x.Ptr, y.Ptr, n);
     }
 

@@ -14,17 +14,6 @@ internal static class DeviceFusedOps
     public static void Register(Dictionary<string, DeviceOpCompiler> t)
     {
         t[FusedOps.Linear] = Linear;
-        t[FusedOps.Gelu] = s => Activation(s, UnaryOp.GeluErf);
-        t[FusedOps.Silu] = s => Activation(s, UnaryOp.Silu);
-        t[FusedOps.QuickGelu] = s => Activation(s, UnaryOp.QuickGelu);
-        t[FusedOps.Geglu] = s =>
-        {
-            s.RequireF32();
-            int half = s.OutShape()[^1];
-            long rows = half == 0 ? 0 : s.OutCount() / half;
-            var (x, y) = (s.In(0), s.Out());
-            return () => KernelLaunchers.Geglu(s.Device, x.Ptr, y.Ptr, rows, half);
-        };
         t[FusedOps.UpsampleNearest] = s =>
         {
             s.RequireF32();
@@ -33,13 +22,6 @@ internal static class DeviceFusedOps
             return () => KernelLaunchers.ResizeNearest(s.Device, x.Ptr, y.Ptr, planes, h, w, fy, fx);
         };
         t[FusedOps.TimestepEmbedding] = TimestepEmbedding;
-    }
-
-    private static Action Activation(DeviceStepBuilder s, UnaryOp op)
-    {
-        s.RequireF32();
-        var (x, y, n) = (s.In(0), s.Out(), s.OutCount());
-        return () => KernelLaunchers.Activation(s.Device, op, x.Ptr, y.Ptr, n);
     }
 
     /// <summary>y = alpha·x·W + bias: the bias is broadcast into y, then one GEMM accumulates onto it (beta = 1).</summary>

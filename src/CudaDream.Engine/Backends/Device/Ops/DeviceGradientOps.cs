@@ -9,14 +9,6 @@ namespace CudaDream.Engine.Backends.Device.Ops;
 /// <summary>The loss and backward ops (<see cref="GradientOps"/>) on kernel devices, each beside its forward kernel.</summary>
 internal static class DeviceGradientOps
 {
-    /// <summary>ActivationGrad kinds: the activation kernel's derivative, or the elementwise one.</summary>
-    private static readonly Dictionary<string, (UnaryOp Op, bool Activation)> Derivatives = new()
-    {
-        [FusedOps.Gelu] = (UnaryOp.GeluErf, true), [FusedOps.Silu] = (UnaryOp.Silu, true), [FusedOps.QuickGelu] = (UnaryOp.QuickGelu, true),
-        ["Sigmoid"] = (UnaryOp.Sigmoid, true), ["Tanh"] = (UnaryOp.Tanh, true), ["Relu"] = (UnaryOp.Relu, true),
-        ["Erf"] = (UnaryOp.Erf, false), ["Exp"] = (UnaryOp.Exp, false), ["Sqrt"] = (UnaryOp.Sqrt, false), ["Square"] = (UnaryOp.Square, false),
-    };
-
     public static void Register(Dictionary<string, DeviceOpCompiler> t)
     {
         t[GradientOps.MseLoss] = MseLoss;
@@ -25,7 +17,6 @@ internal static class DeviceGradientOps
         t[GradientOps.SumTo] = SumTo;
         t[GradientOps.ConvGradInput] = s => ConvGrad(s, input: true);
         t[GradientOps.ConvGradWeight] = s => ConvGrad(s, input: false);
-        t[GradientOps.ActivationGrad] = ActivationGrad;
         t[GradientOps.UpsampleNearestGrad] = s =>
         {
             s.RequireF32();
@@ -108,20 +99,5 @@ internal static class DeviceGradientOps
         return () => KernelLaunchers.Conv2dBackward(s.Device, g, x.Ptr, DevicePtr.Null, dyw.Ptr, DevicePtr.Null, result.Ptr, DevicePtr.Null, col.Ptr);
     }
 
-    private static Action ActivationGrad(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var kind = s.Node.Attributes.String("kind", "");
-        var (x, dy, dx) = (s.In(0), s.In(1), s.Out());
-        if (kind == FusedOps.Geglu)
-        {
-            int half = s.InShape(1)[^1];
-            long rows = half == 0 ? 0 : s.InCount(1) / half;
-            return () => KernelLaunchers.GegluBackward(s.Device, x.Ptr, dy.Ptr, dx.Ptr, rows, half);
-        }
-        if (!Derivatives.TryGetValue(kind, out var d)) throw new GraphException(s.Node, $"unknown activation kind '{kind}'");
-        long n = s.InCount(0);
-        if (d.Activation) return () => KernelLaunchers.ActivationBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n);
-        return () => KernelLaunchers.UnaryBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n);
-    }
+
 }
