@@ -1,9 +1,8 @@
 // Constant padding of the last two axes of [NC, H, W] (ONNX Pad mode=constant on H and W; the VAE
-// pads +1 right and bottom before its stride-2 convs), forward and backward.
+// pads +1 right and bottom before its stride-2 convs). The backward is a Slice (Pad's gradient rule).
 //
-// Launcher contract (KernelLaunchers.Pad2d*): 1-D grid-stride, block 256. Pads are >= 0.
+// Launcher contract (PadKernels.Spatial): 1-D grid-stride, block 256. Pads are >= 0.
 //   pad2d_forward_<t>(const T* x, T* y, i64 NC, int H, int W, int top, int bottom, int left, int right, float value)
-//   pad2d_backward_<t>(const T* dy, T* dx, i64 NC, int H, int W, int top, int bottom, int left, int right)
 #include "device.cuh"
 
 template <class T>
@@ -22,19 +21,4 @@ __global__ void pad2d_forward(const T* __restrict__ x, T* __restrict__ y, i64 NC
     }
 }
 
-template <class T>
-__global__ void pad2d_backward(const T* __restrict__ dy, T* __restrict__ dx, i64 NC, int H, int W, int top, int bottom,
-                               int left, int right)
-{
-    const int OH = H + top + bottom, OW = W + left + right;
-    const i64 n = NC * H * W;
-    for (i64 idx = global_thread_index(); idx < n; idx += global_thread_count())
-    {
-        const int ix = (int)(idx % W), iy = (int)((idx / W) % H);
-        const i64 p = idx / ((i64)W * H);
-        dx[idx] = dy[(p * OH + iy + top) * OW + ix + left];
-    }
-}
-
 CD_EXPORT(pad2d_forward_f32, pad2d_forward<float>)
-CD_EXPORT(pad2d_backward_f32, pad2d_backward<float>)

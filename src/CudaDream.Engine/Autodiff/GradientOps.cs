@@ -9,32 +9,20 @@ namespace CudaDream.Engine.Autodiff;
 /// Ops that only the backward pass (and the loss) use. Each backward op pairs with the forward op of
 /// the same family; every backend implements both, side by side.
 /// <list type="bullet">
-/// <item><c>MseLoss(pred, target, weights[B]?)</c> → [1]: Σ_b w_b·mean((pred_b − target_b)²) / B (all w = 1: torch's mse_loss, mean).</item>
-/// <item><c>MseLossGrad(pred, target, weights?, dloss[1])</c> → d pred.</item>
 /// <item><c>LinearGradWeight(x, dy)</c> → dW in the Linear's weight layout (<c>transB</c>, <c>alpha</c> as the forward).</item>
 /// <item><c>SumTo(x)</c>: sums the broadcast dimensions away to <c>shape</c> (the gradient of broadcasting).</item>
 /// <item><c>ConvGradInput(dy, w)</c>, <c>ConvGradWeight(x, dy)</c>: Conv's attributes plus <c>input_shape</c> / <c>weight_shape</c>.</item>
-/// <item><c>UpsampleNearestGrad(dy)</c> → dx of <c>input_size</c>; <c>SoftmaxGrad(y, dy)</c>.</item>
-/// <item><c>CounterDropout(x)</c>: x·m/(1−p), m ~ Bernoulli(1−p) from the counter-based generator keyed by
-/// (seed, step, Dropout, <c>stream</c>, element) — the same node applied to dy is its own backward, no mask stored.</item>
 /// </list>
 /// </summary>
 public static class GradientOps
 {
-    public const string MseLoss = "MseLoss";
-    public const string MseLossGrad = "MseLossGrad";
     public const string LinearGradWeight = "LinearGradWeight";
     public const string SumTo = "SumTo";
     public const string ConvGradInput = "ConvGradInput";
     public const string ConvGradWeight = "ConvGradWeight";
-    public const string UpsampleNearestGrad = "UpsampleNearestGrad";
-    public const string SoftmaxGrad = "SoftmaxGrad";
-    public const string CounterDropout = "CounterDropout";
 
     internal static void AddSchemas(Action<OpSchema> add)
     {
-        add(new(MseLoss, n => Set(n, 0, In(n, 0).DType, new[] { 1 })));
-        add(new(MseLossGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
         add(new(LinearGradWeight, n =>
         {
             var x = ShapeOf(n, 0);
@@ -51,9 +39,6 @@ public static class GradientOps
         }));
         add(new(ConvGradInput, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
         add(new(ConvGradWeight, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("weight_shape")!.Select(d => (int)d).ToArray()), ConvGradMacs));
-        add(new(UpsampleNearestGrad, n => Set(n, 0, In(n, 0).DType, n.Attributes.Ints("input_shape")!.Select(d => (int)d).ToArray())));
-        add(new(SoftmaxGrad, n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0))));
-        add(new(CounterDropout, SameAsInput, Deterministic: false));
     }
 
     private static void ParamGrads(Node n, int channels)

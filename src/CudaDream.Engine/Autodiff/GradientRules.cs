@@ -17,26 +17,11 @@ public static class GradientRules
     {
         // ---- fused ops ----
         [FusedOps.Linear] = Linear,
-        [FusedOps.UpsampleNearest] = (n, dy, need, b) => new[]
-        {
-            b.Emit1(GradientOps.UpsampleNearestGrad, new[] { dy[0] }, new Attributes().Set("input_shape", Longs(n.Input(0).Shape!))),
-        },
-        [GradientOps.CounterDropout] = (n, dy, need, b) => new[] { b.Emit1(GradientOps.CounterDropout, new[] { dy[0] }, n.Attributes.Clone()) },
 
         // ---- ONNX ops ----
         ["Conv"] = Conv,
         ["MatMul"] = MatMul,
         ["Gemm"] = Gemm,
-        ["Pad"] = Pad,
-        ["Resize"] = (n, dy, need, b) =>
-        {
-            var a = n.Attributes;
-            if (a.String("mode", "nearest") != "nearest" || a.String("coordinate_transformation_mode", "half_pixel") != "asymmetric" || a.String("nearest_mode", "round_prefer_floor") != "floor")
-                throw new GraphException(n, "gradient of Resize is supported for nearest/asymmetric/floor only");
-            var r = new Value?[n.Inputs.Count];
-            r[0] = b.Emit1(GradientOps.UpsampleNearestGrad, new[] { dy[0] }, new Attributes().Set("input_shape", Longs(n.Input(0).Shape!)));
-            return r;
-        },
         ["Add"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), b.SumTo(dy[0]!, n.Input(1).Shape!) },
         ["Sub"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), need[1] ? b.SumTo(b.Neg(dy[0]!), n.Input(1).Shape!) : null },
         ["Mul"] = (n, dy, need, b) => new[]
@@ -73,15 +58,8 @@ public static class GradientRules
             r[0] = b.Emit1("Where", new[] { b.Emit1("Equal", new[] { n.Output(), n.Input(0) }), dy[0], b.Scalar(0, dy[0]!.DType) });
             return r;
         },
-        // The draw depends on its input's shape only (the VAE encoder's mean + std · ε): no gradient flows back through it.
-        ["RandomNormalLike"] = (n, dy, need, b) => new Value?[n.Inputs.Count],
         ["Concat"] = Concat,
         ["Slice"] = Slice,
-        ["Softmax"] = (n, dy, need, b) =>
-        {
-            if (Shapes.Axis(n.Attributes.Int("axis", -1), n.Input(0).Rank) != n.Input(0).Rank - 1) throw new GraphException(n, "gradient of Softmax over a non-last axis is not supported");
-            return new[] { b.Emit1(GradientOps.SoftmaxGrad, new[] { n.Output(), dy[0] }) };
-        },
         ["Sigmoid"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Sigmoid") },
         ["Tanh"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Tanh") },
         ["Relu"] = (n, dy, need, b) => new[] { ActivationOps.Derivative(n, dy[0]!, b, "Relu") },
@@ -95,7 +73,6 @@ public static class GradientRules
         },
         ["ReduceMean"] = ReduceMean,
         ["ReduceSum"] = ReduceMean,
-        [GradientOps.MseLoss] = (n, dy, need, b) => new[] { b.Emit1(GradientOps.MseLossGrad, new[] { n.Input(0), n.Input(1), n.OptionalInput(2), dy[0] }), null, null },
     };
 
     public static bool Has(string op) => Table.ContainsKey(op);
@@ -180,20 +157,6 @@ public static class GradientRules
         }
         if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
             r[2] = b.SumTo(b.Mul(g, b.Scalar(a.Float("beta", 1f), n.Output().DType)), n.Input(2).Shape!);
-        return r;
-    }
-
-    /// <summary>Constant padding: the gradient is dy sliced back to the input's extent.</summary>
-    private static Value?[] Pad(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        if (n.Attributes.String("mode", "constant") != "constant") throw new GraphException(n, "gradient of Pad is supported for constant mode only");
-        var pads = OpSchemas.ResolvePads(n);
-        int rank = n.Input(0).Rank;
-        var starts = Enumerable.Range(0, rank).Select(d => pads[d]).ToArray();
-        var ends = Enumerable.Range(0, rank).Select(d => pads[d] + n.Input(0).Shape![d]).ToArray();
-        if (starts.Any(s => s < 0)) throw new GraphException(n, "gradient of a cropping Pad is not supported");
-        var r = new Value?[n.Inputs.Count];
-        r[0] = b.Emit1("Slice", new[] { dy[0], b.Constant(Tensor.FromArray(starts, rank)), b.Constant(Tensor.FromArray(ends, rank)) });
         return r;
     }
 

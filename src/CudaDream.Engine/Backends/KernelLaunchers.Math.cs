@@ -63,22 +63,5 @@ public static partial class KernelLaunchers
             new KernelArgs().I32(max ? 1 : 0).I32(selectLast ? 1 : 0).Ptr(x).Ptr(y).I64(outer).I32(len).I64(inner));
     }
 
-    // ------------------------------------------------------------------ random.cu, timestep.cu
-    /// <summary>
-    /// y = mean + scale·N(0,1) drawn as CounterRng.FillNormal(seed ^ seedXor, step, purpose); key points at
-    /// two u64 in device memory: seed, step.
-    /// </summary>
-    public static void RandomNormal(IKernelDevice d, DevicePtr y, long n, DevicePtr key, ulong seedXor, RandomPurpose purpose, float mean = 0, float scale = 1) =>
-        d.Launch("random_normal_f32", Grid1D((n + 3) / 4), Block256, 0,
-            new KernelArgs().Ptr(y).I64(n).Ptr(key).Value(seedXor).Value((uint)purpose).F32(mean).F32(scale));
 
-    /// <summary>Inverted dropout with the counter-based mask of element (stream &lt;&lt; 40) + i (GradientOps.CounterDropout).</summary>
-    public static void CounterDropout(IKernelDevice d, DevicePtr x, DevicePtr y, long n, DevicePtr key, double p, long stream) =>
-        d.Launch("counter_dropout_f32", Grid1D(n), Block256, 0,
-            new KernelArgs().Ptr(x).Ptr(y).I64(n).Ptr(key).F32((float)p).F32((float)(1.0 / (1.0 - p))).I64(stream));
-
-    /// <summary>y [batch, dim] = diffusers' get_timestep_embedding of t [batch].</summary>
-    public static void TimestepEmbedding(IKernelDevice d, DevicePtr t, DevicePtr y, int batch, int dim, bool flipSinToCos, float shift, float scale, float maxPeriod) =>
-        d.Launch("timestep_embedding_f32", Grid1D((long)batch * dim), Block256, 0,
-            new KernelArgs().Ptr(t).Ptr(y).I32(batch).I32(dim).I32(flipSinToCos ? 1 : 0).F32(shift).F32(scale).F32(maxPeriod));
 }

@@ -95,28 +95,6 @@ public static partial class KernelLaunchers
         else d.Launch("reduce_strided_" + Suffix(t), Grid1D(outer * inner), Block256, 0, args);
     }
 
-    // ------------------------------------------------------------------ softmax.cu
-    public static void Softmax(IKernelDevice d, DevicePtr x, DevicePtr y, int rows, int cols, DType t = DType.F32) =>
-        d.Launch("softmax_forward_" + Suffix(t), new Dim3((uint)rows), RowBlock(cols), 0, new KernelArgs().Ptr(x).Ptr(y).I32(rows).I32(cols));
-
-    public static void SoftmaxBackward(IKernelDevice d, DevicePtr dy, DevicePtr y, DevicePtr dx, int rows, int cols, DType t = DType.F32) =>
-        d.Launch("softmax_backward_" + Suffix(t), new Dim3((uint)rows), RowBlock(cols), 0, new KernelArgs().Ptr(dy).Ptr(y).Ptr(dx).I32(rows).I32(cols));
-
-    // ------------------------------------------------------------------ resize.cu, pad.cu
-    public static void ResizeNearest(IKernelDevice d, DevicePtr x, DevicePtr y, long nc, int h, int w, int fy, int fx, DType t = DType.F32) =>
-        d.Launch("resize_nearest_forward_" + Suffix(t), Grid1D(nc * h * fy * w * fx), Block256, 0, new KernelArgs().Ptr(x).Ptr(y).I64(nc).I32(h).I32(w).I32(fy).I32(fx));
-
-    public static void ResizeNearestBackward(IKernelDevice d, DevicePtr dy, DevicePtr dx, long nc, int h, int w, int fy, int fx, DType t = DType.F32) =>
-        d.Launch("resize_nearest_backward_" + Suffix(t), Grid1D(nc * h * w), Block256, 0, new KernelArgs().Ptr(dy).Ptr(dx).I64(nc).I32(h).I32(w).I32(fy).I32(fx));
-
-    public static void Pad2d(IKernelDevice d, DevicePtr x, DevicePtr y, long nc, int h, int w, int top, int bottom, int left, int right, float value = 0, DType t = DType.F32) =>
-        d.Launch("pad2d_forward_" + Suffix(t), Grid1D(nc * (h + top + bottom) * (w + left + right)), Block256, 0,
-            new KernelArgs().Ptr(x).Ptr(y).I64(nc).I32(h).I32(w).I32(top).I32(bottom).I32(left).I32(right).F32(value));
-
-    public static void Pad2dBackward(IKernelDevice d, DevicePtr dy, DevicePtr dx, long nc, int h, int w, int top, int bottom, int left, int right, DType t = DType.F32) =>
-        d.Launch("pad2d_backward_" + Suffix(t), Grid1D(nc * h * w), Block256, 0,
-            new KernelArgs().Ptr(dy).Ptr(dx).I64(nc).I32(h).I32(w).I32(top).I32(bottom).I32(left).I32(right));
-
     // ------------------------------------------------------------------ gather.cu
     /// <summary>y [outer, count, inner] = x [outer, len, inner] gathered at idx (I32 or I64); *badIndex (int) is set on an out-of-range index.</summary>
     public static void Gather(IKernelDevice d, DevicePtr x, DevicePtr idx, DType indexType, DevicePtr y, long outer, int len, long inner, long count, DevicePtr badIndex, DType t = DType.F32)
@@ -136,20 +114,6 @@ public static partial class KernelLaunchers
         DType.I64 => "i64",
         _ => throw new ArgumentException($"gather indices must be I32 or I64, not {t}"),
     };
-
-    // ------------------------------------------------------------------ loss.cu
-    /// <summary>
-    /// loss[0] = (1/n)·Σ w·(pred − target)² with w the weight of each sample of <paramref name="perSample"/>
-    /// elements (LossReference.WeightedMse); weight may be null (all 1).
-    /// </summary>
-    public static void MseLoss(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr loss, long n, long perSample = 0, DType t = DType.F32) =>
-        d.Launch("mse_loss_forward_" + Suffix(t), new Dim3(1), new Dim3(1024), 0,
-            new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(loss).I64(n).I64(perSample > 0 ? perSample : Math.Max(n, 1)));
-
-    /// <summary>dpred = dloss[0]·2·w·(pred − target)/n (dloss is a device scalar).</summary>
-    public static void MseLossBackward(IKernelDevice d, DevicePtr pred, DevicePtr target, DevicePtr weight, DevicePtr dloss, DevicePtr dpred, long n, long perSample = 0, DType t = DType.F32) =>
-        d.Launch("mse_loss_backward_" + Suffix(t), Grid1D(n), Block256, 0,
-            new KernelArgs().Ptr(pred).Ptr(target).Ptr(weight).Ptr(dloss).Ptr(dpred).I64(n).I64(perSample > 0 ? perSample : Math.Max(n, 1)));
 
     // ------------------------------------------------------------------ GEMM helpers
     /// <summary>

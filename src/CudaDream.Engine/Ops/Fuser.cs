@@ -19,7 +19,7 @@ public static class Fuser
         var counts = new Dictionary<string, int>
         {
             [FusedOps.Linear] = f.Each("MatMul", FuseMatMulLinear) + f.Each("Gemm", FuseGemmLinear),
-            [FusedOps.TimestepEmbedding] = f.Each("Sin", FuseTimestepEmbedding),
+            [TimestepEmbeddingOps.TimestepEmbedding] = f.Each("Sin", FuseTimestepEmbedding),
             [GroupNormOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
             [LayerNormOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
             [AttentionOps.Attention] = f.Each("Softmax", FuseAttention),
@@ -27,7 +27,7 @@ public static class Fuser
             [ActivationOps.Geglu] = f.Each(ActivationOps.Gelu, FuseGeglu),
             [ActivationOps.QuickGelu] = f.Each("Sigmoid", FuseQuickGelu),
             [ActivationOps.Silu] = f.Each("Sigmoid", FuseSilu),
-            [FusedOps.UpsampleNearest] = f.Each("Resize", FuseUpsample),
+            [ResizeOps.UpsampleNearest] = f.Each("Resize", FuseUpsample),
         };
         counts["GroupNorm+SiLU"] = f.Each(ActivationOps.Silu, FuseGroupNormSilu);
         g.SortTopologically();
@@ -421,7 +421,7 @@ public static class Fuser
         var x = resize.Input(0);
         var y = resize.Output();
         if (x.Rank != 4 || y.Shape![0] != x.Shape![0] || y.Shape[1] != x.Shape[1]) return false;
-        var fused = new Node(FusedOps.UpsampleNearest, ScopedName(resize, "UpsampleNearest"), new[] { x }, new[] { y },
+        var fused = new Node(ResizeOps.UpsampleNearest, ScopedName(resize, "UpsampleNearest"), new[] { x }, new[] { y },
             new Attributes().Set("size", new long[] { y.Shape[2], y.Shape[3] }), resize.Module);
         f.Replace(new[] { resize }, fused);
         return true;
@@ -471,7 +471,7 @@ public static class Fuser
                 flip = 1;
             }
         }
-        var fused = new Node(FusedOps.TimestepEmbedding, ScopedName(sin, "TimestepEmbedding"), new[] { t }, new[] { y },
+        var fused = new Node(TimestepEmbeddingOps.TimestepEmbedding, ScopedName(sin, "TimestepEmbedding"), new[] { t }, new[] { y },
             new Attributes().Set("dim", 2L * half).Set("flip_sin_to_cos", flip).Set("shift", (float)shift.Value).Set("max_period", 10000f), sin.Module);
         if (y.DType != DType.F32) return false;
         f.Replace(pattern, fused);

@@ -14,6 +14,12 @@ public static class OpCatalog
     [
         AttentionOps.Home,
         ActivationOps.Home,
+        LossOps.Home,
+        PadOps.Home,
+        RandomOps.Home,
+        ResizeOps.Home,
+        SoftmaxOps.Home,
+        TimestepEmbeddingOps.Home,
         GroupNormOps.Home,
         LayerNormOps.Home,
         LegacyOps.Home,

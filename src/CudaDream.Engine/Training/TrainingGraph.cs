@@ -1,6 +1,7 @@
 using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Training;
@@ -64,7 +65,7 @@ public sealed class TrainingGraph
             weights = new Value(WeightsInput, prediction.DType, new[] { prediction.Shape[0] });
             g.Inputs.Add(weights);
         }
-        var lossNode = new Node(GradientOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
+        var lossNode = new Node(LossOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
         OpRegistry.InferShapes(lossNode);
         g.AddNode(lossNode);
     }

@@ -156,7 +156,7 @@ public class GradientRuleTests
     {
         var c = new GradCheck();
         var x = c.Input(new[] { 1, 2, 3, 4 });
-        c.Check(c.Node1(FusedOps.UpsampleNearest, A().Set("size", new long[] { 6, 8 }), x));
+        c.Check(c.Node1(ResizeOps.UpsampleNearest, A().Set("size", new long[] { 6, 8 }), x));
     }
 
     [Fact]
@@ -164,7 +164,7 @@ public class GradientRuleTests
     {
         var c = new GradCheck();
         var x = c.Input(new[] { 4, 16 });
-        c.Check(c.Node1(GradientOps.CounterDropout, A().Set("p", 0.3f).Set("stream", 5L), x));
+        c.Check(c.Node1(RandomOps.CounterDropout, A().Set("p", 0.3f).Set("stream", 5L), x));
     }
 
     [Fact]
@@ -174,7 +174,7 @@ public class GradientRuleTests
         var pred = c.Input(new[] { 3, 2, 4 });
         var target = c.Input(new[] { 3, 2, 4 }, wrt: false);
         var weights = c.Const(new[] { 1.0, 0.5, 2.0 }, new[] { 3 });
-        c.Check(c.Node1(GradientOps.MseLoss, pred, target, weights));
+        c.Check(c.Node1(LossOps.MseLoss, pred, target, weights));
     }
 
     [Fact]

@@ -53,19 +53,5 @@ internal static class CpuKernels
         else ConvReference.Conv2dBackwardWeight(g, x, dy, dw);
     }
 
-    public static void SoftmaxForward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> x, Span<T> y)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) SoftmaxFast.Forward(rows, dim, F(x), F(y));
-        else SoftmaxReference.Forward(rows, dim, x, y);
-    }
-
-    public static void SoftmaxBackward<T>(CpuContext c, int rows, int dim, ReadOnlySpan<T> y, ReadOnlySpan<T> dy, Span<T> dx)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Fast<T>(c)) SoftmaxFast.Backward(rows, dim, F(y), F(dy), F(dx));
-        else SoftmaxReference.Backward(rows, dim, y, dy, dx);
-    }
-
 
 }

@@ -8,19 +8,15 @@ namespace CudaDream.Engine.Graph.Ops;
 /// gradient rule. Inputs and attributes:
 /// <list type="bullet">
 /// <item><c>Linear(x[...,K], W, bias?)</c>: y = alpha·x·W (+bias); attribute <c>transB</c> = 1 when W is stored [N,K] (torch layout), 0 when [K,N]; <c>alpha</c> defaults to 1 (LoRA's up projection carries its scale here).</item>
-/// <item><c>UpsampleNearest(x[N,C,H,W])</c>: <c>size</c> = [Ho,Wo]; src = floor(dst·in/out) (ONNX asymmetric/floor).</item>
-/// <item><c>TimestepEmbedding(t[B])</c>: <c>dim</c>, <c>flip_sin_to_cos</c>, <c>shift</c>, <c>max_period</c>; diffusers' get_timestep_embedding.</item>
 /// </list>
 /// </summary>
 public static class FusedOps
 {
     public const string Linear = "Linear";
-    public const string UpsampleNearest = "UpsampleNearest";
-    public const string TimestepEmbedding = "TimestepEmbedding";
 
     public static readonly IReadOnlySet<string> All = new HashSet<string>
     {
-        Linear, UpsampleNearest, TimestepEmbedding,
+        Linear,
     };
 
     /// <summary>(K, N) of a Linear node's weight.</summary>

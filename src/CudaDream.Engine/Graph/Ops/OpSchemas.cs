@@ -20,7 +20,7 @@ public static class OpSchemas
         void Add(OpSchema s) => t.Add(s.Name, s);
 
         // Elementwise, same shape and dtype.
-        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not", "Softmax" })
+        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not" })
             Add(new(op, SameAsInput));
         Add(new("Identity", SameAsInput, IsView: true));
         Add(new("Dropout", n => { SameAsInput(n); for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.Bool, ShapeOf(n, 0)); }, IsView: true));
@@ -76,23 +76,10 @@ public static class OpSchemas
         Add(new("MatMul", InferMatMul, MatMulMacs));
         Add(new("Gemm", InferGemm, n => { var s = ShapeOf(n, 0); var o = n.Output().Shape!; long k = n.Attributes.Int("transA", 0) != 0 ? s[0] : s[1]; return (long)o[0] * o[1] * k; }));
         Add(new("Conv", InferConv, ConvMacs));
-        Add(new("Resize", InferResize));
-        Add(new("Pad", InferPad));
-        Add(new("RandomNormalLike", n => Set(n, 0, n.Attributes.Has("dtype") ? OnnxType(n, n.Attributes.Int("dtype")) : In(n, 0).DType, ShapeOf(n, 0)), Deterministic: false));
-        Add(new("RandomNormal", n => Set(n, 0, OnnxType(n, n.Attributes.Int("dtype", 1)), n.Attributes.Ints("shape")!.Select(d => (int)d).ToArray()), Deterministic: false));
 
         // Fused ops (FusedOps documents their inputs and attributes).
         Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
         // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
-        Add(new(FusedOps.UpsampleNearest, n =>
-        {
-            var s = (int[])ShapeOf(n, 0).Clone();
-            var size = n.Attributes.Ints("size")!;
-            s[^2] = (int)size[0];
-            s[^1] = (int)size[1];
-            Set(n, 0, In(n, 0).DType, s);
-        }));
-        Add(new(FusedOps.TimestepEmbedding, n => Set(n, 0, DType.F32, new[] { ShapeOf(n, 0)[0], (int)n.Attributes.Int("dim") })));
 
         Autodiff.GradientOps.AddSchemas(Add);
         return t;
@@ -426,50 +413,5 @@ public static class OpSchemas
         return (long)p.N * p.Cout * p.Ho * p.Wo * (p.Cin / p.Groups) * p.Kh * p.Kw;
     }
 
-    /// <summary>Resize output size from `sizes` or `scales` (NCHW; only the last two dims may change).</summary>
-    public static int[] ResizeOutputShape(Node n)
-    {
-        var s = ShapeOf(n, 0);
-        int[] o;
-        var sizesIn = n.OptionalInput(3);
-        var scalesIn = n.OptionalInput(2);
-        if (sizesIn != null && (sizesIn.Shape == null || sizesIn.Numel > 0))
-            o = ConstInts(n, 3).Select(v => (int)v).ToArray();
-        else if (scalesIn != null)
-        {
-            var scales = Const(n, 2).ToFloat32Array();
-            if (scales.Length != s.Length) throw new GraphException(n, "scales rank differs from input rank");
-            o = s.Select((d, i) => (int)Math.Floor(d * (double)scales[i])).ToArray();
-        }
-        else throw new GraphException(n, "Resize without scales or sizes");
-        if (o.Length != s.Length) throw new GraphException(n, "sizes rank differs from input rank");
-        return o;
-    }
 
-    private static void InferResize(Node n) => Set(n, 0, In(n, 0).DType, ResizeOutputShape(n));
-
-    public static long[] ResolvePads(Node n)
-    {
-        var s = ShapeOf(n, 0);
-        long[] pads = n.OptionalInput(1) != null ? ConstInts(n, 1) : n.Attributes.Ints("pads") ?? throw new GraphException(n, "Pad without pads");
-        if (n.OptionalInput(3) != null)
-        {
-            // opset 18: pads apply to the listed axes only.
-            var axes = ConstInts(n, 3).Select(a => Axis(n, a, s.Length)).ToArray();
-            var full = new long[2 * s.Length];
-            for (int i = 0; i < axes.Length; i++) { full[axes[i]] = pads[i]; full[axes[i] + s.Length] = pads[i + axes.Length]; }
-            pads = full;
-        }
-        if (pads.Length != 2 * s.Length) throw new GraphException(n, $"pads has {pads.Length} values for rank {s.Length}");
-        return pads;
-    }
-
-    private static void InferPad(Node n)
-    {
-        var s = ShapeOf(n, 0);
-        var pads = ResolvePads(n);
-        var o = s.Select((d, i) => checked((int)(d + pads[i] + pads[i + s.Length]))).ToArray();
-        if (o.Any(d => d < 0)) throw new GraphException(n, "negative output size");
-        Set(n, 0, In(n, 0).DType, o);
-    }
 }

@@ -87,7 +87,7 @@ public sealed class ConformanceGraphBuilder
     {
         var target = Input(Floats(prediction.Shape!), TargetInput);
         var weights = perSampleWeights ? Input(Floats([prediction.Shape![0]], 0.5f, 2f), WeightsInput) : null;
-        var loss = Node1(GradientOps.MseLoss, [prediction, target, weights]);
+        var loss = Node1(LossOps.MseLoss, [prediction, target, weights]);
         var wrt = trainable.Concat((inputGradients ?? []).Select(name => _g.Inputs.First(i => i.Name == name))).ToList();
         var grads = Differentiator.Differentiate(_g, loss, wrt);
         _g.Outputs.Add(loss);

@@ -167,8 +167,6 @@ internal static class LegacyConformanceCases
             }));
         c.Add(Case("ArgMax i32 (CLIP pooling)", "reduce", b =>
             b.Build(b.Node1("ArgMax", [b.Input(b.Integers(DType.I32, [2, 77], 0, 1000))], a => { a.Set("axis", -1L); a.Set("keepdims", 0L); }))));
-        c.Add(Case("Softmax rows of 77 and 300", "softmax", b =>
-            b.Build(b.Node1("Softmax", [b.Input(b.Floats([3, 77], -4, 4))]), b.Node1("Softmax", [b.Input(b.Floats([2, 300], -4, 4))]))));
     }
 
     private static void Nn(List<ConformanceCase> c)
@@ -186,15 +184,6 @@ internal static class LegacyConformanceCases
             c.Add(Case($"Conv {name}", "conv", b =>
                 b.Build(b.Node1("Conv", [b.Input(2, 3, 9, 8), b.Const(b.Floats([4, 3, kernel, kernel])), b.Const(b.Floats([4]))],
                     a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); }))));
-        c.Add(Case("Resize nearest x2", "resize", b =>
-            b.Build(b.Node1("Resize", [b.Input(1, 2, 3, 4), null, b.Const(Tensor.FromArray([1f, 1, 2, 2], 4))],
-                a => { a.Set("mode", "nearest"); a.Set("coordinate_transformation_mode", "asymmetric"); a.Set("nearest_mode", "floor"); }))));
-        c.Add(Case("Pad constant 4-D", "layout", b =>
-            b.Build(b.Node1("Pad", [b.Input(1, 2, 3, 4), b.ConstInts(0, 1, 0, 2, 0, 0, 1, 1), b.Const(Tensor.FromArray([0.25f]))]))));
-        c.Add(Case("RandomNormalLike draws the CPU's numbers", "random", b =>
-            b.Build(b.Node1("RandomNormalLike", [b.Input(3, 37)], a => a.Set("seed", 5f)))));
-        c.Add(Case("RandomNormal with mean and scale", "random", b =>
-            b.Build(b.Node1("RandomNormal", [], a => { a.Set("shape", new long[] { 5, 9 }); a.Set("mean", 1f); a.Set("scale", 2f); }))));
     }
 
     private static void Fused(List<ConformanceCase> c)
@@ -202,23 +191,10 @@ internal static class LegacyConformanceCases
         c.Add(Case("Linear transB bias alpha / plain", "gemm", b =>
             b.Build(b.Node1(FusedOps.Linear, [b.Input(2, 5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); }),
                 b.Node1(FusedOps.Linear, [b.Input(7, 6), b.Const(b.Floats([6, 3]))]))));
-        c.Add(Case("UpsampleNearest x2", "resize", b => b.Build(b.Node1(FusedOps.UpsampleNearest, [b.Input(2, 3, 4, 5)], a => a.Set("size", new long[] { 8, 10 })))));
-        c.Add(Case("TimestepEmbedding t = 10, 999", "timestep", b =>
-            b.Build(b.Node1(FusedOps.TimestepEmbedding, [b.Input(Tensor.FromArray([10f, 999f], 2))],
-                a => { a.Set("dim", 32L); a.Set("flip_sin_to_cos", 1L); a.Set("shift", 0f); a.Set("max_period", 10000f); }))));
     }
 
     private static void Gradients(List<ConformanceCase> c)
     {
-        c.Add(Case("train Linear (LinearGradWeight, SumTo, MseLoss with sample weights)", "gemm", b =>
-        {
-            var w = b.Const(b.Floats([5, 6]));
-            var bias = b.Const(b.Floats([5]));
-            var x = b.Input(3, 4, 6);
-            var y = b.Node1(FusedOps.Linear, [x, w, bias], a => a.Set("transB", 1L));
-            var w2 = b.Const(b.Floats([5, 2]));
-            return b.Train(b.Node1(FusedOps.Linear, [y, w2]), [w, bias, w2], [x.Name], perSampleWeights: true);
-        }, 1e-4));
         foreach (var (name, kernel, stride, pad) in new[] { ("3x3", 3, 1, 1), ("3x3 stride 2", 3, 2, 1), ("1x1", 1, 1, 0) })
             c.Add(Case($"train Conv {name} (ConvGradInput, ConvGradWeight)", "conv", b =>
             {
@@ -228,20 +204,5 @@ internal static class LegacyConformanceCases
                 var y = b.Node1("Conv", [x, w, bias], a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); });
                 return b.Train(y, [w, bias], [x.Name]);
             }, 1e-4));
-        c.Add(Case("train UpsampleNearest, Softmax, Exp, Sqrt, ReduceMean", "resize", b =>
-        {
-            var x = b.Input(b.Floats([1, 2, 3, 4], 0.5f, 2));
-            var up = b.Node1(FusedOps.UpsampleNearest, [x], a => a.Set("size", new long[] { 6, 8 }));
-            var sm = b.Node1("Softmax", [up]);
-            var e = b.Node1("Sqrt", [b.Node1("Exp", [sm])]);
-            return b.Train(b.Node1("ReduceMean", [e, b.ConstInts(-1)]), [], [x.Name]);
-        }, 1e-4));
-        c.Add(Case("train CounterDropout (the mask the CPU draws)", "random", b =>
-        {
-            var x = b.Input(3, 50);
-            var w = b.Const(b.Floats([50, 4]));
-            var d = b.Node1(GradientOps.CounterDropout, [x], a => { a.Set("p", 0.3f); a.Set("stream", 7L); });
-            return b.Train(b.Node1(FusedOps.Linear, [d, w]), [w], [x.Name]);
-        }, 1e-4));
     }
 }

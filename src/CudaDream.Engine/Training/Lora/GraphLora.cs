@@ -1,6 +1,7 @@
 using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Graph.Ops;
+using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Training.Lora;
@@ -80,7 +81,7 @@ public static class GraphLora
         baseOut.Producer = target;
         y.Producer = null;
 
-        var input = dropout > 0 ? Emit(GradientOps.CounterDropout, new[] { x }, new Attributes().Set("p", dropout).Set("stream", (long)stream)) : x;
+        var input = dropout > 0 ? Emit(RandomOps.CounterDropout, new[] { x }, new Attributes().Set("p", dropout).Set("stream", (long)stream)) : x;
         Value branch;
         if (target.Op == FusedOps.Linear)
         {

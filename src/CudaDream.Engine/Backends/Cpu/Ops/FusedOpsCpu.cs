@@ -17,13 +17,6 @@ internal static class FusedOpsCpu
     public static void Register(Dictionary<string, CpuOpImpl> t)
     {
         t[FusedOps.Linear] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearAction(n, i, o[0], c));
-        t[FusedOps.UpsampleNearest] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new NnOps.NearestAction(i[0]!, o[0]));
-        t[FusedOps.TimestepEmbedding] = (n, i, o, c) =>
-        {
-            var ts = i[0]!.ToFloat32Array();
-            TimestepEmbeddingReference.Forward<float>(ts.Length, (int)n.Attributes.Int("dim"), ts, o[0].Span<float>(), n.Attributes.Int("flip_sin_to_cos", 1) != 0,
-                n.Attributes.Float("shift", 0f), 1f, n.Attributes.Float("max_period", 10000f));
-        };
     }
 
     private readonly record struct LinearAction(Node N, Tensor?[] I, Tensor Y, CpuContext C) : IFloatAction

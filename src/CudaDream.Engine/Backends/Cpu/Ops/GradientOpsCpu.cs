@@ -14,15 +14,10 @@ internal static class GradientOpsCpu
 {
     public static void Register(Dictionary<string, CpuOpImpl> t)
     {
-        t[GradientOps.MseLoss] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], false));
-        t[GradientOps.MseLossGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], true));
         t[GradientOps.LinearGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new LinearGradWeightAction(n, i[0]!, i[1]!, o[0], c));
         t[GradientOps.SumTo] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SumToAction(i[0]!, o[0]));
         t[GradientOps.ConvGradInput] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, true));
         t[GradientOps.ConvGradWeight] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvGradAction(n, i, o[0], c, false));
-        t[GradientOps.UpsampleNearestGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new UpsampleGradAction(i[0]!, o[0]));
-        t[GradientOps.SoftmaxGrad] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SoftmaxGradAction(i[0]!, i[1]!, o[0], c));
-        t[GradientOps.CounterDropout] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new DropoutAction(n, i[0]!, o[0], c));
     }
 
     private static ReadOnlySpan<T> Optional<T>(Tensor?[] inputs, int i) where T : unmanaged =>
@@ -30,21 +25,6 @@ internal static class GradientOpsCpu
 
     private static Span<T> OptionalOut<T>(Tensor[] outputs, int i, bool present) where T : unmanaged =>
         present && outputs.Length > i ? outputs[i].Span<T>() : Span<T>.Empty;
-
-    private readonly record struct MseAction(Tensor?[] I, Tensor Y, bool Backward) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            var pred = I[0]!;
-            int batch = pred.Shape[0];
-            int per = pred.Numel / batch;
-            var weights = Optional<T>(I, 2);
-            if (!Backward)
-                Y.Span<T>()[0] = LossReference.WeightedMse(batch, per, pred.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), weights);
-            else
-                LossReference.WeightedMseBackward(batch, per, pred.ReadOnlySpan<T>(), I[1]!.ReadOnlySpan<T>(), weights, I[3]!.ReadOnlySpan<T>()[0], Y.Span<T>());
-        }
-    }
 
     /// <summary>dW = α·xᵀ·dy over all leading rows (stored [K,N]), or its transpose α·dyᵀ·x (stored [N,K]).</summary>
     private readonly record struct LinearGradWeightAction(Node N, Tensor X, Tensor Dy, Tensor Dw, CpuContext C) : IFloatAction
@@ -106,38 +86,5 @@ internal static class GradientOpsCpu
         }
     }
 
-    private readonly record struct UpsampleGradAction(Tensor Dy, Tensor Dx) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T> =>
-            ResizeReference.NearestBackward(Dx.Shape[0], Dx.Shape[1], Dx.Shape[2], Dx.Shape[3], Dy.Shape[2], Dy.Shape[3], Dy.ReadOnlySpan<T>(), Dx.Span<T>());
-    }
 
-    private readonly record struct SoftmaxGradAction(Tensor Y, Tensor Dy, Tensor Dx, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            int dim = Y.Shape[^1];
-            CpuKernels.SoftmaxBackward(C, Y.Numel / dim, dim, Y.ReadOnlySpan<T>(), Dy.ReadOnlySpan<T>(), Dx.Span<T>());
-        }
-    }
-
-    /// <summary>
-    /// Inverted dropout with the mask drawn from the counter-based generator keyed by (seed, step, stream, element):
-    /// the backward node recomputes the same mask, so nothing is stored between the passes.
-    /// </summary>
-    private readonly record struct DropoutAction(Node N, Tensor X, Tensor Y, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
-        {
-            double p = N.Attributes.Float("p", 0f);
-            long stream = N.Attributes.Int("stream", 0);
-            var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
-            T keep = T.CreateTruncating(1.0 / (1.0 - p));
-            for (int i = 0; i < x.Length; i++)
-            {
-                float u = CounterRng.Uniform(C.Seed, C.Step, RandomPurpose.Dropout, (stream << 40) + i);
-                y[i] = u < p ? T.Zero : x[i] * keep;
-            }
-        }
-    }
 }

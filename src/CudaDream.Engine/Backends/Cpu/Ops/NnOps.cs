@@ -17,10 +17,6 @@ internal static class NnOps
         t["MatMul"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MatMulAction(n, i[0]!, i[1]!, o[0], c));
         t["Gemm"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new GemmAction(n, i, o[0], c));
         t["Conv"] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ConvAction(n, i, o[0], c));
-        t["Resize"] = Resize;
-        t["Pad"] = Pad;
-        t["RandomNormalLike"] = RandomNormal;
-        t["RandomNormal"] = RandomNormal;
     }
 
     /// <summary>numpy.matmul with batch broadcasting, as GEMMs over the broadcast batch.</summary>
@@ -78,63 +74,5 @@ internal static class NnOps
         }
     }
 
-    private static void Resize(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
-    {
-        var mode = n.Attributes.String("mode", "nearest");
-        var ctm = n.Attributes.String("coordinate_transformation_mode", "half_pixel");
-        var nearestMode = n.Attributes.String("nearest_mode", "round_prefer_floor");
-        var x = i[0]!; var y = o[0];
-        if (mode != "nearest" || ctm != "asymmetric" || nearestMode != "floor")
-            throw new GraphException(n, $"Resize mode={mode}, coordinate_transformation_mode={ctm}, nearest_mode={nearestMode} is not supported (nearest/asymmetric/floor is)");
-        if (x.Rank != 4 || x.Shape[0] != y.Shape[0] || x.Shape[1] != y.Shape[1])
-            throw new GraphException(n, "Resize is supported on the last two dimensions of NCHW tensors only");
-        Dispatch.Float(n, x.DType, new NearestAction(x, y));
-    }
 
-    internal readonly record struct NearestAction(Tensor X, Tensor Y) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T> =>
-            ResizeReference.NearestForward(X.Shape[0], X.Shape[1], X.Shape[2], X.Shape[3], Y.Shape[2], Y.Shape[3], X.ReadOnlySpan<T>(), Y.Span<T>());
-    }
-
-    /// <summary>Constant padding over any dimensions (reflect/edge modes are not used by SD exports).</summary>
-    private static void Pad(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
-    {
-        var mode = n.Attributes.String("mode", "constant");
-        if (mode != "constant") throw new GraphException(n, $"Pad mode '{mode}' is not supported");
-        var x = i[0]!; var y = o[0];
-        var pads = OpSchemas.ResolvePads(n);
-        if (pads.Any(p => p < 0)) throw new GraphException(n, "negative pads (cropping) are not supported");
-        var value = i.Length > 2 && i[2] != null && i[2]!.Numel > 0 ? i[2]!.To(x.DType) : Tensor.Zeros(x.DType, 1);
-        var fill = value.Data.Span[..x.DType.Size()];
-        var dst = y.Data.Span;
-        for (int k = 0; k < dst.Length; k += fill.Length) fill.CopyTo(dst[k..]);
-        // Copy each input row into its place in the output.
-        int r = x.Rank, es = x.DType.Size();
-        var yStrides = Shapes.Strides(y.Shape);
-        int inner = x.Shape[r - 1];
-        long rows = inner == 0 ? 0 : x.Numel / inner;
-        var src = x.Data.Span;
-        for (long row = 0; row < rows; row++)
-        {
-            long rem = row, off = pads[r - 1];
-            for (int d = r - 2; d >= 0; d--) { off += (rem % x.Shape[d] + pads[d]) * yStrides[d]; rem /= x.Shape[d]; }
-            src.Slice((int)(row * inner * es), inner * es).CopyTo(dst.Slice((int)(off * es), inner * es));
-        }
-    }
-
-    /// <summary>
-    /// ONNX RandomNormal(Like) drawn from the counter-based generator keyed by (context seed ⊕ node seed, step):
-    /// reproducible on every backend, unlike ONNX Runtime's.
-    /// </summary>
-    private static void RandomNormal(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
-    {
-        var y = o[0];
-        float mean = n.Attributes.Float("mean", 0f), scale = n.Attributes.Float("scale", 1f);
-        ulong seed = c.Seed ^ (n.Attributes.Has("seed") ? (ulong)BitConverter.SingleToUInt32Bits(n.Attributes.Float("seed", 0)) << 32 : 0);
-        var z = new float[y.Numel];
-        CounterRng.FillNormal(z, seed, c.Step, RandomPurpose.LatentSample);
-        for (int k = 0; k < z.Length; k++) z[k] = mean + scale * z[k];
-        Tensor.FromArray(z, y.Shape).To(y.DType).Data.Span.CopyTo(y.Data.Span);
-    }
 }

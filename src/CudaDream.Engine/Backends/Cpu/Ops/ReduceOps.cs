@@ -15,7 +15,6 @@ internal static class ReduceOps
             t[op] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ReduceAction(n, i[0]!, o[0]));
         t["ArgMax"] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ArgAction(n, i[0]!, o[0], true));
         t["ArgMin"] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ArgAction(n, i[0]!, o[0], false));
-        t["Softmax"] = Softmax;
     }
 
     /// <summary>Splits a shape into (outer, reduced, inner) extents when the reduced axes are contiguous; otherwise null.</summary>
@@ -106,18 +105,5 @@ internal static class ReduceOps
         }
     }
 
-    private static void Softmax(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
-    {
-        var x = i[0]!;
-        int axis = Shapes.Axis(n.Attributes.Int("axis", -1), x.Rank);
-        if (axis != x.Rank - 1) throw new GraphException(n, "Softmax over a non-last axis is not supported");
-        int dim = x.Shape[^1];
-        int rows = dim == 0 ? 0 : x.Numel / dim;
-        Dispatch.Float(n, x.DType, new SoftmaxAction(rows, dim, x, o[0], c));
-    }
 
-    private readonly record struct SoftmaxAction(int Rows, int Dim, Tensor X, Tensor Y, CpuContext C) : IFloatAction
-    {
-        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T> => CpuKernels.SoftmaxForward<T>(C, Rows, Dim, X.ReadOnlySpan<T>(), Y.Span<T>());
-    }
 }

@@ -14,14 +14,6 @@ internal static class DeviceFusedOps
     public static void Register(Dictionary<string, DeviceOpCompiler> t)
     {
         t[FusedOps.Linear] = Linear;
-        t[FusedOps.UpsampleNearest] = s =>
-        {
-            s.RequireF32();
-            var (planes, h, w, fy, fx) = DeviceNnOps.NearestFactors(s.Node, s.InShape(0), s.OutShape());
-            var (x, y) = (s.In(0), s.Out());
-            return () => KernelLaunchers.ResizeNearest(s.Device, x.Ptr, y.Ptr, planes, h, w, fy, fx);
-        };
-        t[FusedOps.TimestepEmbedding] = TimestepEmbedding;
     }
 
     /// <summary>y = alpha·x·W + bias: the bias is broadcast into y, then one GEMM accumulates onto it (beta = 1).</summary>
@@ -43,20 +35,5 @@ internal static class DeviceFusedOps
         };
     }
 
-    /// <summary>Timesteps of another type (an int64 export) are cast to fp32 in scratch first.</summary>
-    private static Action TimestepEmbedding(DeviceStepBuilder s)
-    {
-        var a = s.Node.Attributes;
-        int batch = checked((int)s.InCount(0)), dim = (int)a.Int("dim");
-        bool flip = a.Int("flip_sin_to_cos", 1) != 0;
-        float shift = a.Float("shift", 0f), maxPeriod = a.Float("max_period", 10000f);
-        var (t, y, type) = (s.In(0), s.Out(), s.InType(0));
-        var ft = type == DType.F32 ? t : s.Scratch(batch * 4L);
-        if (type != DType.F32 && !KernelLaunchers.CanCast(type, DType.F32)) throw new NotSupportedException($"timesteps of type {type}");
-        return () =>
-        {
-            if (type != DType.F32) KernelLaunchers.Cast(s.Device, t.Ptr, type, ft.Ptr, DType.F32, batch);
-            KernelLaunchers.TimestepEmbedding(s.Device, ft.Ptr, y.Ptr, batch, dim, flip, shift, 1f, maxPeriod);
-        };
-    }
+
 }

@@ -11,52 +11,10 @@ internal static class DeviceGradientOps
 {
     public static void Register(Dictionary<string, DeviceOpCompiler> t)
     {
-        t[GradientOps.MseLoss] = MseLoss;
-        t[GradientOps.MseLossGrad] = MseLossGrad;
         t[GradientOps.LinearGradWeight] = LinearGradWeight;
         t[GradientOps.SumTo] = SumTo;
         t[GradientOps.ConvGradInput] = s => ConvGrad(s, input: true);
         t[GradientOps.ConvGradWeight] = s => ConvGrad(s, input: false);
-        t[GradientOps.UpsampleNearestGrad] = s =>
-        {
-            s.RequireF32();
-            var (planes, h, w, fy, fx) = DeviceNnOps.NearestFactors(s.Node, s.OutShape(), s.InShape(0));
-            var (dy, dx) = (s.In(0), s.Out());
-            return () => KernelLaunchers.ResizeNearestBackward(s.Device, dy.Ptr, dx.Ptr, planes, h, w, fy, fx);
-        };
-        t[GradientOps.SoftmaxGrad] = s =>
-        {
-            s.RequireF32();
-            int cols = s.InShape(0)[^1];
-            int rows = cols == 0 ? 0 : checked((int)(s.InCount(0) / cols));
-            var (y, dy, dx) = (s.In(0), s.In(1), s.Out());
-            return () => { if (rows > 0) KernelLaunchers.SoftmaxBackward(s.Device, dy.Ptr, y.Ptr, dx.Ptr, rows, cols); };
-        };
-        t[GradientOps.CounterDropout] = s =>
-        {
-            s.RequireF32();
-            double p = s.Node.Attributes.Float("p", 0f);
-            long stream = s.Node.Attributes.Int("stream", 0);
-            var (x, y, n, key) = (s.In(0), s.Out(), s.OutCount(), s.RandomKey);
-            return () => KernelLaunchers.CounterDropout(s.Device, x.Ptr, y.Ptr, n, key.Ptr, p, stream);
-        };
-    }
-
-    /// <summary>Elements per sample of a [B, …] prediction (the per-sample weights' unit).</summary>
-    private static long PerSample(DeviceStepBuilder s) => s.InCount(0) / Math.Max(1, s.InShape(0)[0]);
-
-    private static Action MseLoss(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var (pred, target, weights, loss, n, per) = (s.In(0), s.In(1), s.In(2), s.Out(), s.InCount(0), PerSample(s));
-        return () => KernelLaunchers.MseLoss(s.Device, pred.Ptr, target.Ptr, weights.Ptr, loss.Ptr, n, per);
-    }
-
-    private static Action MseLossGrad(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var (pred, target, weights, dloss, dpred, n, per) = (s.In(0), s.In(1), s.In(2), s.In(3), s.Out(), s.InCount(0), PerSample(s));
-        return () => KernelLaunchers.MseLossBackward(s.Device, pred.Ptr, target.Ptr, weights.Ptr, dloss.Ptr, dpred.Ptr, n, per);
     }
 
     /// <summary>dW = α·xᵀ·dy over all leading rows (stored [K,N]), or α·dyᵀ·x (stored [N,K]).</summary>

@@ -14,10 +14,6 @@ internal static class DeviceNnOps
         t["MatMul"] = MatMul;
         t["Gemm"] = Gemm;
         t["Conv"] = Conv;
-        t["Resize"] = Resize;
-        t["Pad"] = Pad;
-        t["RandomNormalLike"] = RandomNormal;
-        t["RandomNormal"] = RandomNormal;
     }
 
     /// <summary>numpy.matmul: one strided-batched GEMM when every batch sits a fixed stride from the last, else one GEMM per batch.</summary>
@@ -101,58 +97,5 @@ internal static class DeviceNnOps
         return () => KernelLaunchers.Conv2dForward(s.Device, g, x.Ptr, w.Ptr, bias.Ptr, y.Ptr, col.Ptr);
     }
 
-    /// <summary>(N·C, H, W, factor y, factor x) of a nearest resize by whole factors of NCHW tensors.</summary>
-    internal static (long Planes, int H, int W, int Fy, int Fx) NearestFactors(Node node, int[] input, int[] output)
-    {
-        if (input.Length != 4 || input[0] != output[0] || input[1] != output[1])
-            throw new GraphException(node, "nearest resize is supported on the last two dimensions of NCHW tensors only");
-        if (input[2] == 0 || input[3] == 0 || output[2] % input[2] != 0 || output[3] % input[3] != 0)
-            throw new NotSupportedException($"nearest resize from {Shapes.Format(input)} to {Shapes.Format(output)} by a non-integer factor");
-        return ((long)input[0] * input[1], input[2], input[3], output[2] / input[2], output[3] / input[3]);
-    }
 
-    private static Action Resize(DeviceStepBuilder s)
-    {
-        var a = s.Node.Attributes;
-        var (mode, ctm, nearest) = (a.String("mode", "nearest"), a.String("coordinate_transformation_mode", "half_pixel"), a.String("nearest_mode", "round_prefer_floor"));
-        if (mode != "nearest" || ctm != "asymmetric" || nearest != "floor")
-            throw new GraphException(s.Node, $"Resize mode={mode}, coordinate_transformation_mode={ctm}, nearest_mode={nearest} is not supported (nearest/asymmetric/floor is)");
-        s.RequireF32();
-        var (planes, h, w, fy, fx) = NearestFactors(s.Node, s.InShape(0), s.OutShape());
-        var (x, y) = (s.In(0), s.Out());
-        return () => KernelLaunchers.ResizeNearest(s.Device, x.Ptr, y.Ptr, planes, h, w, fy, fx);
-    }
-
-    /// <summary>Constant Pad over any dimensions: fill the output with the pad value, then copy the input into its interior.</summary>
-    private static Action Pad(DeviceStepBuilder s)
-    {
-        var mode = s.Node.Attributes.String("mode", "constant");
-        if (mode != "constant") throw new GraphException(s.Node, $"Pad mode '{mode}' is not supported");
-        var pads = OpSchemas.ResolvePads(s.Node);
-        if (pads.Any(p => p < 0)) throw new GraphException(s.Node, "negative pads (cropping) are not supported");
-        var type = s.OutType();
-        var value = (s.HasInput(2) && s.InCount(2) > 0 ? s.HostConstant(2).To(type) : Tensor.Zeros(type, 1)).Data[..type.Size()].ToArray();
-        var outShape = s.OutShape();
-        var outStrides = Shapes.Strides(outShape);
-        long interior = 0;
-        for (int d = 0; d < outShape.Length; d++) interior += pads[d] * outStrides[d];
-        var (y, n) = (s.Out(), s.OutCount());
-        var copy = DeviceShapeOps.Copy(s, s.In(0), 0, Shapes.Strides(s.InShape(0)), y, interior, outStrides, s.InShape(0));
-        return () =>
-        {
-            KernelLaunchers.FillPattern(s.Device, y.Ptr, n, value);
-            copy();
-        };
-    }
-
-    /// <summary>RandomNormal(Like) from the counter-based generator keyed by (run seed ⊕ node seed, step), as the CPU backend draws it.</summary>
-    private static Action RandomNormal(DeviceStepBuilder s)
-    {
-        if (s.OutType() != DType.F32) throw new NotSupportedException($"RandomNormal into {s.OutType()}");
-        var a = s.Node.Attributes;
-        float mean = a.Float("mean", 0f), scale = a.Float("scale", 1f);
-        ulong seedXor = a.Has("seed") ? (ulong)BitConverter.SingleToUInt32Bits(a.Float("seed", 0)) << 32 : 0;
-        var (y, n, key) = (s.Out(), s.OutCount(), s.RandomKey);
-        return () => KernelLaunchers.RandomNormal(s.Device, y.Ptr, n, key.Ptr, seedXor, RandomPurpose.LatentSample, mean, scale);
-    }
 }

@@ -17,7 +17,6 @@ internal static class DeviceReduceOps
         foreach (var (name, op) in Reductions) t[name] = s => Reduce(s, op);
         t["ArgMax"] = s => ArgReduce(s, max: true);
         t["ArgMin"] = s => ArgReduce(s, max: false);
-        t["Softmax"] = Softmax;
     }
 
     private static Action Reduce(DeviceStepBuilder s, ReduceOp op)
@@ -41,15 +40,5 @@ internal static class DeviceReduceOps
         return () => KernelLaunchers.ArgReduce(s.Device, max, last, x.Ptr, type, y.Ptr, outer, shape[axis], inner);
     }
 
-    private static Action Softmax(DeviceStepBuilder s)
-    {
-        s.RequireF32();
-        var shape = s.InShape(0);
-        int axis = Shapes.Axis(s.Node.Attributes.Int("axis", -1), shape.Length);
-        if (axis != shape.Length - 1) throw new GraphException(s.Node, "Softmax over a non-last axis is not supported");
-        int cols = shape[^1];
-        int rows = cols == 0 ? 0 : checked((int)(s.InCount(0) / cols));
-        var (x, y) = (s.In(0), s.Out());
-        return () => { if (rows > 0) KernelLaunchers.Softmax(s.Device, x.Ptr, y.Ptr, rows, cols); };
-    }
+
 }

@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// fp32 softmax over the last dimension with the contract of <see cref="SoftmaxReference"/> (all −inf row → zeros),

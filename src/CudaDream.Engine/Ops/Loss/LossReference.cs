@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// The DreamBooth training loss: mean squared error with a weight per sample (prior preservation

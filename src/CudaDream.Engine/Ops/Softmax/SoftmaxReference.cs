@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Softmax over the last dimension of [R, D]: y = exp(x − max) / Σ exp(x − max).

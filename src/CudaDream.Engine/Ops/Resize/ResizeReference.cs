@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Nearest-neighbour resize of NCHW planes as ONNX Resize(mode=nearest,

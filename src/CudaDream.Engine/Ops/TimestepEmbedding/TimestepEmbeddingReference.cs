@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Sinusoidal timestep embedding as diffusers' get_timestep_embedding (the Transformer's positional
