@@ -51,3 +51,81 @@ CD_EXPORT(selftest_write, selftest_write)
 CD_EXPORT(selftest_write_before, selftest_write_before)
 CD_EXPORT(selftest_barrier_divergence, selftest_barrier_divergence)
 CD_EXPORT(selftest_async_copy, selftest_async_copy)
+
+// ---- Tensor-core fragments: a tile GEMM through mma.sync.m16n8k8 (f16, bf16, tf32), C[M,N] = A[M,K]·B[K,N],
+// row-major fp32 in and out, inputs rounded to the fragment type. It checks device.cuh's per-lane fragment
+// layouts as the emulator implements them (load, mma, store) against a reference GEMM; below sm_80 (no bf16/tf32
+// mma) the same tile runs a scalar path. Launch: grid (N/8, M/16), block 32; M % 16 == N % 8 == K % 8 == 0.
+
+
+enum MmaElem { MMA_F16 = 0, MMA_BF16 = 1, MMA_TF32 = 2 };
+
+template <int E> CD_DEVICE u32 pack2(float lo, float hi) { return E == MMA_F16 ? pack_half2(lo, hi) : pack_bf162(lo, hi); }
+
+template <int E> CD_DEVICE float round_input(float x)
+{
+    if (E == MMA_F16) return half_to_float(float_to_half(x));
+    if (E == MMA_BF16) return bf16_to_float(float_to_bf16(x));
+    // tf32: round to nearest, ties away from zero, 10 mantissa bits
+    u32 u = float_to_bits(x);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    return bits_to_float(u);
+}
+
+template <int E>
+__global__ void selftest_mma_gemm(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K)
+{
+    const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.y * 16, col0 = blockIdx.x * 8;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#if __CUDA_ARCH__ >= 800
+    const bool tensor_cores = true;
+#else
+    const bool tensor_cores = E == MMA_F16;
+#endif
+    for (int k0 = 0; k0 < K; k0 += 8)
+    {
+        const float* a = A + (i64)row0 * K + k0;
+        const float* b = B + (i64)k0 * N + col0;
+        if (tensor_cores)
+        {
+            float d[4];
+            if (E == MMA_TF32)
+            {
+#if __CUDA_ARCH__ >= 800
+                u32 af[4] = {to_tf32(a[g * K + t]), to_tf32(a[(g + 8) * K + t]), to_tf32(a[g * K + t + 4]), to_tf32(a[(g + 8) * K + t + 4])};
+                u32 bf[2] = {to_tf32(b[t * N + g]), to_tf32(b[(t + 4) * N + g])};
+                mma_m16n8k8_tf32(d, af, bf, acc);
+#endif
+            }
+            else
+            {
+                u32 af[2] = {pack2<E>(a[g * K + 2 * t], a[g * K + 2 * t + 1]), pack2<E>(a[(g + 8) * K + 2 * t], a[(g + 8) * K + 2 * t + 1])};
+                u32 bf[1] = {pack2<E>(b[2 * t * N + g], b[(2 * t + 1) * N + g])};
+#if __CUDA_ARCH__ >= 800
+                if (E == MMA_BF16) mma_m16n8k8_bf16(d, af, bf, acc);
+                else
+#endif
+                mma_m16n8k8_f16(d, af, bf, acc);
+            }
+            for (int r = 0; r < 4; r++) acc[r] = d[r];
+        }
+        else
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                const int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
+                for (int kk = 0; kk < 8; kk++) acc[r] = fmaf(round_input<E>(a[row * K + kk]), round_input<E>(b[kk * N + col]), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++)
+    {
+        const int row = row0 + g + 8 * (r >> 1), col = col0 + 2 * t + (r & 1);
+        C[(i64)row * N + col] = acc[r];
+    }
+}
+
+CD_EXPORT(selftest_mma_gemm_f16, selftest_mma_gemm<MMA_F16>)
+CD_EXPORT(selftest_mma_gemm_bf16, selftest_mma_gemm<MMA_BF16>)
+CD_EXPORT(selftest_mma_gemm_tf32, selftest_mma_gemm<MMA_TF32>)

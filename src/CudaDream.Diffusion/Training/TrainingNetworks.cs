@@ -226,7 +226,7 @@ internal sealed class TrainingNetworks : IDisposable
         var seen = new HashSet<Value>();
         foreach (var n in g.Nodes)
         {
-            if (n.Op is not (FusedOps.Linear or "Conv" or GroupNormOps.GroupNorm or LayerNormOps.LayerNorm) || n.Module.Length == 0) continue;
+            if (n.Op is not (MatMulOps.Linear or "Conv" or GroupNormOps.GroupNorm or LayerNormOps.LayerNorm) || n.Module.Length == 0) continue;
             for (int i = 1; i < Math.Min(3, n.Inputs.Count); i++)
             {
                 var v = n.Inputs[i];
@@ -234,7 +234,7 @@ internal sealed class TrainingNetworks : IDisposable
                 var name = n.Module + (i == 1 ? ".weight" : ".bias");
                 if (!regexes.Any(r => r.IsMatch(name))) continue;
                 seen.Add(v);
-                result.Add((v, name, n.Op == FusedOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0));
+                result.Add((v, name, n.Op == MatMulOps.Linear && i == 1 && n.Attributes.Int("transB", 0) == 0));
             }
         }
         return result;

@@ -16,12 +16,8 @@ public static class GradientRules
     internal static readonly Dictionary<string, GradRule> Table = new(StringComparer.Ordinal)
     {
         // ---- fused ops ----
-        [FusedOps.Linear] = Linear,
 
         // ---- ONNX ops ----
-        ["Conv"] = Conv,
-        ["MatMul"] = MatMul,
-        ["Gemm"] = Gemm,
         ["Add"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), b.SumTo(dy[0]!, n.Input(1).Shape!) },
         ["Sub"] = (n, dy, need, b) => new[] { b.SumTo(dy[0]!, n.Input(0).Shape!), need[1] ? b.SumTo(b.Neg(dy[0]!), n.Input(1).Shape!) : null },
         ["Mul"] = (n, dy, need, b) => new[]
@@ -93,72 +89,6 @@ public static class GradientRules
     }
 
 
-    /// <summary>y = α·x·W_eff + bias: dx = α·dy·W_effᵀ (a Linear with the other weight layout), dW = α·xᵀ·dy, dbias = Σ dy.</summary>
-    private static Value?[] Linear(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        long transB = n.Attributes.Int("transB", 0);
-        float alpha = n.Attributes.Float("alpha", 1f);
-        var g = dy[0]!;
-        var r = new Value?[n.Inputs.Count];
-        if (need[0]) r[0] = b.Emit1(FusedOps.Linear, new[] { g, n.Input(1) }, new Attributes().Set("transB", 1 - transB).Set("alpha", alpha));
-        if (need[1]) r[1] = b.Emit1(GradientOps.LinearGradWeight, new[] { n.Input(0), g }, new Attributes().Set("transB", transB).Set("alpha", alpha));
-        if (n.Inputs.Count > 2 && need[2]) r[2] = b.SumTo(g, n.Input(2).Shape!);
-        return r;
-    }
-
-    private static Value?[] Conv(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        var g = dy[0]!;
-        var attrs = n.Attributes.Clone().Set("input_shape", Longs(n.Input(0).Shape!)).Set("weight_shape", Longs(n.Input(1).Shape!));
-        var p = OpSchemas.ResolveConv(n);
-        // Store the resolved padding so auto_pad never has to be recomputed without the input.
-        attrs.Set("pads", new long[] { p.PadTop, p.PadLeft, p.PadBottom, p.PadRight }).Set("auto_pad", "NOTSET");
-        var r = new Value?[n.Inputs.Count];
-        if (need[0]) r[0] = b.Emit1(GradientOps.ConvGradInput, new[] { g, n.Input(1) }, attrs);
-        if (need[1]) r[1] = b.Emit1(GradientOps.ConvGradWeight, new[] { n.Input(0), g }, attrs);
-        if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
-            r[2] = b.Reshape(b.Emit1("ReduceSum", new[] { g }, new Attributes().Set("axes", new long[] { 0, 2, 3 }).Set("keepdims", 0L)), n.Input(2).Shape!);
-        return r;
-    }
-
-    /// <summary>numpy.matmul: dA = dy·Bᵀ, dB = Aᵀ·dy, each summed over broadcast batch dimensions.</summary>
-    private static Value?[] MatMul(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        var a = n.Input(0);
-        var bb = n.Input(1);
-        if (a.Rank < 2 || bb.Rank < 2) throw new GraphException(n, "gradient of MatMul with 1-D operands is not supported");
-        var g = dy[0]!;
-        return new[]
-        {
-            need[0] ? b.SumTo(b.Emit1("MatMul", new[] { g, b.TransposeLast2(bb) }), a.Shape!) : null,
-            need[1] ? b.SumTo(b.Emit1("MatMul", new[] { b.TransposeLast2(a), g }), bb.Shape!) : null,
-        };
-    }
-
-    /// <summary>Y = α·op(A)·op(B) + β·C: d op(A) = α·dY·op(B)ᵀ, d op(B) = α·op(A)ᵀ·dY (transposed back when stored transposed), dC = β·Σ dY.</summary>
-    private static Value?[] Gemm(Node n, Value?[] dy, bool[] need, GradBuilder b)
-    {
-        var a = n.Attributes;
-        bool ta = a.Int("transA", 0) != 0, tb = a.Int("transB", 0) != 0;
-        var alpha = b.Scalar(a.Float("alpha", 1f), n.Output().DType);
-        var g = dy[0]!;
-        var opA = ta ? b.Transpose(n.Input(0), new[] { 1, 0 }) : n.Input(0);
-        var opB = tb ? b.Transpose(n.Input(1), new[] { 1, 0 }) : n.Input(1);
-        var r = new Value?[n.Inputs.Count];
-        if (need[0])
-        {
-            var dOpA = b.Mul(b.Emit1("MatMul", new[] { g, b.Transpose(opB, new[] { 1, 0 }) }), alpha);
-            r[0] = ta ? b.Transpose(dOpA, new[] { 1, 0 }) : dOpA;
-        }
-        if (need[1])
-        {
-            var dOpB = b.Mul(b.Emit1("MatMul", new[] { b.Transpose(opA, new[] { 1, 0 }), g }), alpha);
-            r[1] = tb ? b.Transpose(dOpB, new[] { 1, 0 }) : dOpB;
-        }
-        if (n.Inputs.Count > 2 && n.Inputs[2] != null && need[2])
-            r[2] = b.SumTo(b.Mul(g, b.Scalar(a.Float("beta", 1f), n.Output().DType)), n.Input(2).Shape!);
-        return r;
-    }
 
     private static Value?[] Concat(Node n, Value?[] dy, bool[] need, GradBuilder b)
     {

@@ -115,20 +115,5 @@ public static partial class KernelLaunchers
         _ => throw new ArgumentException($"gather indices must be I32 or I64, not {t}"),
     };
 
-    // ------------------------------------------------------------------ GEMM helpers
-    /// <summary>
-    /// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (A stored [M,K], or [K,M] when transA; B stored
-    /// [K,N], or [N,K] when transB), mapped onto the column-major device GEMM as Cᵀ = op(B)ᵀ·op(A)ᵀ.
-    /// </summary>
-    public static void MatMul(IKernelDevice d, bool transA, bool transB, int M, int N, int K, DevicePtr A, DevicePtr B, DevicePtr C,
-        float alpha = 1, float beta = 0, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0) =>
-        d.Gemm(new GemmArgs(transB ? GemmOp.T : GemmOp.N, transA ? GemmOp.T : GemmOp.N, N, M, K, alpha,
-            B, transB ? K : N, strideB, A, transA ? M : K, strideA, beta, C, N, strideC, batch));
 
-    /// <summary>mma_gemm.cu: C[M,N] = A·B through m16n8k8 tensor-core fragments (elem "f16", "bf16" or "tf32").</summary>
-    public static void MmaGemm(IKernelDevice d, string elem, DevicePtr A, DevicePtr B, DevicePtr C, int M, int N, int K)
-    {
-        if (M % 16 != 0 || N % 8 != 0 || K % 8 != 0) throw new ArgumentException($"mma tile GEMM needs M%16, N%8, K%8 == 0 (got {M}x{N}x{K})");
-        d.Launch("mma_gemm_" + elem, new Dim3((uint)(N / 8), (uint)(M / 16)), new Dim3(32), 0, new KernelArgs().Ptr(A).Ptr(B).Ptr(C).I32(M).I32(N).I32(K));
-    }
 }

@@ -48,13 +48,6 @@ public unsafe struct ReduceGeometry
     public long Count;
 }
 
-/// <summary>conv.cu ConvGeometry (one image).</summary>
-[StructLayout(LayoutKind.Sequential)]
-public struct ConvGeometryArgs
-{
-    public int C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW;
-}
-
 /// <summary>optimizer.cu ParamSlot: one tensor of a parameter group.</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct ParamSlot

@@ -43,7 +43,7 @@ public sealed class Value
     public override string ToString() => $"{Name}: {DType}{(Shape == null ? "[?]" : Shapes.Format(Shape))}";
 }
 
-/// <summary>One operation. <see cref="Op"/> is an ONNX op type or a fused op of <see cref="FusedOps"/>.</summary>
+/// <summary>One operation. <see cref="Op"/> is an ONNX op type or a fused op (each defined in its home under Engine/Ops, listed by <see cref="OpRegistry"/>).</summary>
 public sealed class Node
 {
     public string Op { get; set; }

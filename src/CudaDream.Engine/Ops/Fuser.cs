@@ -6,7 +6,7 @@ namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// The pattern recogniser: rewrites the node chains that SD 1.x exporters emit (documented in
-/// tests/fixtures/sd-tiny/README.md, "Graph facts") into the fused ops of <see cref="FusedOps"/>.
+/// tests/fixtures/sd-tiny/README.md, "Graph facts") into the fused ops (Linear, GroupNorm, LayerNorm, the activations, Attention, UpsampleNearest, TimestepEmbedding; each in its home).
 /// Fusion is an optimisation, never a requirement: every pattern checks its constants, shapes and
 /// that no intermediate value is used outside it; anything that does not match runs unfused.
 /// Fused nodes are named <c>/module/path/OpName</c> and carry the module path of what they replace.
@@ -18,7 +18,7 @@ public static class Fuser
         var f = new Rewriter(g);
         var counts = new Dictionary<string, int>
         {
-            [FusedOps.Linear] = f.Each("MatMul", FuseMatMulLinear) + f.Each("Gemm", FuseGemmLinear),
+            [MatMulOps.Linear] = f.Each("MatMul", FuseMatMulLinear) + f.Each("Gemm", FuseGemmLinear),
             [TimestepEmbeddingOps.TimestepEmbedding] = f.Each("Sin", FuseTimestepEmbedding),
             [GroupNormOps.GroupNorm] = f.Each("InstanceNormalization", FuseGroupNorm),
             [LayerNormOps.LayerNorm] = f.Each("LayerNormalization", FuseLayerNormalization) + f.Each("ReduceMean", FuseDecomposedLayerNorm),
@@ -63,7 +63,7 @@ public static class Fuser
             pattern.Add(add);
             y = add.Output();
         }
-        var fused = new Node(FusedOps.Linear, ScopedName(mm, "Linear"), new[] { x, w, bias }.Where(v => v != null).Cast<Value?>(), new[] { y },
+        var fused = new Node(MatMulOps.Linear, ScopedName(mm, "Linear"), new[] { x, w, bias }.Where(v => v != null).Cast<Value?>(), new[] { y },
             new Attributes().Set("transB", transB), mm.Module);
         f.Replace(pattern, fused);
         return true;
@@ -78,7 +78,7 @@ public static class Fuser
         if (!w.IsConstant) return false;
         var bias = gemm.OptionalInput(2);
         if (bias != null && (!bias.IsConstant || bias.Rank != 1)) return false;
-        var fused = new Node(FusedOps.Linear, ScopedName(gemm, "Linear"), new[] { gemm.Input(0), w, bias }.Where(v => v != null).Cast<Value?>(), new[] { gemm.Output() },
+        var fused = new Node(MatMulOps.Linear, ScopedName(gemm, "Linear"), new[] { gemm.Input(0), w, bias }.Where(v => v != null).Cast<Value?>(), new[] { gemm.Output() },
             new Attributes().Set("transB", a.Int("transB", 0)), gemm.Module);
         f.Replace(new[] { gemm }, fused);
         return true;

@@ -18,15 +18,11 @@ internal static class LegacyOps
         Backends.Cpu.Ops.ElementwiseOps.Register(cpu);
         Backends.Cpu.Ops.ShapeOps.Register(cpu);
         Backends.Cpu.Ops.ReduceOps.Register(cpu);
-        Backends.Cpu.Ops.NnOps.Register(cpu);
-        Backends.Cpu.Ops.FusedOpsCpu.Register(cpu);
         Backends.Cpu.Ops.GradientOpsCpu.Register(cpu);
         var dev = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
         Backends.Device.Ops.DeviceElementwiseOps.Register(dev);
         Backends.Device.Ops.DeviceShapeOps.Register(dev);
         Backends.Device.Ops.DeviceReduceOps.Register(dev);
-        Backends.Device.Ops.DeviceNnOps.Register(dev);
-        Backends.Device.Ops.DeviceFusedOps.Register(dev);
         Backends.Device.Ops.DeviceGradientOps.Register(dev);
         return OpSchemas.Table.Values.Select(s => new Op
         {

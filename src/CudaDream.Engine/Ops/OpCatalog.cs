@@ -13,8 +13,10 @@ public static class OpCatalog
     public static IReadOnlyList<OpHome> Homes { get; } =
     [
         AttentionOps.Home,
+        ConvOps.Home,
         ActivationOps.Home,
         LossOps.Home,
+        MatMulOps.Home,
         PadOps.Home,
         RandomOps.Home,
         ResizeOps.Home,

@@ -21,7 +21,7 @@ public class GradientRuleTests
         var x = c.Input(new[] { 2, 3, 5 });
         var w = c.Weight(transB == 1 ? new[] { 4, 5 } : new[] { 5, 4 });
         var b = bias ? c.Weight(new[] { 4 }) : null;
-        var y = c.Node1(FusedOps.Linear, A().Set("transB", transB).Set("alpha", alpha), x, w, b);
+        var y = c.Node1(MatMulOps.Linear, A().Set("transB", transB).Set("alpha", alpha), x, w, b);
         c.Check(y);
     }
 
@@ -192,9 +192,9 @@ public class GradientRuleTests
         var c = new GradCheck();
         var x = c.Input(new[] { 2, 5 });
         var w = c.Weight(new[] { 4, 5 }, wrt: false);
-        var y = c.Node1(FusedOps.Linear, A().Set("transB", 1L), x, w);
+        var y = c.Node1(MatMulOps.Linear, A().Set("transB", 1L), x, w);
         c.Check(y);
-        Assert.DoesNotContain(c.Graph.Nodes, n => n.Op == GradientOps.LinearGradWeight);
+        Assert.DoesNotContain(c.Graph.Nodes, n => n.Op == MatMulOps.LinearGradWeight);
     }
 }
 

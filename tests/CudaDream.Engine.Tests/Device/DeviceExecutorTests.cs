@@ -40,7 +40,7 @@ public class DeviceExecutorTests
         var b = new ConformanceGraphBuilder(5);
         var x = b.Input(2, 8, 3, 3);
         var y = b.Node(GroupNormOps.GroupNorm, [x, b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); })[0];
-        var g = b.Build(b.Node1(FusedOps.Linear, [y, b.Const(b.Floats([3, 4]), "w")]));
+        var g = b.Build(b.Node1(MatMulOps.Linear, [y, b.Const(b.Floats([3, 4]), "w")]));
         var plan = ExecutionPlan.Create(g.Graph);
         using var device = new CountingDevice(new EmuDevice());
         using var executor = new DeviceExecutor(plan, device);
@@ -63,7 +63,7 @@ public class DeviceExecutorTests
         var b = new ConformanceGraphBuilder(6);
         var x = b.Input(4, 6);
         var w = b.Const(b.Floats([6, 3]), "w");
-        var g = b.Build(b.Node1(FusedOps.Linear, [x, w]));
+        var g = b.Build(b.Node1(MatMulOps.Linear, [x, w]));
         var training = TrainingGraph.Build(g.Graph, [w]);
         var inputs = new Dictionary<string, Tensor>(g.Inputs) { [TrainingGraph.TargetInput] = b.Floats([4, 3]) };
         using var device = new TrainingSession(training, ExecutionBackend.Parse("emu"));

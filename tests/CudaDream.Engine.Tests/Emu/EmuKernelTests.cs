@@ -151,16 +151,16 @@ public class EmuKernelTests
         var w = EmuSession.Random((int)g.WeightLength, 16);
         var bias = EmuSession.Random(g.OutChannels, 17);
         var dy = EmuSession.Random((int)g.OutputLength, 18);
-        var col = s.Output(Math.Max(1, KernelLaunchers.Conv2dWorkspaceElements(g)));
+        var col = s.Output(Math.Max(1, ConvKernels.WorkspaceElements(g)));
         var px = s.Upload(x); var pw = s.Upload(w);
         var y = s.Output(g.OutputLength);
-        KernelLaunchers.Conv2dForward(s.Device, g, px, pw, s.Upload(bias), y, col);
+        ConvKernels.Forward(s.Device, g, px, pw, s.Upload(bias), y, col);
         var yRef = new float[g.OutputLength];
         ConvReference.Conv2dForward<float>(g, x, w, bias, yRef);
         TensorAssert.Close(yRef, s.Download(y, yRef.Length), Tol, "conv forward");
 
         var dx = s.Output(g.InputLength); var dw = s.Output(g.WeightLength); var db = s.Output(g.OutChannels);
-        KernelLaunchers.Conv2dBackward(s.Device, g, px, pw, s.Upload(dy), dx, dw, db, col);
+        ConvKernels.Backward(s.Device, g, px, pw, s.Upload(dy), dx, dw, db, col);
         float[] dxRef = new float[g.InputLength], dwRef = new float[g.WeightLength], dbRef = new float[g.OutChannels];
         ConvReference.Conv2dBackwardData<float>(g, dy, w, dxRef);
         ConvReference.Conv2dBackwardWeight<float>(g, x, dy, dwRef);
@@ -262,7 +262,7 @@ public class EmuKernelTests
             int M = 5, N = 7, K = 3;
             var a = EmuSession.Random(M * K, 28); var b = EmuSession.Random(K * N, 29); var c0 = EmuSession.Random(M * N, 30);
             var pc = s.Upload(c0);
-            KernelLaunchers.MatMul(s.Device, ta, tb, M, N, K, s.Upload(a), s.Upload(b), pc, alpha: 1.5f, beta: 0.5f);
+            MatMulKernels.MatMul(s.Device, ta, tb, M, N, K, s.Upload(a), s.Upload(b), pc, alpha: 1.5f, beta: 0.5f);
             var cRef = (float[])c0.Clone();
             GemmReference.Gemm<float>(ta, tb, M, N, K, 1.5f, a, ta ? M : K, b, tb ? K : N, 0.5f, cRef, N);
             TensorAssert.Close(cRef, s.Download(pc, M * N), Tol, $"gemm transA={ta} transB={tb}");
@@ -272,38 +272,12 @@ public class EmuKernelTests
         Assert.Contains("lda", e.Message);
     }
 
-    [Theory, MemberData(nameof(EmuTiers.All), MemberType = typeof(EmuTiers))]
-    public void Lora_forward_and_backward_match_gemm_reference(int tier)
-    {
-        using var s = new EmuSession(tier);
-        int M = 6, inF = 10, outF = 8, r = 4; float scale = 0.75f;
-        var x = EmuSession.Random(M * inF, 31); var down = EmuSession.Random(r * inF, 32); var up = EmuSession.Random(outF * r, 33);
-        var y0 = EmuSession.Random(M * outF, 34); var dy = EmuSession.Random(M * outF, 35); var dx0 = EmuSession.Random(M * inF, 36);
-        DevicePtr px = s.Upload(x), pd = s.Upload(down), pu = s.Upload(up), py = s.Upload(y0), t = s.Output(M * r);
-        KernelLaunchers.LoraForward(s.Device, px, pd, pu, py, t, M, inF, outF, r, scale);
-        var tRef = new float[M * r]; var yRef = (float[])y0.Clone();
-        GemmReference.Gemm<float>(false, true, M, r, inF, 1f, x, inF, down, inF, 0f, tRef, r);
-        GemmReference.Gemm<float>(false, true, M, outF, r, scale, tRef, r, up, r, 1f, yRef, outF);
-        TensorAssert.Close(yRef, s.Download(py, yRef.Length), Tol, "lora forward");
-
-        DevicePtr dd = s.Output(r * inF), du = s.Output(outF * r), pdx = s.Upload(dx0), dt = s.Output(M * r);
-        KernelLaunchers.LoraBackward(s.Device, px, pd, pu, t, s.Upload(dy), dd, du, pdx, dt, M, inF, outF, r, scale);
-        float[] duRef = new float[outF * r], dtRef = new float[M * r], ddRef = new float[r * inF], dxRef = (float[])dx0.Clone();
-        GemmReference.Gemm<float>(true, false, outF, r, M, scale, dy, outF, tRef, r, 0f, duRef, r);
-        GemmReference.Gemm<float>(false, false, M, r, outF, scale, dy, outF, up, r, 0f, dtRef, r);
-        GemmReference.Gemm<float>(true, false, r, inF, M, 1f, dtRef, r, x, inF, 0f, ddRef, inF);
-        GemmReference.Gemm<float>(false, false, M, inF, r, 1f, dtRef, r, down, inF, 1f, dxRef, inF);
-        TensorAssert.Close(duRef, s.Download(du, duRef.Length), Tol, "d up");
-        TensorAssert.Close(ddRef, s.Download(dd, ddRef.Length), Tol, "d down");
-        TensorAssert.Close(dxRef, s.Download(pdx, dxRef.Length), Tol, "dx");
-    }
-
     public static IEnumerable<object[]> MmaCases() =>
         from tier in Backends.Emu.EmuLibrary.Tiers
         from e in new[] { "f16", "bf16", "tf32" }
         select new object[] { tier, e };
 
-    /// <summary>The tensor-core fragment path (and below sm_80 the scalar fallback) against GEMM on the rounded inputs.</summary>
+    /// <summary>The tensor-core fragment path of kernels/emu/selftest.cu (and below sm_80 the scalar fallback) against GEMM on the rounded inputs.</summary>
     [Theory, MemberData(nameof(MmaCases))]
     public void Mma_tile_gemm_matches_reference_on_rounded_inputs(int tier, string elem)
     {
@@ -311,7 +285,7 @@ public class EmuKernelTests
         int M = 32, N = 16, K = 24;
         var a = EmuSession.Random(M * K, 37); var b = EmuSession.Random(K * N, 38);
         var c = s.Output(M * N);
-        KernelLaunchers.MmaGemm(s.Device, elem, s.Upload(a), s.Upload(b), c, M, N, K);
+        s.Device.Launch("selftest_mma_gemm_" + elem, new Dim3((uint)(N / 8), (uint)(M / 16)), new Dim3(32), 0, new KernelArgs().Ptr(s.Upload(a)).Ptr(s.Upload(b)).Ptr(c).I32(M).I32(N).I32(K));
         Func<float, float> round = elem switch
         {
             "f16" => v => (float)(Half)v,

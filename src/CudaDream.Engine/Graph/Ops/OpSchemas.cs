@@ -73,12 +73,8 @@ public static class OpSchemas
         Add(new("ArgMin", InferArgReduce));
 
         // Neural-network ops.
-        Add(new("MatMul", InferMatMul, MatMulMacs));
-        Add(new("Gemm", InferGemm, n => { var s = ShapeOf(n, 0); var o = n.Output().Shape!; long k = n.Attributes.Int("transA", 0) != 0 ? s[0] : s[1]; return (long)o[0] * o[1] * k; }));
-        Add(new("Conv", InferConv, ConvMacs));
 
         // Fused ops (FusedOps documents their inputs and attributes).
-        Add(new(FusedOps.Linear, FusedOps.InferLinear, FusedOps.LinearMacs));
         // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
 
         Autodiff.GradientOps.AddSchemas(Add);
@@ -326,92 +322,6 @@ public static class OpSchemas
         Set(n, 0, DType.I64, r);
     }
 
-    /// <summary>numpy.matmul shapes: 1-D operands are promoted and the promoted dimension dropped.</summary>
-    public static (int[] outShape, int m, int k, int n, int[] batch) MatMulDims(Node node, int[] a, int[] b)
-    {
-        if (a.Length == 0 || b.Length == 0) throw new GraphException(node, "MatMul of a scalar");
-        var a2 = a.Length == 1 ? new[] { 1, a[0] } : a;
-        var b2 = b.Length == 1 ? new[] { b[0], 1 } : b;
-        int m = a2[^2], k = a2[^1], k2 = b2[^2], nn = b2[^1];
-        if (k != k2) throw new GraphException(node, $"MatMul inner dimensions differ: {Shapes.Format(a)} × {Shapes.Format(b)}");
-        var batch = Shapes.Broadcast(a2[..^2], b2[..^2]) ?? throw new GraphException(node, $"MatMul batch dimensions do not broadcast: {Shapes.Format(a)} × {Shapes.Format(b)}");
-        var o = new List<int>(batch);
-        if (a.Length > 1) o.Add(m);
-        if (b.Length > 1) o.Add(nn);
-        return (o.ToArray(), m, k, nn, batch);
-    }
-
-    private static void InferMatMul(Node n)
-    {
-        var (o, _, _, _, _) = MatMulDims(n, ShapeOf(n, 0), ShapeOf(n, 1));
-        Set(n, 0, In(n, 0).DType, o);
-    }
-
-    private static long MatMulMacs(Node n)
-    {
-        var (_, m, k, nn, batch) = MatMulDims(n, ShapeOf(n, 0), ShapeOf(n, 1));
-        return Shapes.Numel(batch) * m * k * nn;
-    }
-
-    private static void InferGemm(Node n)
-    {
-        var a = ShapeOf(n, 0);
-        var b = ShapeOf(n, 1);
-        if (a.Length != 2 || b.Length != 2) throw new GraphException(n, "Gemm needs 2-D inputs");
-        bool ta = n.Attributes.Int("transA", 0) != 0, tb = n.Attributes.Int("transB", 0) != 0;
-        int m = ta ? a[1] : a[0], k = ta ? a[0] : a[1], k2 = tb ? b[1] : b[0], nn = tb ? b[0] : b[1];
-        if (k != k2) throw new GraphException(n, $"Gemm inner dimensions differ: {Shapes.Format(a)} × {Shapes.Format(b)}");
-        Set(n, 0, In(n, 0).DType, new[] { m, nn });
-    }
-
-    /// <summary>Resolved Conv parameters (2-D only), shared with backends and fusion.</summary>
-    public sealed record ConvParams(int N, int Cin, int H, int W, int Cout, int Kh, int Kw, int Sh, int Sw, int PadTop, int PadLeft, int PadBottom, int PadRight, int Dh, int Dw, int Groups, int Ho, int Wo);
-
-    public static ConvParams ResolveConv(Node n)
-    {
-        var x = ShapeOf(n, 0);
-        var w = ShapeOf(n, 1);
-        if (x.Length != 4 || w.Length != 4) throw new GraphException(n, $"only 2-D convolutions are supported (input {Shapes.Format(x)}, weight {Shapes.Format(w)})");
-        var a = n.Attributes;
-        int groups = (int)a.Int("group", 1);
-        var strides = a.Ints("strides") ?? new long[] { 1, 1 };
-        var dil = a.Ints("dilations") ?? new long[] { 1, 1 };
-        var pads = a.Ints("pads") ?? new long[] { 0, 0, 0, 0 };
-        int kh = w[2], kw = w[3];
-        string autoPad = a.String("auto_pad", "NOTSET");
-        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
-        {
-            pads = new long[4];
-            for (int d = 0; d < 2; d++)
-            {
-                long inSize = x[2 + d], stride = strides[d], k = (d == 0 ? kh : kw), di = dil[d];
-                long outSize = (inSize + stride - 1) / stride;
-                long total = Math.Max(0, (outSize - 1) * stride + (k - 1) * di + 1 - inSize);
-                long small = total / 2, big = total - small;
-                pads[d] = autoPad == "SAME_UPPER" ? small : big;
-                pads[d + 2] = autoPad == "SAME_UPPER" ? big : small;
-            }
-        }
-        else if (autoPad == "VALID") pads = new long[4];
-        if (x[1] != w[1] * groups) throw new GraphException(n, $"input channels {x[1]} ≠ weight channels {w[1]} × groups {groups}");
-        int ho = (int)((x[2] + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) / strides[0] + 1);
-        int wo = (int)((x[3] + pads[1] + pads[3] - dil[1] * (kw - 1) - 1) / strides[1] + 1);
-        if (ho <= 0 || wo <= 0) throw new GraphException(n, $"input {Shapes.Format(x)} is too small for the kernel");
-        return new ConvParams(x[0], x[1], x[2], x[3], w[0], kh, kw, (int)strides[0], (int)strides[1],
-            (int)pads[0], (int)pads[1], (int)pads[2], (int)pads[3], (int)dil[0], (int)dil[1], groups, ho, wo);
-    }
-
-    private static void InferConv(Node n)
-    {
-        var p = ResolveConv(n);
-        Set(n, 0, In(n, 0).DType, new[] { p.N, p.Cout, p.Ho, p.Wo });
-    }
-
-    private static long ConvMacs(Node n)
-    {
-        var p = ResolveConv(n);
-        return (long)p.N * p.Cout * p.Ho * p.Wo * (p.Cin / p.Groups) * p.Kh * p.Kw;
-    }
 
 
 }

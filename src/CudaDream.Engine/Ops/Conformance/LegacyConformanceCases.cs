@@ -171,38 +171,13 @@ internal static class LegacyConformanceCases
 
     private static void Nn(List<ConformanceCase> c)
     {
-        c.Add(Case("MatMul batched, broadcast, vector and shared weight", "gemm", b =>
-        {
-            var a4 = b.Input(2, 3, 5, 4);
-            return b.Build(b.Node1("MatMul", [a4, b.Input(2, 3, 4, 6)]), b.Node1("MatMul", [b.Input(2, 1, 5, 4), b.Input(3, 4, 6)]),
-                b.Node1("MatMul", [a4, b.Const(b.Floats([4, 7]))]), b.Node1("MatMul", [b.Input(4), b.Input(3, 4, 2)]));
-        }, 1e-5));
-        c.Add(Case("Gemm transB alpha beta bias", "gemm", b =>
-            b.Build(b.Node1("Gemm", [b.Input(5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); a.Set("beta", 2f); }),
-                b.Node1("Gemm", [b.Input(6, 5), b.Input(6, 3)], a => a.Set("transA", 1L)))));
-        foreach (var (name, kernel, stride, pad) in new[] { ("3x3 pad 1", 3, 1, 1), ("3x3 stride 2", 3, 2, 1), ("1x1", 1, 1, 0) })
-            c.Add(Case($"Conv {name}", "conv", b =>
-                b.Build(b.Node1("Conv", [b.Input(2, 3, 9, 8), b.Const(b.Floats([4, 3, kernel, kernel])), b.Const(b.Floats([4]))],
-                    a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); }))));
     }
 
     private static void Fused(List<ConformanceCase> c)
     {
-        c.Add(Case("Linear transB bias alpha / plain", "gemm", b =>
-            b.Build(b.Node1(FusedOps.Linear, [b.Input(2, 5, 6), b.Const(b.Floats([4, 6])), b.Const(b.Floats([4]))], a => { a.Set("transB", 1L); a.Set("alpha", 0.5f); }),
-                b.Node1(FusedOps.Linear, [b.Input(7, 6), b.Const(b.Floats([6, 3]))]))));
     }
 
     private static void Gradients(List<ConformanceCase> c)
     {
-        foreach (var (name, kernel, stride, pad) in new[] { ("3x3", 3, 1, 1), ("3x3 stride 2", 3, 2, 1), ("1x1", 1, 1, 0) })
-            c.Add(Case($"train Conv {name} (ConvGradInput, ConvGradWeight)", "conv", b =>
-            {
-                var x = b.Input(2, 3, 7, 6);
-                var w = b.Const(b.Floats([4, 3, kernel, kernel]));
-                var bias = b.Const(b.Floats([4]));
-                var y = b.Node1("Conv", [x, w, bias], a => { a.Set("strides", new long[] { stride, stride }); a.Set("pads", new long[] { pad, pad, pad, pad }); a.Set("kernel_shape", new long[] { kernel, kernel }); });
-                return b.Train(y, [w, bias], [x.Name]);
-            }, 1e-4));
     }
 }

@@ -73,9 +73,9 @@ public static class LossOps
             var w = b.Const(b.Floats([5, 6]));
             var bias = b.Const(b.Floats([5]));
             var x = b.Input(3, 4, 6);
-            var y = b.Node1(FusedOps.Linear, [x, w, bias], a => a.Set("transB", 1L));
+            var y = b.Node1(MatMulOps.Linear, [x, w, bias], a => a.Set("transB", 1L));
             var w2 = b.Const(b.Floats([5, 2]));
-            return b.Train(b.Node1(FusedOps.Linear, [y, w2]), [w, bias, w2], [x.Name], perSampleWeights: true);
+            return b.Train(b.Node1(MatMulOps.Linear, [y, w2]), [w, bias, w2], [x.Name], perSampleWeights: true);
         }, 1e-4);
     }
 }

@@ -112,7 +112,7 @@ public static class RandomOps
             var x = b.Input(3, 50);
             var w = b.Const(b.Floats([50, 4]));
             var d = b.Node1(CounterDropout, [x], a => { a.Set("p", 0.3f); a.Set("stream", 7L); });
-            return b.Train(b.Node1(FusedOps.Linear, [d, w]), [w], [x.Name]);
+            return b.Train(b.Node1(MatMulOps.Linear, [d, w]), [w], [x.Name]);
         }, 1e-4);
     }
 }

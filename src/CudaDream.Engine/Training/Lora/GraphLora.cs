@@ -25,7 +25,7 @@ public static class GraphLora
         foreach (var n in g.Nodes)
         {
             if (string.IsNullOrEmpty(n.Module) || !seen.Add(n.Module)) continue;
-            if (n.Op == FusedOps.Linear && n.Input(1).IsConstant)
+            if (n.Op == MatMulOps.Linear && n.Input(1).IsConstant)
             {
                 var w = n.Input(1).Shape!;
                 result.Add(new LoraTarget(component, n.Module, n.Attributes.Int("transB", 0) != 0 ? w : new[] { w[1], w[0] }));
@@ -45,7 +45,7 @@ public static class GraphLora
     {
         var byModule = new Dictionary<string, Node>(StringComparer.Ordinal);
         foreach (var n in g.Nodes)
-            if ((n.Op == FusedOps.Linear || n.Op == "Conv") && !string.IsNullOrEmpty(n.Module)) byModule.TryAdd(n.Module, n);
+            if ((n.Op == MatMulOps.Linear || n.Op == "Conv") && !string.IsNullOrEmpty(n.Module)) byModule.TryAdd(n.Module, n);
         var attached = new List<AttachedLora>();
         int stream = 0;
         foreach (var a in adapters)
@@ -83,10 +83,10 @@ public static class GraphLora
 
         var input = dropout > 0 ? Emit(RandomOps.CounterDropout, new[] { x }, new Attributes().Set("p", dropout).Set("stream", (long)stream)) : x;
         Value branch;
-        if (target.Op == FusedOps.Linear)
+        if (target.Op == MatMulOps.Linear)
         {
-            var h = Emit(FusedOps.Linear, new[] { input, down }, new Attributes().Set("transB", 1L));
-            branch = Emit(FusedOps.Linear, new[] { h, up }, new Attributes().Set("transB", 1L).Set("alpha", a.Scale));
+            var h = Emit(MatMulOps.Linear, new[] { input, down }, new Attributes().Set("transB", 1L));
+            branch = Emit(MatMulOps.Linear, new[] { h, up }, new Attributes().Set("transB", 1L).Set("alpha", a.Scale));
         }
         else
         {

@@ -1,6 +1,7 @@
 using System.Numerics;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// General matrix multiply, BLAS semantics on ROW-MAJOR storage: C = alpha·op(A)·op(B) + beta·C, where

@@ -2,8 +2,9 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// The GEMM of <see cref="GemmFast"/> when op(B) fits in the L2 cache (the tiny UNet's Linear and LoRA layers, its
@@ -15,7 +16,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// Every element of C is the same FMA chain over k whichever tile computes it, so the static split of C's rows
 /// across threads does not change any bit.
 /// </summary>
-internal static unsafe class GemmSmall
+internal static unsafe class GemmUnpacked
 {
     private const int Rows = 6;
 

@@ -2,8 +2,9 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// fp32 GEMM with the same contract as <see cref="GemmReference"/> (row-major, BLAS-like), organised as
@@ -13,7 +14,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// register-blocked micro-kernel (6×16 with AVX2 FMA: 12 accumulators) walks them. Blocks of C are
 /// independent, so (row block × column chunk) tasks run in parallel on
 /// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. Without AVX2/FMA a scalar
-/// micro-kernel runs on the same packed panels. When op(B) fits in L2, <see cref="GemmSmall"/> multiplies without packing.
+/// micro-kernel runs on the same packed panels. When op(B) fits in L2, <see cref="GemmUnpacked"/> multiplies without packing.
 /// </summary>
 public static unsafe class GemmFast
 {
@@ -59,9 +60,9 @@ public static unsafe class GemmFast
         float beta, float* c, int ldc, int degree)
     {
         if (m == 0 || n == 0) return;
-        if (alpha != 0f && k != 0 && GemmSmall.Suits(n, k))
+        if (alpha != 0f && k != 0 && GemmUnpacked.Suits(n, k))
         {
-            GemmSmall.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, degree);
+            GemmUnpacked.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, degree);
             return;
         }
         ScaleC(m, n, beta, c, ldc);

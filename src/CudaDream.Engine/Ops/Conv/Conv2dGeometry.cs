@@ -1,4 +1,6 @@
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Backends.Cpu.Kernels;
+
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Shapes of a 2-D convolution in NCHW: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw], y [N, Cout, Ho, Wo],

@@ -1,7 +1,8 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// fp32 2-D convolution with the contract of <see cref="ConvReference"/>, lowered to <see cref="GemmFast"/>

@@ -1,6 +1,7 @@
 using System.Buffers;
+using CudaDream.Engine.Backends.Cpu.Kernels;
 
-namespace CudaDream.Engine.Backends.Cpu.Kernels;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// A stride-1, ungrouped convolution as one GEMM over shifted rows of a padded image, for planes small enough that
@@ -8,7 +9,7 @@ namespace CudaDream.Engine.Backends.Cpu.Kernels;
 /// planes it took 35–60 % of <see cref="ConvFast"/>'s time. The input is copied once into zero-padded planes whose
 /// rows are Wp wide; in those coordinates output pixel q = oh·Wp + ow reads input q + i·dh·Wp + j·dw for kernel
 /// tap (i, j), so the im2col matrix's row (c, i, j) is channel c's plane shifted by the tap, and y = W·B is one
-/// <see cref="GemmSmall"/> product with B's rows given by a table of offsets (W read in place). The Wp − Wo extra
+/// <see cref="GemmUnpacked"/> product with B's rows given by a table of offsets (W read in place). The Wp − Wo extra
 /// columns of every output row are computed and dropped. The backward-data pass is the same construction on the
 /// adjoint, a full correlation with the flipped kernel: dy goes into zero-padded planes (Wq wide, shifted by
 /// (kh−1)·dh − padTop rows and (kw−1)·dw − padLeft columns) and dx = Wᵀ·B' where B' row (o, i, j) is dy's plane o
@@ -20,13 +21,13 @@ internal static unsafe class ConvShifted
 {
     private static bool Candidate(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.Groups == 1 && g.KernelH * g.KernelW > 1;
 
-    /// <summary>Stride 1, one group, a kernel larger than 1×1, and B (the padded input) small enough for <see cref="GemmSmall"/>.</summary>
-    public static bool SuitsForward(in Conv2dGeometry g) => Candidate(g) && GemmSmall.Suits(Layout.Forward(g).Columns, g.InChannels);
+    /// <summary>Stride 1, one group, a kernel larger than 1×1, and B (the padded input) small enough for <see cref="GemmUnpacked"/>.</summary>
+    public static bool SuitsForward(in Conv2dGeometry g) => Candidate(g) && GemmUnpacked.Suits(Layout.Forward(g).Columns, g.InChannels);
 
     /// <summary>As <see cref="SuitsForward"/>, for the padded dy; the pads may not exceed the kernel's reach (they never do in a UNet).</summary>
     public static bool SuitsBackward(in Conv2dGeometry g) =>
         Candidate(g) && g.PadTop <= g.DilationH * (g.KernelH - 1) && g.PadLeft <= g.DilationW * (g.KernelW - 1)
-        && GemmSmall.Suits(Layout.Backward(g).Columns, g.OutChannels);
+        && GemmUnpacked.Suits(Layout.Backward(g).Columns, g.OutChannels);
 
     /// <summary>Padded planes: Rows rows of Width floats, planes Plane floats apart (slack included); Columns = product columns.</summary>
     private readonly record struct Layout(int Width, int Rows, int Plane, int Columns)
@@ -70,7 +71,7 @@ internal static unsafe class ConvShifted
                 for (int n = 0; n < g.Batch; n++)
                 {
                     PadInput(g, l, x + (long)n * cin * g.Height * g.Width, xp);
-                    GemmSmall.Multiply(cout, l.Columns, depth, w, depth, t, xp, t + depth, yp, l.Columns, accumulate: false, degree);
+                    GemmUnpacked.Multiply(cout, l.Columns, depth, w, depth, t, xp, t + depth, yp, l.Columns, accumulate: false, degree);
                     CropOutput(g, l, yp, bias, y + (long)n * cout * g.OutHeight * g.OutWidth);
                 }
         }
@@ -108,7 +109,7 @@ internal static unsafe class ConvShifted
                 for (int n = 0; n < g.Batch; n++)
                 {
                     PadGradient(g, l, dy + (long)n * cout * g.OutHeight * g.OutWidth, dyp);
-                    GemmSmall.Multiply(cin, l.Columns, depth, w, taps, t, dyp, t + depth, dxp, l.Columns, accumulate: false, degree);
+                    GemmUnpacked.Multiply(cin, l.Columns, depth, w, taps, t, dyp, t + depth, dxp, l.Columns, accumulate: false, degree);
                     CropInput(g, l, dxp, dx + (long)n * cin * g.Height * g.Width);
                 }
         }

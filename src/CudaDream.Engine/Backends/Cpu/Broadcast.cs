@@ -1,9 +1,8 @@
 using System.Numerics;
-using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Tensors;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
-namespace CudaDream.Engine.Backends.Cpu.Ops;
+namespace CudaDream.Engine.Backends.Cpu;
 
 /// <summary>
 /// NumPy-style broadcasting over up to three operands: the output shape is walked row by row
