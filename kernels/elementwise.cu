@@ -1,5 +1,5 @@
 // Elementwise math: unary ops with their backward, binary ops with NumPy broadcasting, comparisons,
-// Where, fill, casts -- on floats, and on the integer and bool (u8) values of index arithmetic.
+// Where, casts -- on floats, and on the integer and bool (u8) values of index arithmetic.
 //
 // Launcher contract (KernelLaunchers.Unary/UnaryBackward/Binary/Fill/Cast/Compare/Where/...): 1-D
 // grid-stride launches, block 256, grid min(ceil(n/256), 4096), no dynamic shared memory.
@@ -12,7 +12,6 @@
 //   compare_<t>(int op, const T* a, const T* b, u8* y, BroadcastShape s, i64 n)         y = a op b (0/1)
 //   where_<e>(const u8* cond, const E* a, const E* b, E* y, WhereShape s, i64 n)       e = element bytes
 //   logical_not(const u8* x, u8* y, i64 n)
-//   fill_<t>(T* y, i64 n, float value)
 //   cast_<from>_<to>(const From* x, To* y, i64 n)       floats, i32, i64, u8; "_bool" targets give x != 0
 // `op` is UnaryOp / BinaryOp / CompareOp from device.cuh; alpha is the scalar of SCALE, ADD_SCALAR,
 // POW_SCALAR, CLAMP_MIN, CLAMP_MAX. Integer division by zero gives 0 (a GPU must not trap).
@@ -210,13 +209,6 @@ __global__ void logical_not(const u8* __restrict__ x, u8* __restrict__ y, i64 n)
     for (i64 i = global_thread_index(); i < n; i += global_thread_count()) y[i] = x[i] == 0;
 }
 
-template <class T>
-__global__ void fill(T* __restrict__ y, i64 n, float value)
-{
-    const T v = from_f32<T>(value);
-    for (i64 i = global_thread_index(); i < n; i += global_thread_count()) y[i] = v;
-}
-
 template <class From, class To>
 __global__ void cast(const From* __restrict__ x, To* __restrict__ y, i64 n)
 {
@@ -253,7 +245,6 @@ CD_EXPORT(where_2, where_select<u16>)
 CD_EXPORT(where_4, where_select<u32>)
 CD_EXPORT(where_8, where_select<u64>)
 CD_EXPORT(logical_not, logical_not)
-CD_EXPORT(fill_f32, fill<float>)
 CD_EXPORT(cast_f32_f16, cast<float, half_t>)
 CD_EXPORT(cast_f16_f32, cast<half_t, float>)
 CD_EXPORT(cast_f32_bf16, cast<float, bf16_t>)

@@ -1,7 +1,6 @@
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 
 namespace CudaDream.Engine;

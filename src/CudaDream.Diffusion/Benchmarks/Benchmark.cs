@@ -5,7 +5,6 @@ using CudaDream.Diffusion.Sampling;
 using CudaDream.Engine;
 using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;

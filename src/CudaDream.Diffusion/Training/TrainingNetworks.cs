@@ -7,7 +7,6 @@ using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;

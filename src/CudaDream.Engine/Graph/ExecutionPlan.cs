@@ -1,4 +1,3 @@
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Graph;

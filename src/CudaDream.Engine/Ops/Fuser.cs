@@ -1,5 +1,4 @@
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Engine.Ops;
@@ -206,7 +205,7 @@ public static class Fuser
     private static bool IsLastAxisMean(Node n, Value x)
     {
         if (n.Op != "ReduceMean" || n.Attributes.Int("keepdims", 1) == 0) return false;
-        var axes = OpSchemas.ReduceAxes(n);
+        var axes = ReduceOps.ReduceAxes(n);
         return axes.Length == 1 && axes[0] == x.Rank - 1;
     }
 
@@ -372,7 +371,7 @@ public static class Fuser
 
     private static bool IsLastAxisSlice(Node slice, Value x, int start, int end)
     {
-        var (starts, steps, shape) = OpSchemas.ResolveSlice(slice);
+        var (starts, steps, shape) = LayoutOps.ResolveSlice(slice);
         for (int d = 0; d < x.Rank - 1; d++) if (starts[d] != 0 || steps[d] != 1 || shape[d] != x.Shape![d]) return false;
         return starts[^1] == start && steps[^1] == 1 && shape[^1] == end - start;
     }

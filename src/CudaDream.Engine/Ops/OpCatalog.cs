@@ -12,19 +12,21 @@ public static class OpCatalog
 {
     public static IReadOnlyList<OpHome> Homes { get; } =
     [
+        ActivationOps.Home,
         AttentionOps.Home,
         ConvOps.Home,
-        ActivationOps.Home,
+        ElementwiseOps.Home,
+        GroupNormOps.Home,
+        LayerNormOps.Home,
+        LayoutOps.Home,
         LossOps.Home,
         MatMulOps.Home,
         PadOps.Home,
         RandomOps.Home,
+        ReduceOps.Home,
         ResizeOps.Home,
         SoftmaxOps.Home,
         TimestepEmbeddingOps.Home,
-        GroupNormOps.Home,
-        LayerNormOps.Home,
-        LegacyOps.Home,
     ];
 
     public static IEnumerable<Op> AllOps => Homes.SelectMany(h => h.Ops);

@@ -1,7 +1,6 @@
 using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;

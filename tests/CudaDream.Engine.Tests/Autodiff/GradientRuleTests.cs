@@ -1,6 +1,5 @@
 using CudaDream.Engine.Autodiff;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 using Xunit;
 

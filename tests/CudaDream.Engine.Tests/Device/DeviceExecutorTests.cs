@@ -3,7 +3,6 @@ using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Backends.Emu;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;

@@ -26,8 +26,8 @@ public class EmuElementwiseTests
         foreach (var c in cases)
         {
             var y = s.Output(n); var dx = s.Output(n);
-            KernelLaunchers.Unary(s.Device, c.Op, px, y, n, 3f);
-            KernelLaunchers.UnaryBackward(s.Device, c.Op, px, pdy, dx, n, 3f);
+            ElementwiseKernels.Unary(s.Device, c.Op, px, y, n, 3f);
+            ElementwiseKernels.UnaryBackward(s.Device, c.Op, px, pdy, dx, n, 3f);
             TensorAssert.Close(x.Select(c.F).ToArray(), s.Download(y, n), 1e-6, c.Op.ToString());
             TensorAssert.Close(x.Select((v, i) => dy[i] * c.D(v)).ToArray(), s.Download(dx, n), 1e-6, c.Op + " backward");
         }
@@ -44,7 +44,7 @@ public class EmuElementwiseTests
                      (BinaryOp.Mul, (p, q) => p * q), (BinaryOp.Div, (p, q) => p / q), (BinaryOp.Max, MathF.Max), (BinaryOp.Min, MathF.Min) })
         {
             var y = s.Output(24);
-            KernelLaunchers.Binary(s.Device, op, pa, aShape, pb, bShape, y);
+            ElementwiseKernels.Binary(s.Device, op, pa, aShape, pb, bShape, y);
             var expected = Enumerable.Range(0, 24).Select(i => f(a[i], b[(i / 4) % 3])).ToArray();
             TensorAssert.Close(expected, s.Download(y, 24), 0, op.ToString());
         }
@@ -64,11 +64,11 @@ public class EmuElementwiseTests
                 ReduceOp.Sum => v => v.Sum(), ReduceOp.Mean => v => v.Average(), ReduceOp.Max => v => v.Max(), _ => v => v.Sum(t => t * t),
             };
             var y = s.Output(outer * inner);
-            KernelLaunchers.Reduce(s.Device, op, px, y, outer, len, inner);
+            ReduceKernels.Reduce(s.Device, op, px, y, outer, len, inner);
             var expected = Enumerable.Range(0, outer * inner).Select(o => r(Enumerable.Range(0, len).Select(i => x[(o / inner * len + i) * inner + o % inner]))).ToArray();
             TensorAssert.Close(expected, s.Download(y, outer * inner), 1e-5, op + " strided");
             var rows = s.Output(outer * inner);
-            KernelLaunchers.Reduce(s.Device, op, px, rows, outer * inner, len, 1);
+            ReduceKernels.Reduce(s.Device, op, px, rows, outer * inner, len, 1);
             var expectedRows = Enumerable.Range(0, outer * inner).Select(o => r(x.Skip(o * len).Take(len))).ToArray();
             TensorAssert.Close(expectedRows, s.Download(rows, outer * inner), 1e-5, op + " rows");
         }
@@ -83,19 +83,19 @@ public class EmuElementwiseTests
         long[] idx = [3, 0, 9, -1, 3];
         var pt = s.Upload(table); var pi = s.Upload(idx); var bad = s.Upload(new int[1]);
         var y = s.Output(idx.Length * dim);
-        KernelLaunchers.Gather(s.Device, pt, pi, Tensors.DType.I64, y, 1, vocab, dim, idx.Length, bad);
+        LayoutKernels.Gather(s.Device, pt, pi, Tensors.DType.I64, y, 1, vocab, dim, idx.Length, bad);
         var expected = idx.SelectMany(i => table.Skip((int)((i + vocab) % vocab) * dim).Take(dim)).ToArray();
         TensorAssert.Close(expected, s.Download(y, expected.Length), 0, "gather");
         var dy = EmuSession.Random(expected.Length, 46);
         var dx = s.Upload(new float[vocab * dim]);
-        KernelLaunchers.GatherBackward(s.Device, s.Upload(dy), pi, Tensors.DType.I64, dx, 1, vocab, dim, idx.Length);
+        LayoutKernels.GatherBackward(s.Device, s.Upload(dy), pi, Tensors.DType.I64, dx, 1, vocab, dim, idx.Length);
         var dxExpected = new float[vocab * dim];
         for (int k = 0; k < idx.Length; k++) for (int j = 0; j < dim; j++) dxExpected[(int)((idx[k] + vocab) % vocab) * dim + j] += dy[k * dim + j];
         TensorAssert.Close(dxExpected, s.Download(dx, dxExpected.Length), 1e-6, "gather backward");
         var flag = new int[1];
         s.Device.CopyToHost(System.Runtime.InteropServices.MemoryMarshal.AsBytes(flag.AsSpan()), bad);
         Assert.Equal(0, flag[0]);
-        KernelLaunchers.Gather(s.Device, pt, s.Upload(new long[] { 10 }), Tensors.DType.I64, s.Output(dim), 1, vocab, dim, 1, bad);
+        LayoutKernels.Gather(s.Device, pt, s.Upload(new long[] { 10 }), Tensors.DType.I64, s.Output(dim), 1, vocab, dim, 1, bad);
         s.Device.CopyToHost(System.Runtime.InteropServices.MemoryMarshal.AsBytes(flag.AsSpan()), bad);
         Assert.Equal(1, flag[0]);
     }

@@ -19,11 +19,11 @@ public class EmuOptimizerTests
         var g = sizes.Select((n, i) => EmuSession.Random(n, 60 + i, 3f)).ToArray();
         var slots = sizes.Select((n, i) => new ParamSlot { Param = s.Upload(p[i]), Grad = s.Upload(g[i]), M = s.Upload(new float[n]), V = s.Upload(new float[n]), Count = n }).ToArray();
         var table = s.Upload(slots);
-        int chunks = KernelLaunchers.OptimizerChunks(sizes.Select(n => (long)n));
+        int chunks = OptimizerKernels.OptimizerChunks(sizes.Select(n => (long)n));
         var partials = s.Output(sizes.Length * chunks); var clip = s.Output(2); var flag = s.Upload(new int[1]);
-        KernelLaunchers.GradNorm(s.Device, table, sizes.Length, chunks, partials, clip, flag, maxNorm: 1f);
+        OptimizerKernels.GradNorm(s.Device, table, sizes.Length, chunks, partials, clip, flag, maxNorm: 1f);
         var cfg = AdamWConfig.ForStep(1, lr: 1e-2f, weightDecay: 1e-2f);
-        KernelLaunchers.AdamWUpdate(s.Device, table, sizes.Length, chunks, cfg, clip, flag);
+        OptimizerKernels.AdamWUpdate(s.Device, table, sizes.Length, chunks, cfg, clip, flag);
 
         var clipRef = GradientClipping.ClipByGlobalNorm(g.Select(a => new Memory<float>(a)), 1.0); // scales g in place
         var st = AdamWScalars.For(new AdamWOptions(), 1e-2, 1e-2, 1);
@@ -43,8 +43,8 @@ public class EmuOptimizerTests
         var p = EmuSession.Random(10, 70); var g = EmuSession.Random(10, 71); g[3] = float.NaN;
         var slot = new ParamSlot { Param = s.Upload(p), Grad = s.Upload(g), M = s.Upload(new float[10]), V = s.Upload(new float[10]), Count = 10 };
         var table = s.Upload(new[] { slot }); var flag = s.Upload(new int[1]);
-        KernelLaunchers.GradNorm(s.Device, table, 1, 1, s.Output(1), s.Output(2), flag, 1f);
-        KernelLaunchers.AdamWUpdate(s.Device, table, 1, 1, AdamWConfig.ForStep(1, 1e-2f), DevicePtr.Null, flag);
+        OptimizerKernels.GradNorm(s.Device, table, 1, 1, s.Output(1), s.Output(2), flag, 1f);
+        OptimizerKernels.AdamWUpdate(s.Device, table, 1, 1, AdamWConfig.ForStep(1, 1e-2f), DevicePtr.Null, flag);
         var f = new int[1];
         s.Device.CopyToHost(MemoryMarshal.AsBytes(f.AsSpan()), flag);
         Assert.Equal(1, f[0]);

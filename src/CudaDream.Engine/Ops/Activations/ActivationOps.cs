@@ -174,7 +174,7 @@ public static class ActivationOps
         if (!Derivatives.TryGetValue(kind, out var d)) throw new GraphException(s.Node, $"unknown activation kind '{kind}'");
         long n = s.InCount(0);
         if (d.Activation) return () => ActivationKernels.Backward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n, t);
-        return () => KernelLaunchers.UnaryBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n, 0, t);
+        return () => ElementwiseKernels.UnaryBackward(s.Device, d.Op, x.Ptr, dy.Ptr, dx.Ptr, n, 0, t);
     }
 
     // ------------------------------------------------------------------ conformance

@@ -3,7 +3,6 @@ using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 using static CudaDream.Engine.Backends.Cpu.CpuOperands;
 using static CudaDream.Engine.Backends.KernelLaunchers;

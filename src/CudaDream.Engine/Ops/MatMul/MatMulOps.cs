@@ -318,7 +318,7 @@ public static class MatMulOps
         int m = yShape[0], n = yShape[1], k = ta ? aShape[0] : aShape[1];
         var (pa, pb, py, t) = (s.In(0), s.In(1), s.Out(), s.InType(0));
         Action? bias = s.HasInput(2)
-            ? Backends.Device.Ops.DeviceShapeOps.Copy(s, s.In(2), 0, KernelLaunchers.BroadcastStrides(s.InShape(2), yShape), py, 0, Shapes.Strides(yShape), yShape)
+            ? LayoutDevice.Copy(s, s.In(2), 0, KernelLaunchers.BroadcastStrides(s.InShape(2), yShape), py, 0, Shapes.Strides(yShape), yShape)
             : null;
         return () =>
         {
@@ -337,7 +337,7 @@ public static class MatMulOps
         int rows = checked((int)(s.InCount(0) / k));
         var (x, w, y, t) = (s.In(0), s.In(1), s.Out(), s.InType(0));
         Action? bias = s.HasInput(2)
-            ? Backends.Device.Ops.DeviceShapeOps.Copy(s, s.In(2), 0, [0, 1], y, 0, [n, 1], [rows, n])
+            ? LayoutDevice.Copy(s, s.In(2), 0, [0, 1], y, 0, [n, 1], [rows, n])
             : null;
         return () =>
         {

@@ -131,7 +131,7 @@ public static class PadOps
         var outStrides = Shapes.Strides(outShape);
         long interior = 0;
         for (int d = 0; d < outShape.Length; d++) interior += pads[d] * outStrides[d];
-        var copy = Backends.Device.Ops.DeviceShapeOps.Copy(s, s.In(0), 0, Shapes.Strides(inShape), y, interior, outStrides, inShape);
+        var copy = LayoutDevice.Copy(s, s.In(0), 0, Shapes.Strides(inShape), y, interior, outStrides, inShape);
         return () =>
         {
             FillPattern(s.Device, y.Ptr, n, pattern);

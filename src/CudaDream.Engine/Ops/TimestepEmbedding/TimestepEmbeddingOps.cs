@@ -41,10 +41,10 @@ public static class TimestepEmbeddingOps
         float shift = a.Float("shift", 0f), maxPeriod = a.Float("max_period", 10000f);
         var (t, y, type) = (s.In(0), s.Out(), s.InType(0));
         var ft = type == DType.F32 ? t : s.Scratch(batch * 4L);
-        if (type != DType.F32 && !CanCast(type, DType.F32)) throw new NotSupportedException($"timesteps of type {type}");
+        if (type != DType.F32 && !ElementwiseKernels.CanCast(type, DType.F32)) throw new NotSupportedException($"timesteps of type {type}");
         return () =>
         {
-            if (type != DType.F32) Cast(s.Device, t.Ptr, type, ft.Ptr, DType.F32, batch);
+            if (type != DType.F32) ElementwiseKernels.Cast(s.Device, t.Ptr, type, ft.Ptr, DType.F32, batch);
             TimestepEmbeddingKernels.Forward(s.Device, ft.Ptr, y.Ptr, batch, dim, flip, shift, 1f, maxPeriod);
         };
     }

@@ -1,11 +1,35 @@
-using CudaDream.Engine.Randomness;
+using System.Runtime.InteropServices;
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Tensors;
+using static CudaDream.Engine.Backends.KernelLaunchers;
 
-namespace CudaDream.Engine.Backends;
+namespace CudaDream.Engine.Ops;
 
-public static partial class KernelLaunchers
+public enum ReduceOp { Sum = 0, Mean = 1, Max = 2, SumOfSquares = 3, Min = 4 }
+
+/// <summary>reduce.cu ReduceGeometry: where each output and each reduced element sits in the input.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct ReduceGeometry
 {
-    // ------------------------------------------------------------------ reduce.cu: any axes, arg-reductions
+    public int OutRank, ReducedRank;
+    public fixed int OutShape[BroadcastShape.MaxRank];
+    public fixed int ReducedShape[BroadcastShape.MaxRank];
+    public fixed long OutStride[BroadcastShape.MaxRank];
+    public fixed long ReducedStride[BroadcastShape.MaxRank];
+    public long Count;
+}
+
+/// <summary>Launchers of kernels/reduce.cu: reductions over any axes, and arg-reductions.</summary>
+public static class ReduceKernels
+{
+    /// <summary>y[outer, inner] = reduce over the middle axis of x[outer, len, inner].</summary>
+    public static void Reduce(IKernelDevice d, ReduceOp op, DevicePtr x, DevicePtr y, long outer, int len, long inner, DType t = DType.F32)
+    {
+        var args = new KernelArgs().I32((int)op).Ptr(x).Ptr(y).I64(outer).I32(len).I64(inner);
+        if (inner == 1) d.Launch(KernelName("reduce_rows", t), new Dim3(checked((uint)outer)), RowBlock(len), 0, args);
+        else d.Launch(KernelName("reduce_strided", t), Grid1D(outer * inner), Block256, 0, args);
+    }
+
     /// <summary>Reduced elements per output from which one block per output beats one thread per output.</summary>
     private const long BlockReduceThreshold = 1024;
 
@@ -50,9 +74,9 @@ public static partial class KernelLaunchers
         foreach (var k in kept) outputs *= shape[k];
         var args = new KernelArgs().I32((int)op).Ptr(x).Ptr(y).Value(g).I64(outputs);
         if (g.Count >= BlockReduceThreshold && outputs <= int.MaxValue)
-            d.Launch("reduce_axes_block_" + Suffix(t), new Dim3((uint)outputs), Block256, 0, args);
+            d.Launch(KernelName("reduce_axes_block", t), new Dim3((uint)outputs), Block256, 0, args);
         else
-            d.Launch("reduce_axes_serial_" + Suffix(t), Grid1D(outputs), Block256, 0, args);
+            d.Launch(KernelName("reduce_axes_serial", t), Grid1D(outputs), Block256, 0, args);
     }
 
     /// <summary>y (I64) [outer, inner] = index along len of the largest (or smallest) element; ties: first, or last when asked.</summary>
@@ -62,6 +86,4 @@ public static partial class KernelLaunchers
         d.Launch("arg_reduce_" + suffix, Grid1D(outer * inner), Block256, 0,
             new KernelArgs().I32(max ? 1 : 0).I32(selectLast ? 1 : 0).Ptr(x).Ptr(y).I64(outer).I32(len).I64(inner));
     }
-
-
 }

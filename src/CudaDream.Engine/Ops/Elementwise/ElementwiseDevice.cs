@@ -1,11 +1,13 @@
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Device.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>Elementwise ONNX ops on kernel devices: unary math, broadcast arithmetic and comparisons, logic, Where, Clip, Cast.</summary>
-internal static class DeviceElementwiseOps
+internal static class ElementwiseDevice
 {
     private static readonly Dictionary<string, BinaryOp> Arithmetic = new()
     {
@@ -30,8 +32,11 @@ internal static class DeviceElementwiseOps
         ["Reciprocal"] = (UnaryOp.Reciprocal, false), ["Floor"] = (UnaryOp.Floor, false), ["Ceil"] = (UnaryOp.Ceil, false),
     };
 
-    public static void Register(Dictionary<string, DeviceOpCompiler> t)
+    public static Dictionary<string, DeviceOpCompiler> Table { get; } = Register();
+
+    private static Dictionary<string, DeviceOpCompiler> Register()
     {
+        var t = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
         foreach (var (name, op) in Arithmetic) t[name] = s => Binary(s, op);
         foreach (var (name, op) in Logic) t[name] = s => Binary(s, op);
         foreach (var (name, op) in Comparisons) t[name] = s => Compare(s, op);
@@ -39,7 +44,7 @@ internal static class DeviceElementwiseOps
         t["Not"] = s =>
         {
             var (x, y, n) = (s.In(0), s.Out(), s.OutCount());
-            return () => KernelLaunchers.LogicalNot(s.Device, x.Ptr, y.Ptr, n);
+            return () => ElementwiseKernels.LogicalNot(s.Device, x.Ptr, y.Ptr, n);
         };
         t["Where"] = Where;
         t["Cast"] = Cast;
@@ -47,6 +52,7 @@ internal static class DeviceElementwiseOps
         t["Identity"] = CopyInput;
         t["Dropout"] = Dropout;
         t["Clip"] = Clip;
+        return t;
     }
 
     /// <summary>Output 0 = input 0, byte for byte (a view op the planner could not alias, Identity, inference Dropout).</summary>
@@ -72,10 +78,10 @@ internal static class DeviceElementwiseOps
     {
         var (op, activation) = Unaries[s.Node.Op];
         var (x, y, n, type) = (s.In(0), s.Out(), s.OutCount(), s.InType(0));
-        if (type is DType.I32 or DType.I64) return () => KernelLaunchers.UnaryInteger(s.Device, op, x.Ptr, y.Ptr, n, type);
+        if (type is DType.I32 or DType.I64) return () => ElementwiseKernels.UnaryInteger(s.Device, op, x.Ptr, y.Ptr, n, type);
         s.RequireF32();
         if (activation) return () => ActivationKernels.Forward(s.Device, op, x.Ptr, y.Ptr, n);
-        return () => KernelLaunchers.Unary(s.Device, op, x.Ptr, y.Ptr, n);
+        return () => ElementwiseKernels.Unary(s.Device, op, x.Ptr, y.Ptr, n);
     }
 
     private static Action Binary(DeviceStepBuilder s, BinaryOp op)
@@ -87,8 +93,8 @@ internal static class DeviceElementwiseOps
         bool logic = op is BinaryOp.And or BinaryOp.Or or BinaryOp.Xor;
         if (logic ? type != DType.Bool : type is DType.Bool)
             throw new NotSupportedException($"{s.Node.Op} on {type}");
-        if (type == DType.F32) return () => KernelLaunchers.Binary(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr);
-        return () => KernelLaunchers.BinaryInteger(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
+        if (type == DType.F32) return () => ElementwiseKernels.Binary(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr);
+        return () => ElementwiseKernels.BinaryInteger(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
     }
 
     private static Action Compare(DeviceStepBuilder s, CompareOp op)
@@ -96,14 +102,14 @@ internal static class DeviceElementwiseOps
         var (a, b, y) = (s.In(0), s.In(1), s.Out());
         var (aShape, bShape, type) = (s.InShape(0), s.InShape(1), s.InType(0));
         if (s.InType(1) != type) throw new GraphException(s.Node, $"operand types differ: {type} and {s.InType(1)}");
-        return () => KernelLaunchers.Compare(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
+        return () => ElementwiseKernels.Compare(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
     }
 
     private static Action Where(DeviceStepBuilder s)
     {
         var (c, a, b, y) = (s.In(0), s.In(1), s.In(2), s.Out());
         var (cShape, aShape, bShape, width) = (s.InShape(0), s.InShape(1), s.InShape(2), s.OutType().Size());
-        return () => KernelLaunchers.Where(s.Device, c.Ptr, cShape, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, width);
+        return () => ElementwiseKernels.Where(s.Device, c.Ptr, cShape, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, width);
     }
 
     private static Action Cast(DeviceStepBuilder s)
@@ -111,9 +117,9 @@ internal static class DeviceElementwiseOps
         var (from, to) = (s.InType(0), s.OutType());
         // Same bits (or bool read as u8): a copy.
         if (from == to || (from == DType.Bool && to == DType.U8)) return CopyInput(s);
-        if (!KernelLaunchers.CanCast(from, to)) throw new NotSupportedException($"Cast from {from} to {to}");
+        if (!ElementwiseKernels.CanCast(from, to)) throw new NotSupportedException($"Cast from {from} to {to}");
         var (x, y, n) = (s.In(0), s.Out(), s.OutCount());
-        return () => KernelLaunchers.Cast(s.Device, x.Ptr, from, y.Ptr, to, n);
+        return () => ElementwiseKernels.Cast(s.Device, x.Ptr, from, y.Ptr, to, n);
     }
 
     /// <summary>Clip as a lower then an upper clamp; bounds are inputs (opset ≥ 11) or attributes, read on the host.</summary>
@@ -127,8 +133,8 @@ internal static class DeviceElementwiseOps
         return () =>
         {
             var src = x;
-            if (lo is { } l) { KernelLaunchers.Unary(s.Device, UnaryOp.ClampMin, src.Ptr, y.Ptr, n, l); src = y; }
-            if (hi is { } h) { KernelLaunchers.Unary(s.Device, UnaryOp.ClampMax, src.Ptr, y.Ptr, n, h); src = y; }
+            if (lo is { } l) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMin, src.Ptr, y.Ptr, n, l); src = y; }
+            if (hi is { } h) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMax, src.Ptr, y.Ptr, n, h); src = y; }
             if (lo == null && hi == null) copy();
         };
     }

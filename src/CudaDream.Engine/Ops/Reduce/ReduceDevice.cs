@@ -1,31 +1,38 @@
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Device.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>Reductions over any axes, ArgMax/ArgMin and Softmax (the unfused path) on kernel devices.</summary>
-internal static class DeviceReduceOps
+internal static class ReduceDevice
 {
     private static readonly Dictionary<string, ReduceOp> Reductions = new()
     {
         ["ReduceSum"] = ReduceOp.Sum, ["ReduceMean"] = ReduceOp.Mean, ["ReduceMax"] = ReduceOp.Max, ["ReduceMin"] = ReduceOp.Min,
     };
 
-    public static void Register(Dictionary<string, DeviceOpCompiler> t)
+    public static Dictionary<string, DeviceOpCompiler> Table { get; } = Register();
+
+    private static Dictionary<string, DeviceOpCompiler> Register()
     {
+        var t = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
         foreach (var (name, op) in Reductions) t[name] = s => Reduce(s, op);
         t["ArgMax"] = s => ArgReduce(s, max: true);
         t["ArgMin"] = s => ArgReduce(s, max: false);
+        t[GradBuilder.SumToOp] = SumTo;
+        return t;
     }
 
     private static Action Reduce(DeviceStepBuilder s, ReduceOp op)
     {
         s.RequireF32();
-        var axes = OpSchemas.ReduceAxes(s.Node);
+        var axes = ReduceOps.ReduceAxes(s.Node);
         var (x, y, shape) = (s.In(0), s.Out(), s.InShape(0));
         // The output keeps the other dimensions in order, so its layout does not depend on keepdims.
-        return () => KernelLaunchers.ReduceAxes(s.Device, op, x.Ptr, shape, axes, y.Ptr);
+        return () => ReduceKernels.ReduceAxes(s.Device, op, x.Ptr, shape, axes, y.Ptr);
     }
 
     private static Action ArgReduce(DeviceStepBuilder s, bool max)
@@ -37,8 +44,18 @@ internal static class DeviceReduceOps
         for (int d = 0; d < axis; d++) outer *= shape[d];
         long inner = Shapes.Numel(shape.AsSpan(axis + 1));
         var (x, y, type) = (s.In(0), s.Out(), s.InType(0));
-        return () => KernelLaunchers.ArgReduce(s.Device, max, last, x.Ptr, type, y.Ptr, outer, shape[axis], inner);
+        return () => ReduceKernels.ArgReduce(s.Device, max, last, x.Ptr, type, y.Ptr, outer, shape[axis], inner);
     }
 
-
+    /// <summary>Sums the axes along which the target shape was broadcast (leading extra axes, and 1s facing larger sizes).</summary>
+    private static Action SumTo(DeviceStepBuilder s)
+    {
+        s.RequireF32();
+        var shape = s.InShape(0);
+        var target = s.OutShape();
+        int lead = shape.Length - target.Length;
+        var axes = Enumerable.Range(0, shape.Length).Where(d => d < lead || (target[d - lead] == 1 && shape[d] != 1)).ToArray();
+        var (x, y) = (s.In(0), s.Out());
+        return () => ReduceKernels.ReduceAxes(s.Device, ReduceOp.Sum, x.Ptr, shape, axes, y.Ptr);
+    }
 }

@@ -1,11 +1,38 @@
-using CudaDream.Engine.Backends.Cpu.Kernels;
-using CudaDream.Engine.Tensors;
+using System.Runtime.InteropServices;
+using CudaDream.Engine.Backends;
+using static CudaDream.Engine.Backends.KernelLaunchers;
 
-namespace CudaDream.Engine.Backends;
+namespace CudaDream.Engine.Training.Optimizers;
 
-public static partial class KernelLaunchers
+// Mirrors of the structs kernels/optimizer.cu takes by value; field order and types must match.
+
+/// <summary>optimizer.cu ParamSlot: one tensor of a parameter group.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct ParamSlot
 {
-    // ------------------------------------------------------------------ optimizer.cu
+    public DevicePtr Param, Grad, M, V;
+    public long Count;
+}
+
+/// <summary>optimizer.cu AdamWConfig (torch.optim.AdamW's per-step scalars).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct AdamWConfig(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, float BiasCorrection1, float BiasCorrection2, float GradScale = 1f)
+{
+    /// <summary>The scalars of optimizer step <paramref name="step"/> (1-based).</summary>
+    public static AdamWConfig ForStep(int step, float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 1e-2f, float gradScale = 1f) =>
+        new(lr, beta1, beta2, eps, weightDecay, 1f - MathF.Pow(beta1, step), 1f - MathF.Pow(beta2, step), gradScale);
+}
+
+/// <summary>optimizer.cu SgdConfig (torch.optim.SGD).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct SgdConfig(float Lr, float Momentum, float Dampening, float WeightDecay, float GradScale, int Nesterov, int FirstStep, int Pad = 0);
+
+/// <summary>
+/// Launchers of kernels/optimizer.cu (global gradient norm and clip, AdamW, SGD over a table of parameter
+/// slots). Checked against the CPU optimizers on the emulator; the device-resident optimizer of [G1] runs them.
+/// </summary>
+public static class OptimizerKernels
+{
     public const long OptimizerChunk = 65536;
 
     /// <summary>Chunks per tensor the optimizer kernels use for the largest of <paramref name="counts"/>.</summary>

@@ -1,20 +1,26 @@
 using System.Numerics;
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Cpu.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>Reductions over arbitrary axes, ArgMax/ArgMin, and Softmax (unfused path).</summary>
-internal static class ReduceOps
+internal static class ReduceCpu
 {
-    public static void Register(Dictionary<string, CpuOpImpl> t)
+    public static Dictionary<string, CpuOpImpl> Table { get; } = Register();
+
+    private static Dictionary<string, CpuOpImpl> Register()
     {
+        var t = new Dictionary<string, CpuOpImpl>(StringComparer.Ordinal);
         foreach (var op in new[] { "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin" })
             t[op] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ReduceAction(n, i[0]!, o[0]));
         t["ArgMax"] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ArgAction(n, i[0]!, o[0], true));
         t["ArgMin"] = (n, i, o, c) => Dispatch.Numeric(n, i[0]!.DType, new ArgAction(n, i[0]!, o[0], false));
+        t[GradBuilder.SumToOp] = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new SumToAction(i[0]!, o[0]));
+        return t;
     }
 
     /// <summary>Splits a shape into (outer, reduced, inner) extents when the reduced axes are contiguous; otherwise null.</summary>
@@ -36,7 +42,7 @@ internal static class ReduceOps
     {
         public void Run<T>() where T : unmanaged, INumber<T>
         {
-            var axes = OpSchemas.ReduceAxes(N);
+            var axes = ReduceOps.ReduceAxes(N);
             var x = X.ReadOnlySpan<T>(); var y = Y.Span<T>();
             var layout = Contiguous(X.Shape, axes);
             if (layout is var (outer, red, inner))
@@ -105,5 +111,28 @@ internal static class ReduceOps
         }
     }
 
-
+    /// <summary>Sum over the dimensions along which the target shape was broadcast.</summary>
+    private readonly record struct SumToAction(Tensor X, Tensor Y) : IFloatAction
+    {
+        public void Run<T>() where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            var plan = new BroadcastPlan(X.Shape, Y.Shape);
+            var x = X.ReadOnlySpan<T>();
+            var y = Y.Span<T>();
+            y.Clear();
+            for (long row = 0; row < plan.Rows; row++)
+            {
+                long oy = plan.Offset(0, row), ox = row * plan.Inner;
+                long step = plan.InnerStride[0];
+                if (step == 0)
+                {
+                    T acc = T.Zero;
+                    for (int i = 0; i < plan.Inner; i++) acc += x[(int)(ox + i)];
+                    y[(int)oy] += acc;
+                }
+                else
+                    for (int i = 0; i < plan.Inner; i++) y[(int)(oy + i * step)] += x[(int)(ox + i)];
+            }
+        }
+    }
 }

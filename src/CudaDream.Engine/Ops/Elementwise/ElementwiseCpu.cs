@@ -1,18 +1,23 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cpu.Kernels;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 using Tensor = CudaDream.Engine.Tensors.Tensor;
 
-namespace CudaDream.Engine.Backends.Cpu.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>Elementwise ONNX ops on the CPU: unary math, broadcast binary arithmetic and comparisons, Where, Clip, Cast.</summary>
-internal static class ElementwiseOps
+internal static class ElementwiseCpu
 {
-    public static void Register(Dictionary<string, CpuOpImpl> t)
+    public static Dictionary<string, CpuOpImpl> Table { get; } = Register();
+
+    private static Dictionary<string, CpuOpImpl> Register()
     {
+        var t = new Dictionary<string, CpuOpImpl>(StringComparer.Ordinal);
         t["Add"] = Binary<AddOp>;
         t["Sub"] = Binary<SubOp>;
         t["Mul"] = Binary<MulOp>;
@@ -38,6 +43,7 @@ internal static class ElementwiseOps
         t["Clip"] = Clip;
         foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil" })
             t[op] = Unary;
+        return t;
     }
 
     public static void Copy(Node n, Tensor?[] i, Tensor[] o, CpuContext c) => i[0]!.Data.Span.CopyTo(o[0].Data.Span);

@@ -1,20 +1,25 @@
 using System.Runtime.InteropServices;
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Device.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
 /// Data-movement ops on kernel devices. All of them are the one strided-copy kernel with different
 /// strides (Transpose permutes them, Slice scales them, Expand zeroes them ...) or a gather; shape
 /// arithmetic that survived folding is computed on the host and uploaded each run.
 /// </summary>
-internal static class DeviceShapeOps
+internal static class LayoutDevice
 {
-    public static void Register(Dictionary<string, DeviceOpCompiler> t)
+    public static Dictionary<string, DeviceOpCompiler> Table { get; } = Register();
+
+    private static Dictionary<string, DeviceOpCompiler> Register()
     {
-        foreach (var op in new[] { "Reshape", "Flatten", "Unsqueeze", "Squeeze" }) t[op] = DeviceElementwiseOps.CopyInput;
+        var t = new Dictionary<string, DeviceOpCompiler>(StringComparer.Ordinal);
+        foreach (var op in new[] { "Reshape", "Flatten", "Unsqueeze", "Squeeze" }) t[op] = ElementwiseDevice.CopyInput;
         t["Shape"] = s =>
         {
             var shape = s.InShape(0);
@@ -42,7 +47,7 @@ internal static class DeviceShapeOps
         t["Gather"] = Gather;
         t["Slice"] = s =>
         {
-            var (starts, steps, outShape) = OpSchemas.ResolveSlice(s.Node);
+            var (starts, steps, outShape) = LayoutOps.ResolveSlice(s.Node);
             var strides = Shapes.Strides(s.InShape(0));
             long offset = 0;
             for (int d = 0; d < strides.Length; d++) offset += starts[d] * strides[d];
@@ -51,12 +56,13 @@ internal static class DeviceShapeOps
         t["Split"] = Split;
         t["Transpose"] = s =>
         {
-            var perm = OpSchemas.Perm(s.Node, s.InShape(0).Length);
+            var perm = LayoutOps.Perm(s.Node, s.InShape(0).Length);
             var strides = Shapes.Strides(s.InShape(0));
             return Copy(s, s.In(0), 0, perm.Select(p => strides[p]).ToArray(), s.Out(), 0, Shapes.Strides(s.OutShape()), s.OutShape());
         };
         t["Expand"] = s => Copy(s, s.In(0), 0, KernelLaunchers.BroadcastStrides(s.InShape(0), s.OutShape()), s.Out(), 0, Shapes.Strides(s.OutShape()), s.OutShape());
         t["Tile"] = Tile;
+        return t;
     }
 
     /// <summary>Writes host-computed bytes to the output at every run (the arena slot is shared with other values).</summary>
@@ -71,7 +77,7 @@ internal static class DeviceShapeOps
     {
         int width = s.OutType().Size();
         var (from, to) = (src.At(srcOffset * width), dst.At(dstOffset * width));
-        return () => KernelLaunchers.StridedCopy(s.Device, from.Ptr, srcStrides, to.Ptr, dstStrides, shape, width);
+        return () => LayoutKernels.StridedCopy(s.Device, from.Ptr, srcStrides, to.Ptr, dstStrides, shape, width);
     }
 
     private static Action Concat(DeviceStepBuilder s)
@@ -92,7 +98,7 @@ internal static class DeviceShapeOps
 
     private static Action Split(DeviceStepBuilder s)
     {
-        var (axis, sizes) = OpSchemas.ResolveSplit(s.Node);
+        var (axis, sizes) = LayoutOps.ResolveSplit(s.Node);
         var inStrides = Shapes.Strides(s.InShape(0));
         var copies = new List<Action>();
         long offset = 0;
@@ -141,6 +147,6 @@ internal static class DeviceShapeOps
         if (indexType is not (DType.I32 or DType.I64)) throw new NotSupportedException($"Gather indices of type {indexType}");
         var (x, idx, y, count, width) = (s.In(0), s.In(1), s.Out(), s.InCount(1), s.OutType().Size());
         var flag = s.ErrorFlag($"an index is out of range for dimension {len}");
-        return () => KernelLaunchers.GatherElements(s.Device, x.Ptr, idx.Ptr, indexType, y.Ptr, outer, len, inner, count, flag.Ptr, width);
+        return () => LayoutKernels.GatherElements(s.Device, x.Ptr, idx.Ptr, indexType, y.Ptr, outer, len, inner, count, flag.Ptr, width);
     }
 }

@@ -1,96 +1,69 @@
+using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 using static CudaDream.Engine.Graph.Infer;
 
-namespace CudaDream.Engine.Graph.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>
-/// The closed set of ops the engine knows: the ONNX ops that SD 1.x exports use (opsets 13–21) and
-/// the fused ops the recogniser produces. An op not in this table is an error naming the node.
+/// The data-movement ONNX ops: views (Reshape, Flatten, Squeeze, Unsqueeze), Transpose, Slice, Concat, Split, Expand,
+/// Tile, Gather, and the shape ops (Shape, Size, ConstantOfShape, Range) that specialisation folds away. They move bytes
+/// of any element type. CPU: <see cref="LayoutCpu"/>; devices: <see cref="LayoutDevice"/>, each op one strided copy
+/// (<see cref="LayoutKernels"/>, kernels/layout.cu) or a gather (kernels/gather.cu).
 /// </summary>
-/// <summary>Schema facts of an op not yet moved into its home (legacy; being migrated).</summary>
-internal sealed record OpSchema(string Name, Action<Node> InferShapes, Func<Node, long>? MultiplyAdds = null, bool Deterministic = true, bool IsView = false);
-
-public static class OpSchemas
+public static class LayoutOps
 {
-    internal static readonly Dictionary<string, OpSchema> Table = Build();
+    internal static OpHome Home { get; } = new("Layout", "layout.cu", Build(), Conformance);
 
-    private static Dictionary<string, OpSchema> Build()
+    private static Op Define(string name, Action<Node> infer, GradRule? gradient = null, bool isView = false) => new()
     {
-        var t = new Dictionary<string, OpSchema>(StringComparer.Ordinal);
-        void Add(OpSchema s) => t.Add(s.Name, s);
+        Name = name, InferShapes = infer, Gradient = gradient, IsView = isView,
+        Cpu = LayoutCpu.Table[name], Device = LayoutDevice.Table.GetValueOrDefault(name),
+    };
 
-        // Elementwise, same shape and dtype.
-        foreach (var op in new[] { "Sigmoid", "Erf", "Sqrt", "Exp", "Log", "Sin", "Cos", "Neg", "Abs", "Tanh", "Relu", "Reciprocal", "Floor", "Ceil", "Not" })
-            Add(new(op, SameAsInput));
-        Add(new("Identity", SameAsInput, IsView: true));
-        Add(new("Dropout", n => { SameAsInput(n); for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, DType.Bool, ShapeOf(n, 0)); }, IsView: true));
-        Add(new("Clip", SameAsInput));
-        Add(new("Cast", n => Set(n, 0, CastTarget(n), ShapeOf(n, 0))));
-        Add(new("CastLike", n => Set(n, 0, In(n, 1).DType, ShapeOf(n, 0))));
-
-        foreach (var op in new[] { "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod" })
-            Add(new(op, n => Set(n, 0, In(n, 0).DType, Broadcast(n, n.Inputs.Select((_, i) => ShapeOf(n, i)).ToArray()))));
-        foreach (var op in new[] { "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor" })
-            Add(new(op, n => Set(n, 0, DType.Bool, Broadcast(n, ShapeOf(n, 0), ShapeOf(n, 1)))));
-        Add(new("Where", n => Set(n, 0, In(n, 1).DType, Broadcast(n, ShapeOf(n, 0), ShapeOf(n, 1), ShapeOf(n, 2)))));
-
-        // Shape manipulation.
-        Add(new("Shape", InferShape));
-        Add(new("Size", n => Set(n, 0, DType.I64, Array.Empty<int>())));
-        Add(new("Reshape", InferReshape, IsView: true));
-        Add(new("Flatten", InferFlatten, IsView: true));
-        Add(new("Unsqueeze", InferUnsqueeze, IsView: true));
-        Add(new("Squeeze", InferSqueeze, IsView: true));
-        Add(new("Concat", InferConcat));
-        Add(new("Gather", InferGather));
-        Add(new("Slice", InferSlice));
-        Add(new("Split", InferSplit));
-        Add(new("Transpose", n =>
+    private static List<Op> Build() =>
+    [
+        Define("Reshape", InferReshape, ReshapeBack, isView: true),
+        Define("Flatten", InferFlatten, ReshapeBack, isView: true),
+        Define("Unsqueeze", InferUnsqueeze, ReshapeBack, isView: true),
+        Define("Squeeze", InferSqueeze, ReshapeBack, isView: true),
+        Define("Transpose", n =>
         {
             var s = ShapeOf(n, 0);
             var perm = Perm(n, s.Length);
             Set(n, 0, In(n, 0).DType, perm.Select(p => s[p]).ToArray());
-        }));
-        Add(new("Expand", n => Set(n, 0, In(n, 0).DType, Broadcast(n, ShapeOf(n, 0), ConstInts(n, 1).Select(d => (int)d).ToArray()))));
-        Add(new("Tile", n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0).Zip(ConstInts(n, 1), (d, r) => checked(d * (int)r)).ToArray())));
-        Add(new("ConstantOfShape", n =>
+        }, (n, dy, need, b) =>
+        {
+            var perm = Perm(n, n.Input(0).Rank);
+            var inverse = new int[perm.Length];
+            for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
+            return [b.Transpose(dy[0]!, inverse)];
+        }),
+        Define("Slice", InferSlice, Slice),
+        Define("Concat", InferConcat, Concat),
+        Define("Split", InferSplit),
+        Define("Expand", n => Set(n, 0, In(n, 0).DType, Broadcast(n, ShapeOf(n, 0), ConstInts(n, 1).Select(d => (int)d).ToArray())),
+            (n, dy, need, b) => [b.SumTo(dy[0]!, n.Input(0).Shape!)]),
+        Define("Tile", n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0).Zip(ConstInts(n, 1), (d, r) => checked(d * (int)r)).ToArray())),
+        Define("Gather", InferGather),
+        Define("Shape", InferShape),
+        Define("Size", n => Set(n, 0, DType.I64, [])),
+        Define("ConstantOfShape", n =>
         {
             var shape = ConstInts(n, 0).Select(d => d < 0 ? throw new GraphException(n, "negative dimension") : (int)d).ToArray();
             Set(n, 0, n.Attributes.Tensor("value")?.DType ?? DType.F32, shape);
-        }));
-        Add(new("Range", n =>
+        }),
+        Define("Range", n =>
         {
             double start = Const(n, 0).ToFloat64Array()[0], limit = Const(n, 1).ToFloat64Array()[0], delta = Const(n, 2).ToFloat64Array()[0];
             if (delta == 0) throw new GraphException(n, "Range with delta 0");
             int count = (int)Math.Max(Math.Ceiling((limit - start) / delta), 0);
-            Set(n, 0, In(n, 0).DType, new[] { count });
-        }));
+            Set(n, 0, In(n, 0).DType, [count]);
+        }),
+    ];
 
-        // Reductions.
-        foreach (var op in new[] { "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin" })
-            Add(new(op, InferReduce));
-        Add(new("ArgMax", InferArgReduce));
-        Add(new("ArgMin", InferArgReduce));
-
-        // Neural-network ops.
-
-        // Fused ops (FusedOps documents their inputs and attributes).
-        // Optional extra outputs hold the statistics the backward pass reuses: mean, rstd.
-
-        Autodiff.GradientOps.AddSchemas(Add);
-        return t;
-    }
-
-    private static void StatOutputs(Node n, int count)
-    {
-        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, new[] { count });
-    }
-
-    private static DType OnnxType(Node n, long onnxType) =>
-        DTypes.TryFromOnnx((int)onnxType, out var d) ? d : throw new GraphException(n, $"unsupported element type {onnxType}");
-
-    private static DType CastTarget(Node n) => OnnxType(n, n.Attributes.Int("to"));
-
+    // ------------------------------------------------------------------ shape rules
     private static void InferShape(Node n)
     {
         int rank = ShapeOf(n, 0).Length;
@@ -289,39 +262,98 @@ public static class OpSchemas
         return perm;
     }
 
-    /// <summary>Normalised reduction axes (empty attribute = all axes unless noop_with_empty_axes).</summary>
-    public static int[] ReduceAxes(Node n)
+    // ------------------------------------------------------------------ gradient rules
+    private static Value?[] ReshapeBack(Node n, Value?[] dy, bool[] need, GradBuilder b)
     {
-        var s = ShapeOf(n, 0);
-        var axes = Axes(n, 1);
-        if (axes == null || axes.Length == 0)
-            return n.Attributes.Int("noop_with_empty_axes", 0) != 0 ? Array.Empty<int>() : Enumerable.Range(0, s.Length).ToArray();
-        return axes.Select(a => Axis(n, a, s.Length)).Distinct().OrderBy(a => a).ToArray();
+        var r = new Value?[n.Inputs.Count];
+        r[0] = b.Reshape(dy[0]!, n.Input(0).Shape!);
+        return r;
     }
 
-    private static void InferReduce(Node n)
+    private static Value?[] Concat(Node n, Value?[] dy, bool[] need, GradBuilder b)
     {
-        var s = ShapeOf(n, 0);
-        var axes = ReduceAxes(n);
-        bool keep = n.Attributes.Int("keepdims", 1) != 0;
-        var r = new List<int>();
-        for (int i = 0; i < s.Length; i++)
+        int axis = Shapes.Axis(n.Attributes.Int("axis"), n.Output().Rank);
+        var r = new Value?[n.Inputs.Count];
+        long offset = 0;
+        for (int i = 0; i < n.Inputs.Count; i++)
         {
-            if (Array.IndexOf(axes, i) < 0) r.Add(s[i]);
-            else if (keep) r.Add(1);
+            int size = n.Input(i).Shape![axis];
+            if (need[i])
+                r[i] = b.Emit1("Slice", new[]
+                {
+                    dy[0], b.Constant(Tensor.FromArray(new[] { offset }, 1)), b.Constant(Tensor.FromArray(new[] { offset + size }, 1)),
+                    b.Constant(Tensor.FromArray(new long[] { axis }, 1)),
+                });
+            offset += size;
         }
-        Set(n, 0, In(n, 0).DType, r.ToArray());
+        return r;
     }
 
-    private static void InferArgReduce(Node n)
+    /// <summary>Slice with unit steps: the gradient is dy zero-padded back to the input's extent.</summary>
+    private static Value?[] Slice(Node n, Value?[] dy, bool[] need, GradBuilder b)
     {
-        var s = ShapeOf(n, 0);
-        int axis = Axis(n, n.Attributes.Int("axis", 0), s.Length);
-        bool keep = n.Attributes.Int("keepdims", 1) != 0;
-        var r = s.Select((d, i) => i == axis ? 1 : d).Where((_, i) => keep || i != axis).ToArray();
-        Set(n, 0, DType.I64, r);
+        var (starts, steps, outShape) = ResolveSlice(n);
+        if (steps.Any(s => s != 1)) throw new GraphException(n, "gradient of a strided Slice is not supported");
+        var inShape = n.Input(0).Shape!;
+        var pads = new long[2 * inShape.Length];
+        for (int d = 0; d < inShape.Length; d++)
+        {
+            pads[d] = starts[d];
+            pads[d + inShape.Length] = inShape[d] - starts[d] - outShape[d];
+        }
+        var r = new Value?[n.Inputs.Count];
+        r[0] = b.Emit1("Pad", new[] { dy[0], b.Constant(Tensor.FromArray(pads, pads.Length)) }, new Attributes().Set("mode", "constant"));
+        return r;
     }
 
+    private static ConformanceCase Case(string name, string family, Func<ConformanceGraphBuilder, ConformanceGraph> build, double tolerance = 1e-5) =>
+        new(name, family, build, tolerance);
 
-
+    private static IEnumerable<ConformanceCase> Conformance()
+    {
+        var c = new List<ConformanceCase>();
+        c.Add(Case("Reshape Flatten Squeeze Unsqueeze", "layout", b =>
+        {
+            var x = b.Input(2, 1, 3, 4);
+            return b.Build(b.Node1("Reshape", [x, b.ConstInts(6, 4)]), b.Node1("Flatten", [x], a => a.Set("axis", 2L)),
+                b.Node1("Squeeze", [x, b.ConstInts(1)]), b.Node1("Unsqueeze", [x, b.ConstInts(0)]));
+        }));
+        c.Add(Case("Shape Size ConstantOfShape Range", "layout", b =>
+        {
+            var x = b.Input(2, 3, 5);
+            return b.Build(b.Node1("Shape", [x]), b.Node1("Size", [x]),
+                b.Node1("ConstantOfShape", [b.ConstInts(2, 3)], a => a.Set("value", Tensor.FromArray([7L], 1))),
+                b.Node1("Range", [b.Const(Tensor.FromArray([1f])), b.Const(Tensor.FromArray([4f])), b.Const(Tensor.FromArray([0.5f]))]));
+        }));
+        c.Add(Case("Concat of three along an inner axis", "layout", b =>
+            b.Build(b.Node1("Concat", [b.Input(2, 3, 4), b.Input(2, 1, 4), b.Input(2, 5, 4)], a => a.Set("axis", 1L)))));
+        c.Add(Case("Concat i64", "layout", b =>
+            b.Build(b.Node1("Concat", [b.Input(b.Integers(DType.I64, [2], 0, 9)), b.Input(b.Integers(DType.I64, [3], 0, 9))], a => a.Set("axis", 0L)))));
+        c.Add(Case("Gather rows with i64 indices (negative too)", "gather", b =>
+        {
+            var table = b.Input(7, 5);
+            var idx = b.Input(Tensor.FromArray([3L, 0, 6, -1, 3, -7], 2, 3));
+            return b.Build(b.Node1("Gather", [table, idx], a => a.Set("axis", 0L)));
+        }));
+        c.Add(Case("Gather embedding with i32 runtime ids", "gather", b =>
+            b.Build(b.Node1("Gather", [b.Const(b.Floats([10, 4])), b.Input(b.Integers(DType.I32, [2, 6], 0, 10))]))));
+        c.Add(Case("Gather inner axis from an i64 tensor", "gather", b =>
+            b.Build(b.Node1("Gather", [b.Input(b.Integers(DType.I64, [3, 8], -99, 99)), b.Input(Tensor.FromArray([7L, 1], 2))], a => a.Set("axis", 1L)))));
+        c.Add(Case("Slice with steps, negative and clamped", "layout", b =>
+        {
+            var x = b.Input(4, 6, 5);
+            return b.Build(
+                b.Node1("Slice", [x, b.ConstInts(1, 5, -1), b.ConstInts(4, 0, -100), b.ConstInts(0, 1, 2), b.ConstInts(2, -2, -2)]),
+                b.Node1("Slice", [x, b.ConstInts(0), b.ConstInts(3), b.ConstInts(-1)]));
+        }));
+        c.Add(Case("Split in three", "layout", b =>
+        {
+            var outs = b.Node("Split", [b.Input(3, 7, 2), b.ConstInts(2, 4, 1)], 3, a => a.Set("axis", 1L));
+            return b.Build(outs);
+        }));
+        c.Add(Case("Transpose 4-D", "layout", b => b.Build(b.Node1("Transpose", [b.Input(2, 3, 4, 5)], a => a.Set("perm", new long[] { 0, 2, 3, 1 })))));
+        c.Add(Case("Expand", "layout", b => b.Build(b.Node1("Expand", [b.Input(3, 1), b.ConstInts(2, 3, 4)]))));
+        c.Add(Case("Tile", "layout", b => b.Build(b.Node1("Tile", [b.Input(2, 3), b.ConstInts(2, 3)]))));
+        return c;
+    }
 }

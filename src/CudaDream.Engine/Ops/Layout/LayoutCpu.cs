@@ -1,15 +1,19 @@
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Graph.Ops;
 using CudaDream.Engine.Tensors;
 
-namespace CudaDream.Engine.Backends.Cpu.Ops;
+namespace CudaDream.Engine.Ops;
 
 /// <summary>Data-movement ops. They work on bytes (any element type).</summary>
-internal static class ShapeOps
+internal static class LayoutCpu
 {
-    public static void Register(Dictionary<string, CpuOpImpl> t)
+    public static Dictionary<string, CpuOpImpl> Table { get; } = Register();
+
+    private static Dictionary<string, CpuOpImpl> Register()
     {
+        var t = new Dictionary<string, CpuOpImpl>(StringComparer.Ordinal);
         t["Shape"] = (n, i, o, c) =>
         {
             var s = i[0]!.Shape;
@@ -21,12 +25,12 @@ internal static class ShapeOps
             for (long k = start; k < end; k++) d[(int)(k - start)] = s[k];
         };
         t["Size"] = (n, i, o, c) => o[0].Span<long>()[0] = i[0]!.Numel;
-        foreach (var op in new[] { "Reshape", "Flatten", "Unsqueeze", "Squeeze" }) t[op] = ElementwiseOps.Copy;
+        foreach (var op in new[] { "Reshape", "Flatten", "Unsqueeze", "Squeeze" }) t[op] = ElementwiseCpu.Copy;
         t["Concat"] = Concat;
         t["Gather"] = Gather;
         t["Slice"] = Slice;
         t["Split"] = Split;
-        t["Transpose"] = (n, i, o, c) => Transpose(i[0]!, o[0], OpSchemas.Perm(n, i[0]!.Rank));
+        t["Transpose"] = (n, i, o, c) => Transpose(i[0]!, o[0], LayoutOps.Perm(n, i[0]!.Rank));
         t["Expand"] = (n, i, o, c) => BroadcastKernels.Expand(i[0]!, o[0]);
         t["Tile"] = Tile;
         t["ConstantOfShape"] = (n, i, o, c) =>
@@ -43,6 +47,7 @@ internal static class ShapeOps
             for (int k = 0; k < r.Length; k++) r[k] = start + k * delta;
             Tensor.FromArray(r, r.Length).To(o[0].DType).Data.Span.CopyTo(o[0].Data.Span);
         };
+        return t;
     }
 
     private static void Concat(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
@@ -88,13 +93,13 @@ internal static class ShapeOps
 
     private static void Slice(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
     {
-        var (starts, steps, outShape) = OpSchemas.ResolveSlice(n);
+        var (starts, steps, outShape) = LayoutOps.ResolveSlice(n);
         StridedCopy(i[0]!, o[0], starts, steps, outShape);
     }
 
     private static void Split(Node n, Tensor?[] i, Tensor[] o, CpuContext c)
     {
-        var (axis, sizes) = OpSchemas.ResolveSplit(n);
+        var (axis, sizes) = LayoutOps.ResolveSplit(n);
         var x = i[0]!;
         int offset = 0;
         for (int k = 0; k < o.Length; k++)
