@@ -35,7 +35,7 @@ public sealed class KernelsBuildCommand : ICommand
 
     private int BuildEmu()
     {
-        var cache = Cache ?? KernelCompiler.DefaultCacheDir();
+        var cache = Cache ?? KernelSources.DefaultCacheDir();
         foreach (var tier in EmuLibrary.Tiers)
         {
             var sw = Stopwatch.StartNew();

@@ -3,9 +3,7 @@ using System.Runtime.InteropServices;
 using CudaDream.Diffusion.Models;
 using CudaDream.Diffusion.Sampling;
 using CudaDream.Engine;
-using CudaDream.Engine.Backends.Cpu.Kernels;
 using CudaDream.Engine.Graph;
-using CudaDream.Engine.Ops;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;
@@ -95,28 +93,9 @@ public static class Benchmark
         return a;
     }
 
-    private static IEnumerable<BenchmarkResult> Kernels(int repeats)
-    {
-        const int s = 512;
-        var a = Random(s * s, 1); var b = Random(s * s, 2); var c = new float[s * s];
-        double t = Median(repeats, () => GemmFast.Gemm(false, false, s, s, s, 1f, a, s, b, s, 0f, c, s));
-        yield return new BenchmarkResult("kernel gemm 512x512x512", t, 2.0 * s * s * s / t / 1e9, null, "fast fp32, row-major");
-
-        var shape = AttentionShape.Create(1, 1024, 1024, 8, 40);
-        var q = Random(1024 * 320, 3); var k = Random(1024 * 320, 4); var v = Random(1024 * 320, 5);
-        var o = new float[1024 * 320]; var lse = new float[8 * 1024];
-        double flops = 4.0 * 1024 * 1024 * 320;
-        t = Median(repeats, () => AttentionFast.Forward(shape, q, k, v, o, lse));
-        yield return new BenchmarkResult("kernel attention fwd N=1024 8x40", t, flops / t / 1e9, null, "FlashAttention-2 style, no N×N matrix");
-        var dq = new float[q.Length]; var dk = new float[k.Length]; var dv = new float[v.Length];
-        t = Median(repeats, () => AttentionFast.Backward(shape, q, k, v, o, lse, o, dq, dk, dv));
-        yield return new BenchmarkResult("kernel attention bwd N=1024 8x40", t, 2.5 * flops / t / 1e9, null, "");
-
-        var g = new Conv2dGeometry(1, 320, 64, 64, 320, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
-        var x = Random((int)g.InputLength, 6); var w = Random((int)g.WeightLength, 7); var y = new float[g.OutputLength];
-        t = Median(repeats, () => ConvFast.Conv2dForward(g, x, w, ReadOnlySpan<float>.Empty, y));
-        yield return new BenchmarkResult("kernel conv 3x3 320->320 @64x64 fwd", t, 2.0 * g.OutputLength * 320 * 9 / t / 1e9, null, "");
-    }
+    /// <summary>Single-op graphs at SD 1.5 sizes through the CPU executor (<see cref="OpBenchmarks"/>).</summary>
+    private static IEnumerable<BenchmarkResult> Kernels(int repeats) =>
+        OpBenchmarks.Run(ExecutionBackend.Cpu, repeats).Select(t => new BenchmarkResult("kernel " + t.Name, t.MedianSeconds, t.GflopsPerSecond, null, t.Detail));
 
     private static Dictionary<string, int[]> UNetShapes(BenchmarkOptions o, ModelFolder m)
     {

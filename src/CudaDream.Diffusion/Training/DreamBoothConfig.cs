@@ -360,7 +360,7 @@ public static class DreamBoothConfig
 
     private static bool IsBackend(string name)
     {
-        try { Engine.Backends.Device.ExecutionBackend.Parse(name); return true; }
+        try { Engine.ExecutionBackend.Parse(name); return true; }
         catch (CudaDreamException) { return false; }
     }
 

@@ -35,6 +35,18 @@ public static partial class KernelSources
     public static IReadOnlyDictionary<string, string> Headers =>
         All.Value.Where(kv => kv.Key.EndsWith(".cuh", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
 
+    /// <summary>Where compiled kernels (NVRTC cubins, emulator libraries) are cached, by source hash: CUDADREAM_CACHE, else the user cache folder + cudadream.</summary>
+    public static string DefaultCacheDir()
+    {
+        var env = Environment.GetEnvironmentVariable("CUDADREAM_CACHE");
+        if (!string.IsNullOrEmpty(env)) return env;
+        var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        var root = !string.IsNullOrEmpty(xdg) ? xdg
+            : OperatingSystem.IsWindows() ? Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData)
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "cudadream");
+    }
+
     public static KernelExport Find(string alias) =>
         ByAlias.Value.TryGetValue(alias, out var e) ? e : throw new CudaDreamException($"no kernel exported as '{alias}' in kernels/*.cu");
 

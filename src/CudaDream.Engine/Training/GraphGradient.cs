@@ -1,3 +1,4 @@
+using CudaDream.Engine;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Graph;

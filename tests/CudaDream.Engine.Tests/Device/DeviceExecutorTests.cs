@@ -1,3 +1,4 @@
+using CudaDream.Engine;
 using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Device;

@@ -1,3 +1,4 @@
+using CudaDream.Engine;
 using CudaDream.Engine.Formats;
 using CudaDream.Engine.Training;
 using CudaDream.TestSupport;
@@ -12,7 +13,7 @@ namespace CudaDream.Engine.Tests.Training;
 public class LoraGradientReferenceTests
 {
     /// <summary>Runs `graph grad` on the fixture and compares loss, output, input gradient and the 176 LoRA gradients with PyTorch's.</summary>
-    internal static void AssertMatchesTorch(bool fuse, bool checkpointing, CudaDream.Engine.Backends.Device.ExecutionBackend? backend = null)
+    internal static void AssertMatchesTorch(bool fuse, bool checkpointing, CudaDream.Engine.ExecutionBackend? backend = null)
     {
         var refPath = Fixtures.SdTiny("refs/unet_lora_grad.safetensors");
         var refs = SafetensorsFile.ReadAll(refPath);
@@ -20,7 +21,7 @@ public class LoraGradientReferenceTests
         {
             Model = Fixtures.SdTiny("unet/model.onnx"), Tensors = refs, Target = "target", Lora = refPath,
             Wrt = new[] { "lora", "sample" }, Fuse = fuse, GradientCheckpointing = checkpointing,
-            Backend = backend ?? CudaDream.Engine.Backends.Device.ExecutionBackend.Cpu,
+            Backend = backend ?? CudaDream.Engine.ExecutionBackend.Cpu,
         });
         TensorAssert.Close(refs["loss"], got["loss"], 1e-4, "loss");
         TensorAssert.Close(refs["out_sample"], got["out_sample"], 1e-4, "out_sample");

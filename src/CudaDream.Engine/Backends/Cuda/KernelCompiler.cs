@@ -24,18 +24,6 @@ public static partial class KernelCompiler
     [GeneratedRegex(@"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")] private static partial Regex SpillLine();
     [GeneratedRegex(@"Used (\d+) registers(?:, (\d+) bytes smem)?")] private static partial Regex UsedLine();
 
-    /// <summary>Default cache folder: CUDADREAM_CACHE, else the user cache folder + cudadream.</summary>
-    public static string DefaultCacheDir()
-    {
-        var env = Environment.GetEnvironmentVariable("CUDADREAM_CACHE");
-        if (!string.IsNullOrEmpty(env)) return env;
-        var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-        var root = !string.IsNullOrEmpty(xdg) ? xdg
-            : OperatingSystem.IsWindows() ? Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData)
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-        return Path.Combine(root, "cudadream");
-    }
-
     /// <summary>
     /// The NVRTC target for a device of compute capability <paramref name="cc"/> (e.g. 86): CUBIN for
     /// sm_86 when NVRTC knows it, else PTX for the newest architecture it knows (the driver JITs it).
@@ -57,7 +45,7 @@ public static partial class KernelCompiler
         var options = new List<string> { $"-arch={arch}", "-std=c++14", "-default-device", "-lineinfo" };
         if (!ptx) options.Add("--ptxas-options=-v");
         var key = KernelSources.Hash(KernelSources.Headers.Append(new(file.Name, file.Text)), string.Join(" ", options), $"nvrtc {major}.{minor}");
-        var dir = Path.Combine(cacheDir ?? DefaultCacheDir(), "nvrtc");
+        var dir = Path.Combine(cacheDir ?? KernelSources.DefaultCacheDir(), "nvrtc");
         var cached = TryReadCache(dir, key, file.Name, arch, ptx);
         if (cached != null) return cached with { Seconds = sw.Elapsed.TotalSeconds };
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using CudaDream.Engine.Backends.Cuda;
 
 namespace CudaDream.Engine.Backends.Emu;
 
@@ -36,7 +35,7 @@ public sealed class EmuLibrary
         {
             if (LoadedTiers.TryGetValue(tier, out var lib)) return lib;
             var sw = Stopwatch.StartNew();
-            var path = Build(tier, cacheDir ?? KernelCompiler.DefaultCacheDir());
+            var path = Build(tier, cacheDir ?? KernelSources.DefaultCacheDir());
             lib = new EmuLibrary(tier, path, sw.Elapsed.TotalSeconds);
             LoadedTiers[tier] = lib;
             return lib;

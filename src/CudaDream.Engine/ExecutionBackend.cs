@@ -1,9 +1,11 @@
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cpu;
 using CudaDream.Engine.Backends.Cuda;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Backends.Emu;
 using CudaDream.Engine.Graph;
 
-namespace CudaDream.Engine.Backends.Device;
+namespace CudaDream.Engine;
 
 /// <summary>
 /// A backend by name, as <c>--backend</c> takes it: <c>cpu</c>; <c>emu</c> (the emulator at tier sm_80) or
