@@ -117,7 +117,8 @@ public sealed class SampleCommand : ICommand
 
         var watch = Stopwatch.StartNew();
         using var sampler = Sampler.Create(Model, options);
-        var result = Generate(sampler, request);
+        using var interrupt = new CliInterrupt("stopping (no images of this run are written; Ctrl-C again to abort)...");
+        var result = Generate(sampler, request, interrupt.Token);
         var written = Write(result, request);
         double seconds = watch.Elapsed.TotalSeconds;
         double perImage = result.Elapsed.TotalSeconds / result.Images.Count;
@@ -146,7 +147,7 @@ public sealed class SampleCommand : ICommand
     }
 
     /// <summary>A bar per batch on an interactive terminal; one line per batch otherwise.</summary>
-    private static GenerationResult Generate(Sampler sampler, GenerationRequest request)
+    private static GenerationResult Generate(Sampler sampler, GenerationRequest request, CancellationToken cancellation)
     {
         string Label(SamplingProgress p) => p.BatchSize == 1 ? $"image {p.ImageIndex + 1}/{p.ImageCount}" : $"images {p.ImageIndex + 1}-{p.ImageIndex + p.BatchSize}/{p.ImageCount}";
         if (Console.IsErrorRedirected)
@@ -155,7 +156,7 @@ public sealed class SampleCommand : ICommand
             {
                 if (p.Step == p.TotalSteps) Console.Error.WriteLine($"{Label(p)}: {p.TotalSteps} steps done");
             });
-            return sampler.Generate(request, reporter);
+            return sampler.Generate(request, reporter, cancellation);
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         GenerationResult? result = null;
@@ -169,7 +170,7 @@ public sealed class SampleCommand : ICommand
                     if (!tasks.TryGetValue(p.ImageIndex, out var task))
                         tasks[p.ImageIndex] = task = ctx.AddTask(Label(p), maxValue: p.TotalSteps);
                     task.Value = p.Step;
-                }));
+                }), cancellation);
             });
         return result!;
     }
