@@ -171,6 +171,10 @@ public sealed class DreamBoothTrainer
             // the disk still takes a checkpoint, and say where the run can continue from.
             throw Stopped(e, applied, configHash, totalUpdates, nets, optimizer, checkpoints, log);
         }
+        catch (Exception e) when (WriteFailedException.IsFileSystemFailure(e))
+        {
+            throw Stopped(FileSystemFailure(e), applied, configHash, totalUpdates, nets, optimizer, checkpoints, log);
+        }
         catch (OperationCanceledException)
         {
             // Ctrl-C: keep the work done so far, resumable with --resume.
@@ -193,6 +197,10 @@ public sealed class DreamBoothTrainer
         catch (CudaDreamException e) when (e is not TrainingStoppedException)
         {
             throw Stopped(e, totalUpdates, configHash, totalUpdates, nets, optimizer, checkpoints, log);
+        }
+        catch (Exception e) when (WriteFailedException.IsFileSystemFailure(e))
+        {
+            throw Stopped(FileSystemFailure(e), totalUpdates, configHash, totalUpdates, nets, optimizer, checkpoints, log);
         }
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }
@@ -236,6 +244,13 @@ public sealed class DreamBoothTrainer
         double total = Math.Sqrt(sumSquares);
         return new ClipResult(total, 1.0, double.IsFinite(total));
     }
+
+    /// <summary>A raw file-system failure mid-run (an input image deleted, a folder gone) as a user error naming the file.</summary>
+    private static CudaDreamException FileSystemFailure(Exception e) => e switch
+    {
+        FileNotFoundException { FileName: { } f } => new CudaDreamException($"{f}: not found (deleted during the run?)", e),
+        _ => new CudaDreamException(WriteFailedException.Reason(e) + (e is UnauthorizedAccessException ? "" : $" ({e.Message})"), e),
+    };
 
     /// <summary>The output folder vanished (deleted, unmounted): stop before writing anything into a re-created empty one.</summary>
     private void RequireOutputDir()
