@@ -96,10 +96,11 @@ public static class DreamBoothConfig
         if (new FileInfo(path).Length > MaxConfigBytes) { problems.Add($"{path}: larger than {MaxConfigBytes} bytes"); return null; }
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, MaxDepth = 16 });
+            using var doc = JsonDocument.Parse(Engine.Formats.Utf8Text.Require(path, File.ReadAllBytes(path)), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, MaxDepth = 16 });
             return doc.RootElement.Clone();
         }
         catch (JsonException e) { problems.Add($"{path}: not valid JSON ({e.Message})"); return null; }
+        catch (InvalidFileException e) { problems.Add(e.Message); return null; }
     }
 
     private static DreamBoothOptions ApplyJson(JsonElement root, DreamBoothOptions o, string source, string baseDir, List<string> problems, SortedSet<string> ignored)

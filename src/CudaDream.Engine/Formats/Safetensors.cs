@@ -99,6 +99,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ParseHeader(string path, ReadOnlySpan<byte> header, long dataLength)
     {
+        Utf8Text.Require(path, header, "the header");
         JsonDocument doc;
         try
         {
