@@ -14,6 +14,8 @@ public static class OutputGuard
     /// <param name="inputs">The command's inputs: (flag, path) pairs; a folder input also covers the files inside it.</param>
     public static void Check(string option, string output, bool force, params (string Option, string? Path)[] inputs)
     {
+        // An existing folder is the writers' to refuse: "is a folder" for file outputs, "not empty" for ONNX folders.
+        if (Directory.Exists(output)) return;
         foreach (var (inputOption, input) in inputs)
         {
             if (string.IsNullOrEmpty(input)) continue;
