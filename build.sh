@@ -6,6 +6,10 @@
 #   ./build.sh kernels         fetch Debian's NVRTC 11.8 and 12 into artifacts/nvrtc (no GPU needed) and
 #                              compile every kernel: sm_75..sm_90 with NVRTC 11.8, sm_90a with NVRTC 12;
 #                              also builds the emulator libraries (g++). Fails on any compile error.
+#   ./build.sh fuzz [--minutes N] [--seed S] [--target NAME]
+#                              nightly fuzzing: the seeded in-process mutation fuzzer over every parser harness
+#                              (tests/CudaDream.Fuzz), N minutes split over the harnesses (default 10); crashing
+#                              inputs and report.json land in artifacts/fuzz; exit 1 when a crash was found.
 #   ./build.sh device-check [--no-dry-run]
 #                              build artifacts/device-check/cudadream-device-check(-linux-x64.tar.gz): a
 #                              self-contained linux-x64 CLI (no .NET, no ONNX Runtime natives), the sd-tiny
@@ -141,5 +145,8 @@ case "$cmd" in
   test) build; run_tests "$@" ;;
   kernels) build; build_kernels ;;
   device-check) device_check "$@" ;;
-  *) echo "usage: ./build.sh [build|test [--slow]|kernels|device-check [--no-dry-run]]" >&2; exit 2 ;;
+  fuzz) build; minutes=10; rest=()
+        while [ $# -gt 0 ]; do case "$1" in --minutes) minutes="$2"; shift 2 ;; *) rest+=("$1"); shift ;; esac; done
+        dotnet "tests/CudaDream.Fuzz/bin/Release/net10.0/cudadream-fuzz.dll" --minutes "$minutes" --out "$ART/fuzz" "${rest[@]}" ;;
+  *) echo "usage: ./build.sh [build|test [--slow]|kernels|device-check [--no-dry-run]|fuzz [--minutes N]]" >&2; exit 2 ;;
 esac

@@ -71,6 +71,12 @@ public static class Program
             foreach (var line in e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries)) Console.Error.WriteLine($"error: {line.TrimEnd('\r')}");
             return 1;
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The file system refused (full, read-only, vanished, no permission): the user's to fix, said in one line.
+            Console.Error.WriteLine($"error: {Engine.Formats.WriteFailedException.Reason(e)}{(e is IOException { HResult: 28 or 30 } or UnauthorizedAccessException ? $" ({e.Message})" : "")}");
+            return 1;
+        }
         catch (OperationCanceledException)
         {
             Console.Error.WriteLine("cancelled");

@@ -25,6 +25,9 @@ public sealed class ExportCommand : ICommand
     [Option("dtype", HelpText = "fp32 or fp16; default: the model's.")]
     public string? DType { get; set; }
 
+    [Option("force", HelpText = "Replace an existing output file (an output that is one of the inputs is always refused).")]
+    public bool Force { get; set; }
+
     [Option("json", HelpText = "Print the result as JSON.")]
     public bool Json { get; set; }
 
@@ -36,10 +39,13 @@ public sealed class ExportCommand : ICommand
             "onnx" => ExportFormat.Onnx,
             _ => throw new CudaDreamException($"--format {Format}: expected ldm or onnx"),
         };
+        var loras = Loras.Select(LoraSpec.Parse).ToList();
+        OutputGuard.Check("--out", Out, Force,
+            [("--model", Model), .. loras.Select(l => ("--lora", (string?)l.Path)), .. WeightFiles.Select(w => ("--weights", (string?)w))]);
         var options = new ExportOptions
         {
             Format = format,
-            Loras = Loras.Select(LoraSpec.Parse).ToList(),
+            Loras = loras,
             WeightFiles = WeightFiles.ToList(),
             FloatType = DType == null ? null : ImportCommand.ParseDType(DType),
         };

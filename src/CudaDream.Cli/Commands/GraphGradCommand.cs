@@ -38,11 +38,15 @@ public sealed class GraphGradCommand : ICommand
     [Option("no-fuse", HelpText = "Differentiate the graph as exported, without pattern fusion.")]
     public bool NoFuse { get; set; }
 
+    [Option("force", HelpText = "Replace an existing output file (an output that is one of the inputs is always refused).")]
+    public bool Force { get; set; }
+
     [Option("json", HelpText = "Print a JSON summary instead of text.")]
     public bool Json { get; set; }
 
     public int Run()
     {
+        OutputGuard.Check("--out", Out, Force, ("--inputs", Inputs), ("--model", Model), ("--lora", Lora));
         var backend = Backends.Require(Backend);
         if (Loss != "mse") throw new CudaDreamException($"--loss '{Loss}' is not supported (mse)");
         var tensors = SafetensorsFile.ReadAll(Inputs);

@@ -30,11 +30,15 @@ public sealed class GraphRunCommand : ICommand
     [Option("no-fuse", HelpText = "Run the graph as exported, without pattern fusion.")]
     public bool NoFuse { get; set; }
 
+    [Option("force", HelpText = "Replace an existing output file (an output that is one of the inputs is always refused).")]
+    public bool Force { get; set; }
+
     [Option("json", HelpText = "Print a JSON summary instead of text.")]
     public bool Json { get; set; }
 
     public int Run()
     {
+        OutputGuard.Check("--out", Out, Force, ("--inputs", Inputs), ("--model", Model));
         var backend = Backends.Require(Backend);
         var extra = CliParse.Aliases(Outputs);
         using var inputs = SafetensorsFile.Open(Inputs);

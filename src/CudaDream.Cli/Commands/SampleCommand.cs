@@ -38,10 +38,10 @@ public sealed class SampleCommand : ICommand
     public long? Seed { get; set; }
 
     [Option("width", HelpText = "Image width; default: the model's size (or the --latents' size).")]
-    public int Width { get; set; }
+    public int? Width { get; set; }
 
     [Option("height", HelpText = "Image height; default: the model's size (or the --latents' size).")]
-    public int Height { get; set; }
+    public int? Height { get; set; }
 
     [Option("batch-size", Default = 1, HelpText = "Images generated together.")]
     public int BatchSize { get; set; } = 1;
@@ -79,6 +79,9 @@ public sealed class SampleCommand : ICommand
     [Option("out", Required = true, HelpText = "Output folder for the PNG files (created if needed).")]
     public string Out { get; set; } = "";
 
+    [Option("force", HelpText = "Replace an existing --out-tensors file.")]
+    public bool Force { get; set; }
+
     [Option("json", HelpText = "Print the result as JSON.")]
     public bool Json { get; set; }
 
@@ -86,6 +89,13 @@ public sealed class SampleCommand : ICommand
     {
         if (File.Exists(Out)) throw new CudaDreamException($"--out {Out}: is a file; give a folder");
         if (OutTensors != null && Directory.Exists(OutTensors)) throw new CudaDreamException($"--out-tensors {OutTensors}: is a folder; give a .safetensors file");
+        // Leaving a size out means the model's size; an explicit 0 or negative size is a mistake, not "default".
+        if (Width is <= 0) throw new CudaDreamException($"--width {Width}: must be a positive multiple of 8 (leave it out for the model's size)");
+        if (Height is <= 0) throw new CudaDreamException($"--height {Height}: must be a positive multiple of 8 (leave it out for the model's size)");
+        if (Threads < 0) throw new CudaDreamException($"--threads {Threads}: must be 0 (ONNX Runtime's default) or more");
+        if (OutTensors != null)
+            OutputGuard.Check("--out-tensors", OutTensors, Force,
+                [("--latents", Latents), ("--init-image", InitImage), ("--model", Model), .. Loras.Select(l => ("--lora", (string?)Diffusion.Models.Export.LoraSpec.Parse(l).Path))]);
         if (Strength != null && InitImage == null) throw new CudaDreamException("--strength applies to img2img only; give --init-image too");
         var engine = EngineSelection.Parse(Engine);
         if (Scheduler != null && !SchedulerFactory.Names.Contains(Scheduler.ToLowerInvariant()))
@@ -98,8 +108,8 @@ public sealed class SampleCommand : ICommand
             CfgScale = Cfg,
             Scheduler = Scheduler?.ToLowerInvariant(),
             Seed = Seed is null or -1 ? Random.Shared.NextInt64(0, 1L << 32) : Seed.Value,
-            Width = Width,
-            Height = Height,
+            Width = Width ?? 0,
+            Height = Height ?? 0,
             BatchSize = BatchSize,
             BatchCount = BatchCount,
             ClipSkip = ClipSkip,
@@ -117,7 +127,8 @@ public sealed class SampleCommand : ICommand
 
         var watch = Stopwatch.StartNew();
         using var sampler = Sampler.Create(Model, options);
-        var result = Generate(sampler, request);
+        using var interrupt = new CliInterrupt("stopping (no images of this run are written; Ctrl-C again to abort)...");
+        var result = Generate(sampler, request, interrupt.Token);
         var written = Write(result, request);
         double seconds = watch.Elapsed.TotalSeconds;
         double perImage = result.Elapsed.TotalSeconds / result.Images.Count;
@@ -146,7 +157,7 @@ public sealed class SampleCommand : ICommand
     }
 
     /// <summary>A bar per batch on an interactive terminal; one line per batch otherwise.</summary>
-    private static GenerationResult Generate(Sampler sampler, GenerationRequest request)
+    private static GenerationResult Generate(Sampler sampler, GenerationRequest request, CancellationToken cancellation)
     {
         string Label(SamplingProgress p) => p.BatchSize == 1 ? $"image {p.ImageIndex + 1}/{p.ImageCount}" : $"images {p.ImageIndex + 1}-{p.ImageIndex + p.BatchSize}/{p.ImageCount}";
         if (Console.IsErrorRedirected)
@@ -155,7 +166,7 @@ public sealed class SampleCommand : ICommand
             {
                 if (p.Step == p.TotalSteps) Console.Error.WriteLine($"{Label(p)}: {p.TotalSteps} steps done");
             });
-            return sampler.Generate(request, reporter);
+            return sampler.Generate(request, reporter, cancellation);
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         GenerationResult? result = null;
@@ -169,7 +180,7 @@ public sealed class SampleCommand : ICommand
                     if (!tasks.TryGetValue(p.ImageIndex, out var task))
                         tasks[p.ImageIndex] = task = ctx.AddTask(Label(p), maxValue: p.TotalSteps);
                     task.Value = p.Step;
-                }));
+                }), cancellation);
             });
         return result!;
     }

@@ -33,24 +33,12 @@ public sealed class TrainCommand : ICommand
             else flags.Add(Arguments[i]);
         }
         var loaded = DreamBoothConfig.Load(config, flags);
-        using var cts = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
-        {
-            if (cts.IsCancellationRequested) return; // a second Ctrl-C ends the process at once
-            e.Cancel = true;
-            Console.Error.WriteLine("stopping after this step (writing a checkpoint; Ctrl-C again to abort)...");
-            cts.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
-        try
-        {
-            var trainer = new DreamBoothTrainer(loaded.Options, loaded.Notices);
-            var result = Console.IsOutputRedirected ? trainer.Run(new LineProgress(), cts.Token) : RunWithBars(trainer, cts.Token);
-            if (!result.Completed) return 130;
-            Console.WriteLine($"done: {result.Updates} updates; {string.Join(", ", new[] { result.LoraPath, result.WeightsPath }.OfType<string>())}; samples and loss curve in {result.OutputDir}");
-            return 0;
-        }
-        finally { Console.CancelKeyPress -= onCancel; }
+        using var interrupt = new CliInterrupt("stopping after this step (writing a checkpoint; Ctrl-C again to abort)...");
+        var trainer = new DreamBoothTrainer(loaded.Options, loaded.Notices);
+        var result = Console.IsOutputRedirected ? trainer.Run(new LineProgress(), interrupt.Token) : RunWithBars(trainer, interrupt.Token);
+        if (!result.Completed) return 130;
+        Console.WriteLine($"done: {result.Updates} updates; {string.Join(", ", new[] { result.LoraPath, result.WeightsPath }.OfType<string>())}; samples and loss curve in {result.OutputDir}");
+        return 0;
     }
 
     private static TrainingResult RunWithBars(DreamBoothTrainer trainer, CancellationToken ct)

@@ -185,7 +185,7 @@ public sealed class ModelFolder
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = JsonDocument.Parse(Engine.Formats.Utf8Text.Require(path, File.ReadAllBytes(path)));
             if (doc.RootElement.ValueKind != JsonValueKind.Object) return null;
             int max = -1;
             foreach (var p in doc.RootElement.EnumerateObject())
@@ -200,7 +200,7 @@ public sealed class ModelFolder
         long length = new FileInfo(path).Length;
         if (length > MaxJsonBytes) throw new InvalidFileException(path, $"{length} bytes is too large for a config file");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 16 }); }
+        try { doc = JsonDocument.Parse(Engine.Formats.Utf8Text.Require(path, File.ReadAllBytes(path)), new JsonDocumentOptions { MaxDepth = 16 }); }
         catch (JsonException e) { throw new InvalidFileException(path, $"not valid JSON ({e.Message})"); }
         if (doc.RootElement.ValueKind == JsonValueKind.Object) return doc;
         doc.Dispose();

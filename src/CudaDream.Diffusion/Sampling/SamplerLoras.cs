@@ -70,6 +70,7 @@ public sealed class SamplerLoras
                     if (loaded.Adapters.Count == 0)
                         throw new CudaDreamException($"{f.Path}: no key matches a module of this model ({loaded.UnmatchedKeys.Count} keys, e.g. {string.Join(", ", loaded.UnmatchedKeys.Take(3))}): a LoRA for another architecture?");
                     if (loaded.UnmatchedKeys.Count > 0) warnings.Add(Unmatched(f.Path, loaded.UnmatchedKeys));
+                    if (Models.Export.LoraSpec.NonFiniteWarning(f.Path, loaded.Adapters) is { } nonFinite) warnings.Add(nonFinite);
                     adapters = loaded.Adapters;
                     hashes.Add($"{f.Name}: {ShortHash(f.Path)}");
                     break;

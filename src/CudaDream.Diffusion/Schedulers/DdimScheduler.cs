@@ -32,7 +32,7 @@ public sealed class DdimScheduler : DiffusionScheduler
         _clipRange = (float)(config.ClipSampleRange ?? 1.0);
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         NumInferenceSteps = numInferenceSteps;

@@ -31,7 +31,7 @@ public sealed class DdpmScheduler : DiffusionScheduler
         TimestepValues = Enumerable.Range(0, NumTrainTimesteps).Reverse().Select(t => (double)t).ToArray();
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         _inferenceSteps = numInferenceSteps;

@@ -62,7 +62,36 @@ public abstract class DiffusionScheduler : IScheduler
     protected CudaDreamException Invalid(string key, string problem) =>
         Config.SourcePath is { } p ? new InvalidFileException(p, $"{key}: {problem}") : new CudaDreamException($"scheduler config {key}: {problem}");
 
-    public abstract void SetTimesteps(int numInferenceSteps);
+    /// <summary>
+    /// Sets the schedule for <paramref name="numInferenceSteps"/> steps. A count whose schedule leaves the training
+    /// timesteps 0..N−1 (e.g. 1000 steps with "leading" spacing and steps_offset 1 reach t = 1000, where diffusers
+    /// indexes past ᾱ) is refused as a user error naming the nearest smaller count that fits.
+    /// </summary>
+    public void SetTimesteps(int numInferenceSteps)
+    {
+        SetTimestepsCore(numInferenceSteps);
+        if (OutsideTrainingRange() is not { } bad) return;
+        int fits = 0;
+        for (int n = numInferenceSteps - 1; n >= 1 && fits == 0; n--)
+        {
+            SetTimestepsCore(n);
+            if (OutsideTrainingRange() == null) fits = n;
+        }
+        NumInferenceSteps = 0;
+        TimestepValues = [];
+        throw new CudaDreamException($"{numInferenceSteps} steps with timestep_spacing {TimestepSpacing} and steps_offset {StepsOffset} reach timestep {bad}, " +
+            $"outside the model's training timesteps 0..{NumTrainTimesteps - 1}: " +
+            (fits > 0 ? $"the nearest smaller step count that fits is {fits} steps" : "no step count fits; fix steps_offset in scheduler_config.json"));
+    }
+
+    protected abstract void SetTimestepsCore(int numInferenceSteps);
+
+    private double? OutsideTrainingRange()
+    {
+        foreach (var t in TimestepValues)
+            if (!(t >= 0 && t <= NumTrainTimesteps - 1)) return t;
+        return null;
+    }
 
     public virtual void ScaleModelInput(ReadOnlySpan<float> sample, double timestep, Span<float> destination)
     {

@@ -43,7 +43,7 @@ public sealed class DpmSolverMultistepScheduler : MultistepScheduler
         _modelOutputs = new float[_solverOrder][];
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         // Clip λ from below (needed for cosine schedules): count of λ's (ascending) below the limit.

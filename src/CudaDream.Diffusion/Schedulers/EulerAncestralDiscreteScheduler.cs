@@ -19,7 +19,7 @@ public sealed class EulerAncestralDiscreteScheduler : SigmaScheduler
         if (Prediction == PredictionType.Sample) throw Invalid("prediction_type", "'sample' is not implemented for Euler ancestral (as in diffusers)");
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         NumInferenceSteps = numInferenceSteps;

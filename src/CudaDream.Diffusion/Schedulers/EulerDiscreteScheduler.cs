@@ -22,7 +22,7 @@ public sealed class EulerDiscreteScheduler : SigmaScheduler
             throw Invalid("interpolation_type", $"'{config.InterpolationType}' is not supported (only linear)");
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         NumInferenceSteps = numInferenceSteps;

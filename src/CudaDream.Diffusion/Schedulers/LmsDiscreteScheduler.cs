@@ -25,7 +25,7 @@ public sealed class LmsDiscreteScheduler : SigmaScheduler
         _karras = config.UseKarrasSigmas ?? false;
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         NumInferenceSteps = numInferenceSteps;

@@ -36,7 +36,7 @@ public sealed class PndmScheduler : DiffusionScheduler
     /// <summary>The Runge–Kutta warm-up timesteps (empty with skip_prk_steps).</summary>
     public IReadOnlyList<long> PrkTimesteps => _prkTimesteps;
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         NumInferenceSteps = numInferenceSteps;

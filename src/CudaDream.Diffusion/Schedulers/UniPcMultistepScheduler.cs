@@ -42,7 +42,7 @@ public sealed class UniPcMultistepScheduler : MultistepScheduler
         _timestepList = new int[_solverOrder];
     }
 
-    public override void SetTimesteps(int numInferenceSteps)
+    protected override void SetTimestepsCore(int numInferenceSteps)
     {
         CheckSteps(numInferenceSteps, NumTrainTimesteps);
         TimestepValues = MultistepTimesteps(numInferenceSteps, NumTrainTimesteps);

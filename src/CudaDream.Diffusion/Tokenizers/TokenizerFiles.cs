@@ -133,7 +133,7 @@ internal static class TokenizerFiles
 
     private static JsonDocument ParseJson(string path, long maxBytes)
     {
-        var bytes = ReadBounded(path, maxBytes);
+        var bytes = Engine.Formats.Utf8Text.Require(path, ReadBounded(path, maxBytes));
         try
         {
             return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 16 });

@@ -50,6 +50,7 @@ public static class ClassImages
                     // [filewords] stands for, so the class prompt filled with it is the prompt the image was made from
                     // (the whole prompt would be filled into the class prompt a second time).
                     Engine.Formats.AtomicFile.WriteAllText(name + ".txt", concept.ClassPrompt.Contains(TrainingData.FileWords, StringComparison.Ordinal) ? caption : prompt);
+                    Engine.Formats.FaultInjection.At("class-image");
                     PngFile.Write(name + ".png", image.Image, image.Parameters);
                     progress?.Invoke($"class images, concept {c}", i + 1 - have, wanted - have);
                 }

@@ -96,10 +96,11 @@ public static class DreamBoothConfig
         if (new FileInfo(path).Length > MaxConfigBytes) { problems.Add($"{path}: larger than {MaxConfigBytes} bytes"); return null; }
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, MaxDepth = 16 });
+            using var doc = JsonDocument.Parse(Engine.Formats.Utf8Text.Require(path, File.ReadAllBytes(path)), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, MaxDepth = 16 });
             return doc.RootElement.Clone();
         }
         catch (JsonException e) { problems.Add($"{path}: not valid JSON ({e.Message})"); return null; }
+        catch (InvalidFileException e) { problems.Add(e.Message); return null; }
     }
 
     private static DreamBoothOptions ApplyJson(JsonElement root, DreamBoothOptions o, string source, string baseDir, List<string> problems, SortedSet<string> ignored)
@@ -320,6 +321,7 @@ public static class DreamBoothConfig
             Check(c.ClassGuidanceScale >= 0 && c.SaveGuidanceScale >= 0, $"{at}: guidance scales must not be negative");
             Check(c.ClassInferSteps >= 1 && c.SaveInferSteps >= 1, $"{at}: class_infer_steps and save_infer_steps must be at least 1");
             Check(c.NSaveSample >= 0, $"{at}: n_save_sample must not be negative");
+            if (checkPaths && o.OutputDir.Length > 0) p.AddRange(OutputOverlap(o.OutputDir, c, at));
         }
         Check(o.TrainBatchSize >= 1, "train_batch_size: must be at least 1");
         Check(o.GradientAccumulationSteps >= 1, "gradient_accumulation_steps: must be at least 1");
@@ -352,10 +354,25 @@ public static class DreamBoothConfig
         Check(o.LoraTargets.Count > 0 || o.TrainLayers.Count > 0, "lora_targets: at least one target (or train_layers for selected-layer fine-tuning)");
         Check(o.LoraInit is "kaiming" or "normal", $"lora_init: '{o.LoraInit}' is not kaiming or normal");
         Check(o.SampleEveryNSteps >= 0 && o.SaveEveryNSteps >= 0 && o.CheckpointEveryNSteps >= 0 && o.EvalEveryNSteps >= 0, "*_every_n_steps: must not be negative");
+        Check(!(o.Resume && o.Overwrite), "resume, overwrite: choose one (resume continues the earlier run, overwrite deletes it)");
         Check(o.CheckpointsToKeep >= 1, "checkpoints_to_keep: must be at least 1");
         Check(o.EvalExamples >= 1, "eval_examples: must be at least 1");
         Check(Schedulers.SchedulerFactory.Names.Contains(o.SampleScheduler), $"sample_scheduler: '{o.SampleScheduler}' is not one of {string.Join(", ", Schedulers.SchedulerFactory.Names)}");
         return p;
+    }
+
+    /// <summary>
+    /// An output_dir that is (or lies inside) an instance or class folder would make the next run train on its own
+    /// loss.png and sample grids; an instance folder inside output_dir would train on what the run writes.
+    /// </summary>
+    private static IEnumerable<string> OutputOverlap(string outputDir, ConceptOptions c, string at)
+    {
+        if (c.InstanceDataDir.Length > 0 && Engine.Formats.FilePaths.IsSameOrInside(outputDir, c.InstanceDataDir))
+            yield return $"output_dir: '{outputDir}' is {(Engine.Formats.FilePaths.Same(outputDir, c.InstanceDataDir) ? "" : "inside ")}the instance_data_dir of {at}; the run's own images (loss.png, samples) would become training data: choose another folder";
+        else if (c.InstanceDataDir.Length > 0 && Engine.Formats.FilePaths.IsSameOrInside(c.InstanceDataDir, outputDir))
+            yield return $"{at}: instance_data_dir '{c.InstanceDataDir}' lies inside output_dir '{outputDir}', where the run writes: keep training images elsewhere";
+        if (c.ClassDataDir.Length > 0 && Engine.Formats.FilePaths.IsSameOrInside(outputDir, c.ClassDataDir))
+            yield return $"output_dir: '{outputDir}' is {(Engine.Formats.FilePaths.Same(outputDir, c.ClassDataDir) ? "" : "inside ")}the class_data_dir of {at}; the run's own images would become class images: choose another folder";
     }
 
     private static bool IsBackend(string name)

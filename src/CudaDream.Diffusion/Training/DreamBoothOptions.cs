@@ -103,6 +103,7 @@ public sealed record DreamBoothOptions
     [Setting("Evaluate the loss on a fixed set of (timestep, noise) pairs every N steps.")] public int EvalEveryNSteps { get; init; } = 10;
     [Setting("Examples in the fixed evaluation set.")] public int EvalExamples { get; init; } = 4;
     [Setting("Resume from the latest checkpoint in output_dir.")] public bool Resume { get; init; }
+    [Setting("Start afresh in an output_dir that holds an earlier run: its checkpoints, samples and LoRA files are deleted (caches and class images are kept). Without it (or resume) such an output_dir is refused.")] public bool Overwrite { get; init; }
     [Setting("Width and height of sample images (default: the training resolution).")] public string? SampleResolution { get; init; }
     [Setting("Scheduler of sample and class images: ddim, pndm, euler, euler-a, lms, heun, dpmpp-2m-karras, unipc.")] public string SampleScheduler { get; init; } = "ddim";
 }

@@ -9,6 +9,7 @@ using CudaDream.Diffusion.Sampling;
 using CudaDream.Diffusion.Schedulers;
 using CudaDream.Diffusion.Tokenizers;
 using CudaDream.Engine;
+using CudaDream.Engine.Formats;
 using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Ops;
@@ -60,8 +61,12 @@ public sealed class DreamBoothTrainer
         var backend = ChooseBackend(Say);
         var data = TrainingData.Scan(_o, Say);
         var prediction = _o.PredictionType ?? (model.SchedulerConfig.PredictionType == "v_prediction" ? "v_prediction" : "epsilon");
+        var earlier = EarlierRun.Find(_o);
+        if (earlier.Count > 0 && !_o.Resume && !_o.Overwrite)
+            throw new CudaDreamException($"output_dir {_o.OutputDir}: holds an earlier run ({string.Join(", ", earlier.Take(3))}); continue it with --resume, replace it with --overwrite, or choose another output_dir");
 
         Directory.CreateDirectory(_o.OutputDir);
+        if (_o.Overwrite) EarlierRun.Delete(_o, Say);
         AtomicFileJson(Path.Combine(_o.OutputDir, "config.json"), _o);
         for (int c = 0; c < data.Instances.Count; c++)
             Say($"concept {c}: {data.Instances[c].Count} images, repeated {data.Repeats[c]}× per epoch");
@@ -133,6 +138,8 @@ public sealed class DreamBoothTrainer
             for (int update = start; update < totalUpdates; update++)
             {
                 cancellation.ThrowIfCancellationRequested();
+                RequireOutputDir();
+                FaultInjection.At("step");
                 double lrMultiplier = schedule.Multiplier(update);
                 double loss = OneUpdate(nets, batches, optimizer, lrMultiplier, update, checkpoints);
                 int done = applied = update + 1;
@@ -150,6 +157,7 @@ public sealed class DreamBoothTrainer
                     lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
                 {
+                    FaultInjection.At("lora-write");
                     var (stepLora, stepWeights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, $"{_o.Name}-step{done:D6}"), done, totalUpdates);
                     foreach (var written in new[] { stepLora, stepWeights }.OfType<string>()) Say($"wrote {written}");
                 }
@@ -157,6 +165,16 @@ public sealed class DreamBoothTrainer
                     Say($"wrote {grid}");
             }
             completed = true;
+        }
+        catch (CudaDreamException e) when (e is not TrainingStoppedException)
+        {
+            // A file that cannot be written, an image that vanished, a folder deleted: keep the updates done so far when
+            // the disk still takes a checkpoint, and say where the run can continue from.
+            throw Stopped(e, applied, configHash, totalUpdates, nets, optimizer, checkpoints, log);
+        }
+        catch (Exception e) when (WriteFailedException.IsFileSystemFailure(e))
+        {
+            throw Stopped(FileSystemFailure(e), applied, configHash, totalUpdates, nets, optimizer, checkpoints, log);
         }
         catch (OperationCanceledException)
         {
@@ -167,11 +185,24 @@ public sealed class DreamBoothTrainer
             return new TrainingResult(_o.OutputDir, null, null, applied, false, lastLoss, log.Eval, lastCheckpoint);
         }
 
-        lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
-        var (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
-        log.WriteCurve();
-        foreach (var written in new[] { lora, weights }.OfType<string>()) Say($"wrote {written}");
-        if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
+        string? lora, weights;
+        try
+        {
+            lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            FaultInjection.At("lora-write");
+            (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
+            log.WriteCurve();
+            foreach (var written in new[] { lora, weights }.OfType<string>()) Say($"wrote {written}");
+            if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
+        }
+        catch (CudaDreamException e) when (e is not TrainingStoppedException)
+        {
+            throw Stopped(e, totalUpdates, configHash, totalUpdates, nets, optimizer, checkpoints, log);
+        }
+        catch (Exception e) when (WriteFailedException.IsFileSystemFailure(e))
+        {
+            throw Stopped(FileSystemFailure(e), totalUpdates, configHash, totalUpdates, nets, optimizer, checkpoints, log);
+        }
         return new TrainingResult(_o.OutputDir, lora, weights, totalUpdates, completed, lastLoss, log.Eval, lastCheckpoint);
     }
 
@@ -189,15 +220,64 @@ public sealed class DreamBoothTrainer
             long m = (long)update * micros + micro;
             double l = nets.Step(batches.Make(m), (ulong)_o.Seed, m, 1.0 / micros);
             if (!double.IsFinite(l))
-                throw new CudaDreamException($"the loss became {l} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
+                throw new TrainingStoppedException($"the loss became {l} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
             loss += l / micros;
         }
-        if (_o.MaxGradNorm > 0 && GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) is { IsFinite: false } clip)
-            throw new CudaDreamException($"the gradient norm became {clip.TotalNorm} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}");
+        if (FaultInjection.NanGradientAt(update + 1))
+            optimizer.Groups[0].Parameters[0].Grad.Span[0] = float.NaN;
+        // Without clipping the norm is still computed: a NaN gradient must stop the run before it reaches the weights
+        // (and a later checkpoint), not one update later as a NaN loss.
+        var clip = _o.MaxGradNorm > 0 ? GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) : GradientNorm(optimizer);
+        if (!clip.IsFinite)
+            throw new TrainingStoppedException($"the gradient norm became {clip.TotalNorm} at update {update + 1}; stopping before it reaches the weights. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}" +
+                (checkpoints.Latest() != null ? " (continue with --resume, e.g. with a lower learning_rate or max_grad_norm clipping)" : ""));
         optimizer.SetLearningRateMultiplier(lrMultiplier);
         optimizer.Step();
         nets.ParametersUpdated();
         return loss;
+    }
+
+    private static ClipResult GradientNorm(Optimizer optimizer)
+    {
+        double sumSquares = 0;
+        foreach (var p in optimizer.Groups.SelectMany(g => g.Parameters))
+            foreach (var x in p.Grad.Span) sumSquares += (double)x * x;
+        double total = Math.Sqrt(sumSquares);
+        return new ClipResult(total, 1.0, double.IsFinite(total));
+    }
+
+    /// <summary>A raw file-system failure mid-run (an input image deleted, a folder gone) as a user error naming the file.</summary>
+    private static CudaDreamException FileSystemFailure(Exception e) => e switch
+    {
+        FileNotFoundException { FileName: { } f } => new CudaDreamException($"{f}: not found (deleted during the run?)", e),
+        _ => new CudaDreamException(WriteFailedException.Reason(e) + (e is UnauthorizedAccessException ? "" : $" ({e.Message})"), e),
+    };
+
+    /// <summary>The output folder vanished (deleted, unmounted): stop before writing anything into a re-created empty one.</summary>
+    private void RequireOutputDir()
+    {
+        if (!Directory.Exists(_o.OutputDir))
+            throw new CudaDreamException($"output_dir {_o.OutputDir}: the folder disappeared during the run (deleted or unmounted)");
+    }
+
+    /// <summary>
+    /// A run stopped by a user-side failure mid-training: writes a checkpoint of the <paramref name="applied"/> updates
+    /// when the output folder still exists and takes it (a failed attempt leaves nothing behind), and returns the
+    /// one-line error naming the failure and where to continue from.
+    /// </summary>
+    private TrainingStoppedException Stopped(CudaDreamException failure, int applied, string configHash, int totalUpdates, TrainingNetworks nets, Optimizer optimizer,
+        TrainingCheckpoints checkpoints, LossLog log)
+    {
+        string? saved = null;
+        bool vanished = !Directory.Exists(_o.OutputDir);
+        if (!vanished && failure is not WriteFailedException)
+            try { saved = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State()); }
+            catch (CudaDreamException) { saved = null; }
+        string where = saved != null ? $"wrote {saved}; continue with --resume once fixed"
+            : vanished ? "no checkpoint is left (the output folder is gone); start again"
+            : checkpoints.Latest() is { } latest ? $"the last good checkpoint is {latest}; continue with --resume once fixed"
+            : "no checkpoint was written yet";
+        return new TrainingStoppedException($"{failure.Message.Split('\n')[0]}; training stopped at update {applied}: {where}", failure);
     }
 
     /// <summary>
@@ -324,6 +404,7 @@ public sealed class DreamBoothTrainer
             labels.Add(prompt);
         }
         var path = Path.Combine(_o.OutputDir, "samples", $"step-{step:D6}.png");
+        FaultInjection.At("sample-grid");
         PngFile.Write(path, ImageGrid.Compose(images, columns, labels), new[] { new KeyValuePair<string, string>("parameters", $"CudaDream samples at step {step}: {string.Join(" | ", labels)}") });
         return path;
     }
@@ -331,10 +412,17 @@ public sealed class DreamBoothTrainer
     /// <summary>Settings a resume must share with the run it continues (everything but intervals, resume and output names).</summary>
     private string ConfigHash()
     {
-        var o = _o with { OutputDir = "", Name = "", Resume = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
+        var o = _o with { OutputDir = "", Name = "", Resume = false, Overwrite = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
     }
 
     private static void AtomicFileJson(string path, DreamBoothOptions o) =>
         Engine.Formats.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+}
+
+/// <summary>Training stopped by a failure the user can act on, with where it can continue from already in the message.</summary>
+public sealed class TrainingStoppedException : CudaDreamException
+{
+    public TrainingStoppedException(string message) : base(message) { }
+    public TrainingStoppedException(string message, Exception inner) : base(message, inner) { }
 }

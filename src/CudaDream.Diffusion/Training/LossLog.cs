@@ -38,7 +38,7 @@ public sealed class LossLog(string outputDir)
     {
         _train.Add((step, loss));
         if (eval is double e) _eval.Add((step, e));
-        File.AppendAllText(_csv, string.Create(CultureInfo.InvariantCulture, $"{step},{loss:R},{lr:R},{(eval is double v ? v.ToString("R", CultureInfo.InvariantCulture) : "")}\n"));
+        Engine.Formats.AtomicFile.AppendAllText(_csv, string.Create(CultureInfo.InvariantCulture, $"{step},{loss:R},{lr:R},{(eval is double v ? v.ToString("R", CultureInfo.InvariantCulture) : "")}\n"));
     }
 
     public void WriteCurve()

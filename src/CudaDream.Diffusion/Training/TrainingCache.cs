@@ -96,6 +96,7 @@ public sealed class TrainingCache : IDisposable
         }
         t = compute();
         Misses++;
+        FaultInjection.At("cache-entry");
         SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["value"] = t });
         return _memory[path] = t;
     }

@@ -21,25 +21,60 @@ public sealed class TrainingCheckpoints(string outputDir, int keep)
 
     public string Save(TrainerState state, IReadOnlyDictionary<string, Tensor> parameters, IReadOnlyDictionary<string, Tensor> optimizer)
     {
-        System.IO.Directory.CreateDirectory(Directory);
         var final = Path.Combine(Directory, $"step-{state.Update:D6}");
         var temp = Path.Combine(Directory, $".step-{state.Update:D6}.{Environment.ProcessId}.tmp");
-        if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, true);
-        System.IO.Directory.CreateDirectory(temp);
-        SafetensorsWriter.Write(Path.Combine(temp, "parameters.safetensors"), parameters);
-        SafetensorsWriter.Write(Path.Combine(temp, "optimizer.safetensors"), optimizer);
-        AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state));
-        if (System.IO.Directory.Exists(final)) System.IO.Directory.Delete(final, true);
-        System.IO.Directory.Move(temp, final);
+        try
+        {
+            System.IO.Directory.CreateDirectory(Directory);
+            if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, true);
+            System.IO.Directory.CreateDirectory(temp);
+            SafetensorsWriter.Write(Path.Combine(temp, "parameters.safetensors"), parameters);
+            SafetensorsWriter.Write(Path.Combine(temp, "optimizer.safetensors"), optimizer);
+            AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state));
+            FaultInjection.At("checkpoint-before-rename");
+            if (System.IO.Directory.Exists(final))
+            {
+                // Same update saved again (a resumed run stopped before its next update): swap, never delete first, so a
+                // kill between the two renames still leaves one complete checkpoint of this update on disk.
+                var previous = Path.Combine(Directory, $".step-{state.Update:D6}.{Environment.ProcessId}.old.tmp");
+                System.IO.Directory.Move(final, previous);
+                System.IO.Directory.Move(temp, final);
+                System.IO.Directory.Delete(previous, true);
+            }
+            else System.IO.Directory.Move(temp, final);
+        }
+        catch (Exception e)
+        {
+            // A full disk must not keep half a checkpoint (nor the space it took).
+            try { if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, true); } catch (Exception) { /* hidden temp name; pruned later */ }
+            // Named by the checkpoint, not by its hidden temporary folder.
+            if (e is WriteFailedException { InnerException: { } cause }) throw new WriteFailedException(final, cause);
+            if (WriteFailedException.IsFileSystemFailure(e)) throw new WriteFailedException(final, e);
+            throw;
+        }
         Prune();
         return final;
     }
 
     /// <summary>The newest complete checkpoint, or null.</summary>
-    public string? Latest() =>
-        !System.IO.Directory.Exists(Directory) ? null
-        : System.IO.Directory.EnumerateDirectories(Directory, "step-*").Where(d => File.Exists(Path.Combine(d, "state.json")))
+    public string? Latest()
+    {
+        if (!System.IO.Directory.Exists(Directory)) return null;
+        RecoverSwapped();
+        return System.IO.Directory.EnumerateDirectories(Directory, "step-*").Where(d => File.Exists(Path.Combine(d, "state.json")))
             .OrderBy(d => d, StringComparer.Ordinal).LastOrDefault();
+    }
+
+    /// <summary>A run killed between the two renames of a same-update swap left the complete old copy as <c>.step-N.pid.old.tmp</c>: put it back.</summary>
+    private void RecoverSwapped()
+    {
+        foreach (var old in System.IO.Directory.EnumerateDirectories(Directory, ".step-*.old.tmp").ToList())
+        {
+            var name = Path.GetFileName(old);
+            var final = Path.Combine(Directory, name[1..name.IndexOf('.', 1)]);
+            if (!System.IO.Directory.Exists(final) && File.Exists(Path.Combine(old, "state.json"))) System.IO.Directory.Move(old, final);
+        }
+    }
 
     public (TrainerState State, Dictionary<string, Tensor> Parameters, Dictionary<string, Tensor> Optimizer) Load(string dir)
     {
@@ -55,7 +90,8 @@ public sealed class TrainingCheckpoints(string outputDir, int keep)
     {
         var all = System.IO.Directory.EnumerateDirectories(Directory, "step-*").OrderBy(d => d, StringComparer.Ordinal).ToList();
         foreach (var old in all.Take(Math.Max(0, all.Count - keep))) System.IO.Directory.Delete(old, true);
-        // Temporary folders of killed runs.
+        // Temporary folders of killed runs (a swapped-out copy only once its checkpoint is back under its name).
+        RecoverSwapped();
         foreach (var stale in System.IO.Directory.EnumerateDirectories(Directory, ".step-*.tmp"))
             try { System.IO.Directory.Delete(stale, true); } catch (IOException) { }
     }

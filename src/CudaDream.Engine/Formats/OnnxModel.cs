@@ -112,7 +112,6 @@ public sealed class OnnxModel : IDisposable
                 throw new InvalidFileException(path, $"initializer '{t.Name}': {dtype}{Shapes.Format(shape)} needs {bytes} bytes, raw_data has {t.RawData.Length}");
             return new Tensor(dtype, shape, MemoryMarshal.AsMemory(t.RawData.Memory));
         }
-        var result = Tensor.Zeros(dtype, shape);
         int count = dtype switch
         {
             DType.F32 => t.FloatData.Count,
@@ -123,6 +122,8 @@ public sealed class OnnxModel : IDisposable
         };
         if (count != numel)
             throw new InvalidFileException(path, $"initializer '{t.Name}': {dtype}{Shapes.Format(shape)} has {count} values in its typed field, expected {numel}");
+        // Allocated only once the values are known to be there: a header claiming a huge shape costs nothing.
+        var result = Tensor.Zeros(dtype, shape);
         switch (dtype)
         {
             case DType.F32: for (int i = 0; i < count; i++) result.Span<float>()[i] = t.FloatData[i]; break;
@@ -161,7 +162,7 @@ public sealed class OnnxModel : IDisposable
             throw new InvalidFileException(Path, $"initializer '{t.Name}': {dtype}{Shapes.Format(shape)} needs {bytes} bytes, external length says {length}");
         if (bytes > int.MaxValue) throw new InvalidFileException(Path, $"initializer '{t.Name}' is larger than 2 GiB");
         var mapped = Map(file, t.Name);
-        if (offset + bytes > mapped.Length)
+        if (offset > mapped.Length - bytes) // not offset + bytes: a huge offset would overflow past the check
             throw new InvalidFileException(file, $"initializer '{t.Name}' at offset {offset} (+{bytes} bytes) lies past the end of the file ({mapped.Length} bytes)");
         return new Tensor(dtype, shape, mapped.Slice(offset, (int)bytes));
     }

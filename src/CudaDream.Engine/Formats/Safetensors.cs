@@ -50,9 +50,12 @@ public sealed unsafe class SafetensorsFile : IDisposable
         _base = p + _view.PointerOffset;
         try
         {
-            long headerLen = *(long*)_base; // little-endian on every platform .NET runs this engine on
-            if (headerLen < 2 || headerLen > MaxHeaderBytes)
-                throw new InvalidFileException(path, $"header length {headerLen} is out of range (2..{MaxHeaderBytes})");
+            // The format's length is an unsigned u64 (little-endian on every platform .NET runs this engine on): read as
+            // such, a file starting with 0xFF bytes reports 18446744073709551615, never a negative length.
+            ulong declared = *(ulong*)_base;
+            if (declared < 2 || declared > MaxHeaderBytes)
+                throw new InvalidFileException(path, $"header length {declared} is out of range (2..{MaxHeaderBytes})");
+            long headerLen = (long)declared;
             if (8 + headerLen > fileLength)
                 throw new InvalidFileException(path, $"header length {headerLen} runs past the end of the file ({fileLength} bytes): truncated or not safetensors");
             _dataStart = 8 + headerLen;
@@ -96,6 +99,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ParseHeader(string path, ReadOnlySpan<byte> header, long dataLength)
     {
+        Utf8Text.Require(path, header, "the header");
         JsonDocument doc;
         try
         {

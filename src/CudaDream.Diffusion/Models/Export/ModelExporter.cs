@@ -20,12 +20,29 @@ public enum ExportFormat
 public sealed record LoraSpec(string Path, float Multiplier = 1f)
 {
     /// <summary>"file.safetensors:0.8" → (file, 0.8); a suffix that is not a number stays part of the path (e.g. C:\…).</summary>
+    /// <summary>
+    /// FILE or FILE:multiplier. A name that exists as written is a file even with a colon in it; otherwise what follows
+    /// the last colon is the multiplier and must be a finite number ("FILE:abc" is a bad multiplier, not a missing file).
+    /// </summary>
     public static LoraSpec Parse(string s)
     {
         int colon = s.LastIndexOf(':');
-        if (colon > 0 && float.TryParse(s[(colon + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out float w))
-            return new LoraSpec(s[..colon], w);
-        return new LoraSpec(s);
+        // "C:\x.safetensors": a drive letter's colon is part of the path.
+        bool driveOnly = colon == 1 && s.Length > 2 && (s[2] == '\\' || s[2] == '/');
+        if (colon <= 0 || driveOnly || System.IO.File.Exists(s)) return new LoraSpec(s);
+        var text = s[(colon + 1)..];
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float w) || !float.IsFinite(w))
+            throw new CudaDreamException($"--lora {s}: multiplier '{text}' is not a finite number (use FILE or FILE:0.8)");
+        return new LoraSpec(s[..colon], w);
+    }
+
+    /// <summary>A warning naming the adapters of <paramref name="path"/> that hold NaN or infinite values (they make every image black or noise), or null.</summary>
+    public static string? NonFiniteWarning(string path, IReadOnlyList<LoraAdapter> adapters)
+    {
+        static bool Finite(Tensor t) => t.ToFloat32Array().All(float.IsFinite);
+        var bad = adapters.Where(a => !float.IsFinite(a.Alpha) || !Finite(a.Down) || !Finite(a.Up)).Select(a => a.ModulePath).ToList();
+        return bad.Count == 0 ? null
+            : $"{path}: {bad.Count} of {adapters.Count} modules hold NaN or infinite values ({string.Join(", ", bad.Take(3))}{(bad.Count > 3 ? ", …" : "")}): the images will be black or noise; the LoRA is broken (a diverged training run?)";
     }
 }
 
@@ -199,6 +216,7 @@ public static class ModelExporter
             var result = LoraFile.Load(spec.Path, targets);
             if (result.Adapters.Count == 0)
                 throw new CudaDreamException($"{spec.Path}: no key matches a module of this model ({result.UnmatchedKeys.Count} keys, e.g. {string.Join(", ", result.UnmatchedKeys.Take(3))})");
+            if (LoraSpec.NonFiniteWarning(spec.Path, result.Adapters) is { } nonFinite) warnings.Add(nonFinite);
             if (result.UnmatchedKeys.Count > 0)
                 warnings.Add($"{spec.Path}: {result.UnmatchedKeys.Count} keys match no module and were not applied: {string.Join(", ", result.UnmatchedKeys.Take(10))}{(result.UnmatchedKeys.Count > 10 ? ", …" : "")}");
             foreach (var a in result.Adapters)

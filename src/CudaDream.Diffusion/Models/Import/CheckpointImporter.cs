@@ -205,7 +205,7 @@ public static class CheckpointImporter
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = JsonDocument.Parse(Utf8Text.Require(path, File.ReadAllBytes(path)));
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidFileException(path, "vocab.json is not a JSON object");
             return doc.RootElement.EnumerateObject().Count();
         }
