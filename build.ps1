@@ -41,7 +41,7 @@ function Invoke-Tests {
     foreach ($trx in Get-ChildItem "$results/*.trx") {
         [xml]$x = Get-Content $trx
         $c = $x.TestRun.ResultSummary.Counters
-        $p += [int]$c.passed; $f += [int]$c.failed; $s += [int]$c.notExecuted
+        $p += [int]$c.passed; $f += [int]$c.failed; $s += [int]$c.total - [int]$c.executed  # a skipped test is counted in total, not executed
     }
     Write-Host "$p passed, $f failed, $s skipped"
     if ($f -ne 0 -or $rc -ne 0) { exit 1 }

@@ -57,9 +57,11 @@ run_tests() {
   for trx in "$results"/*.trx; do
     [ -f "$trx" ] || continue
     local counters; counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
-    local p f n
+    local p f t e n
     p=$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters"); f=$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")
-    n=$(sed -n 's/.* notExecuted="\([0-9]*\)".*/\1/p' <<<"$counters")
+    # A skipped test is counted in total but not executed (trx has no "skipped" counter).
+    t=$(sed -n 's/.* total="\([0-9]*\)".*/\1/p' <<<"$counters"); e=$(sed -n 's/.* executed="\([0-9]*\)".*/\1/p' <<<"$counters")
+    n=$(( ${t:-0} - ${e:-0} ))
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${n:-0}))
   done
   echo "$passed passed, $failed failed, $skipped skipped"

@@ -22,6 +22,9 @@ internal static class LabelFont
 
     private static readonly Lazy<SKTypeface?> Typeface = new(Find);
 
+    /// <summary>Whether this machine has a font labels can use.</summary>
+    public static bool IsAvailable => Typeface.Value != null;
+
     public static SKFont? Create(float size) => Typeface.Value is { } typeface ? new SKFont(typeface, size) { Subpixel = true } : null;
 
     private static SKTypeface? Find()

@@ -15,9 +15,8 @@ public sealed record TrainingBatch(Dictionary<string, Tensor> UNet, Tensor Input
 /// Builds the batch of micro-step m as a pure function of (seed, m): the data order of each epoch is a
 /// permutation keyed by (seed, epoch), and crops, flips, timesteps and noise are keyed by (seed, example
 /// position or step). Instance and class examples share a batch: the first B rows are instance examples,
-/// the next B their paired class examples. Loss weights make the weighted mean equal to DreamBooth's
-/// MSE(instance) + λ·MSE(class) (each row weighted 2 or 2λ over 2B rows), times the Min-SNR-γ factor
-/// (Hang et al. 2023: min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1) for v-prediction).
+/// the next B their paired class examples. What the rows train on — noise, timesteps, noisy latents, targets and
+/// loss weights — is the <see cref="DiffusionObjective"/>'s; this class only assembles batches.
 /// </summary>
 public sealed class BatchMaker
 {
@@ -26,7 +25,7 @@ public sealed class BatchMaker
     private readonly ModelFolder _model;
     private readonly ClipTokenizer _tokenizer;
     private readonly TrainingCache _cache;
-    private readonly DdpmScheduler _noise;
+    private readonly DiffusionObjective _objective;
     private readonly int _width, _height;
     private readonly Dictionary<long, int[]> _orders = new();
     private readonly Dictionary<string, int[]> _ids = new(StringComparer.Ordinal);
@@ -45,8 +44,7 @@ public sealed class BatchMaker
         _cache = cache;
         _width = width;
         _height = height;
-        var config = model.SchedulerConfig with { PredictionType = prediction };
-        _noise = new DdpmScheduler(config);
+        _objective = new DiffusionObjective(model.SchedulerConfig with { PredictionType = prediction }, o.NoiseOffset, o.MinSnrGamma, o.PriorLossWeight);
         PhysicalBatch = o.TrainBatchSize * (data.PriorPreservation ? 2 : 1);
     }
 
@@ -138,44 +136,10 @@ public sealed class BatchMaker
         var x0 = new float[p * per];
         for (int r = 0; r < p; r++) _cache.Latent(rows[r].image.Path, _width, _height, rows[r].crop, rows[r].flip).ReadOnlySpan<float>().CopyTo(x0.AsSpan(r * per, per));
 
-        var noise = new float[p * per];
         // The eval stream keeps timesteps and noise apart by element offset.
         long timeBase = evaluation ? (long)p * per + 1_000_000 : 0;
-        CounterRng.FillNormal(noise, seed, step, noisePurpose);
-        if (_o.NoiseOffset > 0)
-        {
-            // Offset noise (Guttenberg 2023): a per-(sample, channel) constant shifts the mean the model must predict.
-            var offsets = new float[p * c];
-            CounterRng.FillNormal(offsets, seed, step, noisePurpose, (long)p * per);
-            for (int r = 0; r < p; r++)
-                for (int ch = 0; ch < c; ch++)
-                    for (int i = 0; i < h * w; i++) noise[(r * c + ch) * h * w + i] += (float)_o.NoiseOffset * offsets[r * c + ch];
-        }
-        var timesteps = new int[p];
-        for (int r = 0; r < p; r++) timesteps[r] = CounterRng.UniformInt(seed, step, timePurpose, timeBase + r, _noise.NumTrainTimesteps);
-
-        var noisy = new float[p * per];
-        var target = new float[p * per];
-        for (int r = 0; r < p; r++)
-        {
-            var t = timesteps.AsSpan(r, 1);
-            _noise.AddNoise(x0.AsSpan(r * per, per), noise.AsSpan(r * per, per), t, noisy.AsSpan(r * per, per));
-            _noise.TrainingTarget(x0.AsSpan(r * per, per), noise.AsSpan(r * per, per), t, target.AsSpan(r * per, per));
-        }
-
-        var weights = new float[p];
-        bool prior = _data.PriorPreservation && !evaluation;
-        for (int r = 0; r < p; r++)
-        {
-            double wgt = prior ? (rows[r].image.IsClass ? 2 * _o.PriorLossWeight : 2) : 1;
-            if (_o.MinSnrGamma > 0 && !evaluation)
-            {
-                double ab = _noise.AlphasCumprod[timesteps[r]];
-                double snr = ab / (1 - ab);
-                wgt *= Math.Min(snr, _o.MinSnrGamma) / (_noise.Prediction == PredictionType.VPrediction ? snr + 1 : snr);
-            }
-            weights[r] = (float)wgt;
-        }
+        var isClass = _data.PriorPreservation && !evaluation ? rows.Select(r => r.image.IsClass).ToArray() : null;
+        var draw = _objective.Draw(x0, p, c, h * w, seed, step, noisePurpose, timePurpose, timeBase, isClass, evaluation);
 
         var idRows = rows.Select(r => Ids(r.image.Prompt)).ToList();
         int seqLen = idRows[0].Length;
@@ -183,10 +147,10 @@ public sealed class BatchMaker
         for (int r = 0; r < p; r++) idRows[r].CopyTo(ids, r * seqLen);
         var feed = new Dictionary<string, Tensor>
         {
-            ["sample"] = Tensor.FromArray(noisy, p, c, h, w),
-            ["timestep"] = Tensor.FromArray(timesteps.Select(t => (float)t).ToArray(), p),
-            [TrainingGraph.TargetInput] = Tensor.FromArray(target, p, c, h, w),
-            [TrainingGraph.WeightsInput] = Tensor.FromArray(weights, p),
+            ["sample"] = Tensor.FromArray(draw.Noisy, p, c, h, w),
+            ["timestep"] = Tensor.FromArray(draw.Timesteps.Select(t => (float)t).ToArray(), p),
+            [TrainingGraph.TargetInput] = Tensor.FromArray(draw.Target, p, c, h, w),
+            [TrainingGraph.WeightsInput] = Tensor.FromArray(draw.Weights, p),
         };
         if (!_o.TrainTextEncoder)
         {
@@ -196,7 +160,7 @@ public sealed class BatchMaker
             for (int r = 0; r < p; r++) embeddings[r].ReadOnlySpan<float>().CopyTo(hidden.AsSpan(r * seqLen * d, seqLen * d));
             feed["encoder_hidden_states"] = Tensor.FromArray(hidden, p, seqLen, d);
         }
-        return new TrainingBatch(feed, Tensor.FromArray(ids, p, seqLen), weights);
+        return new TrainingBatch(feed, Tensor.FromArray(ids, p, seqLen), draw.Weights);
     }
 
     /// <summary>The first instance image of a concept (its caption names the sample prompt by default).</summary>

@@ -2,6 +2,7 @@ using CudaDream.Engine.Backends;
 using CudaDream.Engine.Backends.Cuda;
 using CudaDream.Engine.Backends.Cuda.Interop;
 using CudaDream.Engine.Ops;
+using CudaDream.TestSupport;
 using Xunit;
 
 namespace CudaDream.Engine.Tests.Cuda;
@@ -9,10 +10,9 @@ namespace CudaDream.Engine.Tests.Cuda;
 /// <summary>The CUDA host path that runs without a GPU: library errors, NVRTC compilation and its report.</summary>
 public class CudaBackendTests
 {
-    [Fact]
+    [FactWhen(Requirement.NoCudaDriver)]
     public void Without_a_cuda_driver_opening_the_device_fails_with_one_line_naming_the_library()
     {
-        if (NativeLibraries.IsAvailable(NativeLibraries.Driver)) return; // a GPU machine: device-check covers it
         var e = Assert.Throws<CudaDreamException>(() => CudaDevice.Open());
         Assert.DoesNotContain('\n', e.Message);
         Assert.Contains(OperatingSystem.IsWindows() ? "nvcuda.dll" : "libcuda.so.1", e.Message);
@@ -54,15 +54,16 @@ public class CudaBackendTests
     }
 
     /// <summary>With NVRTC present (CI unpacks Debian's), a real compile and a compile error that names file and line.</summary>
-    [Fact]
+    [FactWhen(Requirement.NoNvrtc)]
+    public void Without_nvrtc_compiling_is_an_error_naming_nvrtc()
+    {
+        var missing = Assert.Throws<CudaDreamException>(() => NvrtcApi.GetVersion());
+        Assert.Contains("NVRTC", missing.Message);
+    }
+
+    [FactWhen(Requirement.Nvrtc)]
     public void Nvrtc_compiles_a_kernel_file_and_reports_errors_with_file_and_line()
     {
-        if (!NativeLibraries.IsAvailable(NativeLibraries.Nvrtc))
-        {
-            var missing = Assert.Throws<CudaDreamException>(() => NvrtcApi.GetVersion());
-            Assert.Contains("NVRTC", missing.Message);
-            return;
-        }
         using var cache = TestSupport.Fixtures.TempDir();
         var file = KernelSources.KernelFiles.First(f => f.Name == "softmax.cu");
         var compiled = KernelCompiler.Compile(file, "sm_80", cache.FullName);
