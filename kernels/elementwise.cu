@@ -178,6 +178,18 @@ __global__ void compare(int op, const T* __restrict__ a, const T* __restrict__ b
     }
 }
 
+// Comparisons of reduced-precision floats: compared as the fp32 values they hold (exact).
+template <class T>
+__global__ void compare_storage(int op, const T* __restrict__ a, const T* __restrict__ b, u8* __restrict__ y, BroadcastShape s, i64 n)
+{
+    for (i64 i = global_thread_index(); i < n; i += global_thread_count())
+    {
+        i64 ia, ib;
+        broadcast_offsets(s, i, ia, ib);
+        y[i] = compare_value<float>(op, to_f32(a[ia]), to_f32(b[ib]));
+    }
+}
+
 // Where's three operands: output shape and per-operand strides (condition, a, b).
 struct WhereShape
 {
@@ -265,3 +277,13 @@ CD_EXPORT(cast_f32_bool, cast_to_bool<float>)
 CD_EXPORT(cast_i32_bool, cast_to_bool<int>)
 CD_EXPORT(cast_i64_bool, cast_to_bool<i64>)
 CD_EXPORT(cast_u8_bool, cast_to_bool<u8>)
+CD_EXPORT(unary_forward_bf16, unary_forward<bf16_t>)
+CD_EXPORT(unary_forward_f16, unary_forward<half_t>)
+CD_EXPORT(unary_backward_bf16, unary_backward<bf16_t>)
+CD_EXPORT(unary_backward_f16, unary_backward<half_t>)
+CD_EXPORT(binary_forward_bf16, binary_forward<bf16_t>)
+CD_EXPORT(binary_forward_f16, binary_forward<half_t>)
+CD_EXPORT(compare_bf16, compare_storage<bf16_t>)
+CD_EXPORT(compare_f16, compare_storage<half_t>)
+CD_EXPORT(cast_bf16_f16, cast<bf16_t, half_t>)
+CD_EXPORT(cast_f16_bf16, cast<half_t, bf16_t>)

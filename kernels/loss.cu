@@ -36,3 +36,7 @@ __global__ void mse_loss_backward(const T* __restrict__ pred, const T* __restric
 
 CD_EXPORT(mse_loss_forward_f32, mse_loss_forward<float>)
 CD_EXPORT(mse_loss_backward_f32, mse_loss_backward<float>)
+CD_EXPORT(mse_loss_forward_bf16, mse_loss_forward<bf16_t>)
+CD_EXPORT(mse_loss_forward_f16, mse_loss_forward<half_t>)
+CD_EXPORT(mse_loss_backward_bf16, mse_loss_backward<bf16_t>)
+CD_EXPORT(mse_loss_backward_f16, mse_loss_backward<half_t>)

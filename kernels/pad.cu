@@ -22,3 +22,5 @@ __global__ void pad2d_forward(const T* __restrict__ x, T* __restrict__ y, i64 NC
 }
 
 CD_EXPORT(pad2d_forward_f32, pad2d_forward<float>)
+CD_EXPORT(pad2d_forward_bf16, pad2d_forward<bf16_t>)
+CD_EXPORT(pad2d_forward_f16, pad2d_forward<half_t>)

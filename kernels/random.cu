@@ -10,7 +10,7 @@
 //   random_normal_f32(float* y, i64 n, const u64* key, u64 seed_xor, u32 purpose, float mean, float scale)
 //       one thread per 4 elements: Box-Muller in double on (w0, w1) and (w2, w3), rounded once, then
 //       y = mean + scale * z in fp32. The seed is key[0] ^ seed_xor (ONNX's per-node seed).
-//   counter_dropout_f32(const float* x, float* y, i64 n, const u64* key, float p, float keep, i64 stream)
+//   counter_dropout_<t>(const T* x, T* y, i64 n, const u64* key, float p, float keep, i64 stream)
 //       u = (w >> 8) * 2^-24 of element (stream << 40) + i under purpose Dropout;
 //       y = u < p ? 0 : x * keep (keep = 1/(1-p) rounded to fp32 on the host)
 #include "device.cuh"
@@ -66,8 +66,9 @@ __global__ void random_normal_f32(float* __restrict__ y, i64 n, const u64* __res
     }
 }
 
-__global__ void counter_dropout_f32(const float* __restrict__ x, float* __restrict__ y, i64 n, const u64* __restrict__ key, float p,
-                                    float keep, i64 stream)
+template <class T>
+__global__ void counter_dropout(const T* __restrict__ x, T* __restrict__ y, i64 n, const u64* __restrict__ key, float p,
+                                float keep, i64 stream)
 {
     const u64 seed = key[0], step = key[1];
     for (i64 i = global_thread_index(); i < n; i += global_thread_count())
@@ -75,9 +76,11 @@ __global__ void counter_dropout_f32(const float* __restrict__ x, float* __restri
         const i64 element = (stream << 40) + i;
         const u32 w = counter_block(seed, step, CD_PURPOSE_DROPOUT, element >> 2).w[element & 3];
         const float u = (float)(w >> 8) * 5.9604644775390625e-8f; // 2^-24
-        y[i] = u < p ? 0.0f : x[i] * keep;
+        y[i] = from_f32<T>(u < p ? 0.0f : to_f32(x[i]) * keep);
     }
 }
 
 CD_EXPORT(random_normal_f32, random_normal_f32)
-CD_EXPORT(counter_dropout_f32, counter_dropout_f32)
+CD_EXPORT(counter_dropout_f32, counter_dropout<float>)
+CD_EXPORT(counter_dropout_bf16, counter_dropout<bf16_t>)
+CD_EXPORT(counter_dropout_f16, counter_dropout<half_t>)

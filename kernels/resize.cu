@@ -39,3 +39,7 @@ __global__ void resize_nearest_backward(const T* __restrict__ dy, T* __restrict_
 
 CD_EXPORT(resize_nearest_forward_f32, resize_nearest_forward<float>)
 CD_EXPORT(resize_nearest_backward_f32, resize_nearest_backward<float>)
+CD_EXPORT(resize_nearest_forward_bf16, resize_nearest_forward<bf16_t>)
+CD_EXPORT(resize_nearest_forward_f16, resize_nearest_forward<half_t>)
+CD_EXPORT(resize_nearest_backward_bf16, resize_nearest_backward<bf16_t>)
+CD_EXPORT(resize_nearest_backward_f16, resize_nearest_backward<half_t>)

@@ -40,3 +40,7 @@ __global__ void softmax_backward(const T* __restrict__ dy, const T* __restrict__
 
 CD_EXPORT(softmax_forward_f32, softmax_forward<float>)
 CD_EXPORT(softmax_backward_f32, softmax_backward<float>)
+CD_EXPORT(softmax_forward_bf16, softmax_forward<bf16_t>)
+CD_EXPORT(softmax_forward_f16, softmax_forward<half_t>)
+CD_EXPORT(softmax_backward_bf16, softmax_backward<bf16_t>)
+CD_EXPORT(softmax_backward_f16, softmax_backward<half_t>)

@@ -666,15 +666,66 @@ EMU_API int emu_free(void* p)
     return 0;
 }
 
+// Element types of the emulated cublasGemmEx (CudaDream's DType codes of the host: F32 0, F16 1, BF16 2).
+enum EmuGemmType { EMU_GEMM_F32 = 0, EMU_GEMM_F16 = 1, EMU_GEMM_BF16 = 2 };
+
+static float emu_half_to_float(u16 h)
+{
+    u32 sign = (u32)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) { float f = (float)man * 5.9604644775390625e-8f; return man == 0 ? __uint_as_float(sign) : (sign ? -f : f); }
+    return __uint_as_float(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+// Round to nearest even (cuBLAS's conversion of the fp32 result into a reduced-precision C).
+static u16 emu_float_to_half(float f)
+{
+    u32 u = __float_as_uint(f), sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (u16)(sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0));
+    if (a >= 0x477ff000u) return (u16)(sign | 0x7c00);
+    if (a < 0x38800000u)
+    {
+        float v = __uint_as_float(a) * 16777216.0f;
+        u32 q = (u32)v; float rem = v - (float)q;
+        if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
+        return (u16)(sign | q);
+    }
+    u32 r = a + 0x0fffu + ((a >> 13) & 1) - 0x38000000u;
+    return (u16)(sign | (r >> 13));
+}
+
+static float emu_load(int type, const void* p, i64 i)
+{
+    if (type == EMU_GEMM_F32) return static_cast<const float*>(p)[i];
+    const u16 h = static_cast<const u16*>(p)[i];
+    return type == EMU_GEMM_F16 ? emu_half_to_float(h) : __uint_as_float((u32)h << 16);
+}
+
+static void emu_store(int type, void* p, i64 i, float v)
+{
+    if (type == EMU_GEMM_F32) { static_cast<float*>(p)[i] = v; return; }
+    u16 h;
+    if (type == EMU_GEMM_F16) h = emu_float_to_half(v);
+    else
+    {
+        const u32 u = __float_as_uint(v);
+        h = (u & 0x7fffffffu) > 0x7f800000u ? (u16)((u >> 16) | 0x40) : (u16)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    }
+    static_cast<u16*>(p)[i] = h;
+}
+
 // cuBLAS semantics, column-major: C = alpha * op(A) * op(B) + beta * C for each of `batch`
-// matrices; op(X) = X (0) or X^T (1). Returns cuBLAS status codes (7 = INVALID_VALUE) for the
-// argument checks cuBLAS makes, so a wrong leading dimension fails here as it would on a GPU.
-// When beta == 0, C is not read (NaN in C does not propagate), as in cuBLAS.
-EMU_API int emu_gemm_f32(int transa, int transb, int m, int n, int k, float alpha, const float* A, int lda, i64 strideA,
-                         const float* B, int ldb, i64 strideB, float beta, float* C, int ldc, i64 strideC, int batch)
+// matrices; op(X) = X (0) or X^T (1). A and B are of type `ab`, C of type `ct` (fp32 math: the
+// reduced-precision inputs widened, products summed in double, the result rounded once into C's type,
+// as cublasGemmEx with CUBLAS_COMPUTE_32F does up to its summation order). Returns cuBLAS status codes
+// (7 = INVALID_VALUE) for the argument checks cuBLAS makes, so a wrong leading dimension fails here as
+// it would on a GPU. When beta == 0, C is not read (NaN in C does not propagate), as in cuBLAS.
+EMU_API int emu_gemm_ex(int ab, int ct, int transa, int transb, int m, int n, int k, float alpha, const void* A, int lda, i64 strideA,
+                        const void* B, int ldb, i64 strideB, float beta, void* C, int ldc, i64 strideC, int batch)
 {
     tr.error.clear();
     auto bad = [](const char* what) { tr.error = std::string("gemm: invalid argument: ") + what; return 7; };
+    if (ab < 0 || ab > 2 || ct < 0 || ct > 2) return bad("element type");
     if (transa < 0 || transa > 1 || transb < 0 || transb > 1) return bad("transa/transb");
     if (m < 0 || n < 0 || k < 0 || batch < 0) return bad("negative m, n, k or batch");
     if (lda < std::max(1, transa ? k : m)) return bad("lda < rows of A");
@@ -694,11 +745,11 @@ EMU_API int emu_gemm_f32(int transa, int transb, int m, int n, int k, float alph
         cols.resize((size_t)n * k);
         for (int p = 0; p < batch; p++)
         {
-            const float* a = A + p * strideA; const float* b = B + p * strideB; float* c = C + p * strideC;
+            const i64 oa = p * strideA, ob = p * strideB, oc = p * strideC;
             for (int i = 0; i < m; i++)
-                for (int l = 0; l < k; l++) rows[(size_t)i * k + l] = transa ? a[l + (i64)i * lda] : a[i + (i64)l * lda];
+                for (int l = 0; l < k; l++) rows[(size_t)i * k + l] = emu_load(ab, A, oa + (transa ? l + (i64)i * lda : i + (i64)l * lda));
             for (int j = 0; j < n; j++)
-                for (int l = 0; l < k; l++) cols[(size_t)j * k + l] = transb ? b[j + (i64)l * ldb] : b[l + (i64)j * ldb];
+                for (int l = 0; l < k; l++) cols[(size_t)j * k + l] = emu_load(ab, B, ob + (transb ? j + (i64)l * ldb : l + (i64)j * ldb));
             for (int j = 0; j < n; j++)
                 for (int i = 0; i < m; i++)
                 {
@@ -715,8 +766,9 @@ EMU_API int emu_gemm_f32(int transa, int transb, int m, int n, int k, float alph
                     }
                     for (; l < k; l++) s0 += (double)x[l] * y[l];
                     const double acc = (s0 + s1) + (s2 + s3);
-                    float* cij = c + i + (i64)j * ldc;
-                    *cij = beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + (double)beta * *cij);
+                    const i64 ci = oc + i + (i64)j * ldc;
+                    const double old = beta == 0.0f ? 0.0 : (double)emu_load(ct, C, ci);
+                    emu_store(ct, C, ci, beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + (double)beta * old));
                 }
         }
     }

@@ -46,13 +46,17 @@ public enum GemmOp { N = 0, T = 1 }
 
 /// <summary>
 /// A GEMM with cuBLAS's exact semantics: column-major, C = Alpha·op(A)·op(B) + Beta·C, op(A) is M×K,
-/// op(B) K×N, leading dimensions in elements, Batch matrices Stride elements apart. fp32 runs full
-/// fp32 compute (never TF32). With Beta = 0, C is not read.
+/// op(B) K×N, leading dimensions in elements, Batch matrices Stride elements apart. A and B are of
+/// <see cref="Type"/>, C of <see cref="OutputType"/> (default: the same). fp32 runs full fp32 compute (never
+/// TF32, the reference mode); bf16/fp16 inputs run on tensor cores with fp32 accumulation. With Beta = 0, C is not read.
 /// </summary>
 public readonly record struct GemmArgs(
     GemmOp TransA, GemmOp TransB, int M, int N, int K, float Alpha,
     DevicePtr A, int Lda, long StrideA, DevicePtr B, int Ldb, long StrideB,
-    float Beta, DevicePtr C, int Ldc, long StrideC, int Batch = 1, DType Type = DType.F32);
+    float Beta, DevicePtr C, int Ldc, long StrideC, int Batch = 1, DType Type = DType.F32, DType? CType = null)
+{
+    public DType OutputType => CType ?? Type;
+}
 
 /// <summary>
 /// What the plan executor needs from a kernel backend (cuda and emu implement it; the typed

@@ -25,7 +25,9 @@ public static class KernelLaunchers
     private static string Suffix(DType t) => t switch
     {
         DType.F32 => "f32",
-        _ => throw new NotSupportedException($"kernels for {t} are not instantiated yet (fp32 only)"),
+        DType.BF16 => "bf16",
+        DType.F16 => "f16",
+        _ => throw new NotSupportedException($"no float kernels are instantiated for {t}"),
     };
 
     /// <summary>The exported name of kernel <paramref name="stem"/> instantiated for element type <paramref name="t"/> ("attention_forward_f32").</summary>

@@ -8,7 +8,7 @@ namespace CudaDream.Engine.Backends.Cuda;
 /// <summary>
 /// A CUDA GPU as an <see cref="IKernelDevice"/>: the primary context (shared with ONNX Runtime),
 /// one non-blocking stream, kernels from kernels/*.cu compiled by NVRTC at first use (per file,
-/// cached on disk), GEMMs through cuBLAS with full fp32 compute.
+/// cached on disk), GEMMs through cuBLAS (fp32 with full fp32 compute; bf16/fp16 on tensor cores, fp32 accumulation).
 /// </summary>
 public sealed unsafe class CudaDevice : IKernelDevice
 {
@@ -104,14 +104,21 @@ public sealed unsafe class CudaDevice : IKernelDevice
 
     public void Gemm(in GemmArgs g)
     {
-        if (g.Type != DType.F32) throw new NotSupportedException($"gemm in {g.Type} is not implemented yet (fp32 only)");
         MakeCurrent();
         float alpha = g.Alpha, beta = g.Beta;
+        // fp32: full fp32 arithmetic (the reference mode, no TF32); bf16/fp16 inputs: tensor cores, fp32 accumulation.
+        int compute = g.Type == DType.F32 ? CuBlas.Compute32FPedantic : CuBlas.Compute32F;
         CudaErrors.Check(CuBlas.GemmStridedBatchedEx(_cublas.DangerousGetHandle(), (int)g.TransA, (int)g.TransB, g.M, g.N, g.K,
-            &alpha, g.A.Address, CuBlas.CudaR32F, g.Lda, g.StrideA, g.B.Address, CuBlas.CudaR32F, g.Ldb, g.StrideB,
-            &beta, g.C.Address, CuBlas.CudaR32F, g.Ldc, g.StrideC, g.Batch, CuBlas.Compute32FPedantic, CuBlas.GemmDefault),
+            &alpha, g.A.Address, DataType(g.Type), g.Lda, g.StrideA, g.B.Address, DataType(g.Type), g.Ldb, g.StrideB,
+            &beta, g.C.Address, DataType(g.OutputType), g.Ldc, g.StrideC, g.Batch, compute, CuBlas.GemmDefault),
             "cublasGemmStridedBatchedEx");
     }
+
+    private static int DataType(DType t) => t switch
+    {
+        DType.F32 => CuBlas.CudaR32F, DType.F16 => CuBlas.CudaR16F, DType.BF16 => CuBlas.CudaR16BF,
+        _ => throw new NotSupportedException($"gemm in {t}"),
+    };
 
     public void Synchronize()
     {

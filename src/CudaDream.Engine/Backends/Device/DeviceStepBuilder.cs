@@ -63,9 +63,9 @@ public sealed class DeviceStepBuilder
     /// <summary>An int flag of this node that a kernel sets on a bad index; checked after every run.</summary>
     public DeviceAddress ErrorFlag(string problem) => _executor.AddErrorFlag(Node, problem);
 
-    /// <summary>Requires float32 for input <paramref name="i"/> (the kernels are instantiated for fp32 today).</summary>
-    public void RequireF32(int i = 0)
+    /// <summary>Requires a floating-point element type the kernels are instantiated for (fp32, bf16, fp16) for input <paramref name="i"/>.</summary>
+    public void RequireFloat(int i = 0)
     {
-        if (InType(i) != DType.F32) throw new NotSupportedException($"{Node.Op} on {InType(i)} (kernel devices compute in float32)");
+        if (InType(i) is not (DType.F32 or DType.BF16 or DType.F16)) throw new NotSupportedException($"{Node.Op} on {InType(i)} (kernel devices compute in fp32, bf16 or fp16)");
     }
 }

@@ -39,7 +39,7 @@ public sealed unsafe class EmuDevice : IKernelDevice
     private readonly delegate* unmanaged<ulong, int, void*> _alloc;
     private readonly delegate* unmanaged<void*, int> _free;
     private readonly delegate* unmanaged<nint> _lastError;
-    private readonly delegate* unmanaged<int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int> _gemm;
+    private readonly delegate* unmanaged<int, int, int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int> _gemm;
     private ulong _launches;
 
     public string Name => $"emu sm_{_lib.Tier / 10}";
@@ -53,7 +53,7 @@ public sealed unsafe class EmuDevice : IKernelDevice
         _alloc = (delegate* unmanaged<ulong, int, void*>)_lib.Export("emu_alloc");
         _free = (delegate* unmanaged<void*, int>)_lib.Export("emu_free");
         _lastError = (delegate* unmanaged<nint>)_lib.Export("emu_last_error");
-        _gemm = (delegate* unmanaged<int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int>)_lib.Export("emu_gemm_f32");
+        _gemm = (delegate* unmanaged<int, int, int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int>)_lib.Export("emu_gemm_ex");
     }
 
     private string LastError() => Marshal.PtrToStringUTF8(_lastError()) ?? "unknown emulator error";
@@ -96,11 +96,17 @@ public sealed unsafe class EmuDevice : IKernelDevice
 
     public void Gemm(in GemmArgs g)
     {
-        if (g.Type != DType.F32) throw new NotSupportedException($"gemm in {g.Type} is not implemented yet (fp32 only)");
-        int rc = _gemm((int)g.TransA, (int)g.TransB, g.M, g.N, g.K, g.Alpha, (void*)g.A.Address, g.Lda, g.StrideA,
+        int rc = _gemm(GemmType(g.Type), GemmType(g.OutputType), (int)g.TransA, (int)g.TransB, g.M, g.N, g.K, g.Alpha, (void*)g.A.Address, g.Lda, g.StrideA,
             (void*)g.B.Address, g.Ldb, g.StrideB, g.Beta, (void*)g.C.Address, g.Ldc, g.StrideC, g.Batch);
         if (rc != 0) throw new EmuKernelException($"cublasGemmStridedBatchedEx (emulated) failed: status {rc}: {LastError()}");
     }
+
+    /// <summary>runtime.cpp's EmuGemmType codes.</summary>
+    private static int GemmType(DType t) => t switch
+    {
+        DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2,
+        _ => throw new NotSupportedException($"gemm in {t}"),
+    };
 
     public void Synchronize() { }
 

@@ -39,7 +39,7 @@ public static class ActivationOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n.Op, i[0]!, o[0], c)),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 int half = s.OutShape()[^1];
                 long rows = half == 0 ? 0 : s.OutCount() / half;
                 var (x, y, t) = (s.In(0), s.Out(), s.InType(0));
@@ -61,7 +61,7 @@ public static class ActivationOps
         Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n.Op, i[0]!, o[0], c)),
         Device = s =>
         {
-            s.RequireF32();
+            s.RequireFloat();
             var (x, y, n, t) = (s.In(0), s.Out(), s.OutCount(), s.InType(0));
             return () => ActivationKernels.Forward(s.Device, code, x.Ptr, y.Ptr, n, t);
         },
@@ -162,7 +162,7 @@ public static class ActivationOps
 
     private static Action DeviceBackward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var kind = s.Node.Attributes.String("kind", "");
         var (x, dy, dx, t) = (s.In(0), s.In(1), s.Out(), s.InType(0));
         if (kind == Geglu)

@@ -135,7 +135,7 @@ public static class AttentionOps
 
     private static Action DeviceForward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var args = DeviceGeometry(s.Node);
         var t = s.InType(0);
         var lse = s.IsUsed(1) ? s.Out(1) : s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);
@@ -146,7 +146,7 @@ public static class AttentionOps
     /// <summary>AttentionGrad(q, k, v, o, lse, dO) → dq, dk, dv; the per-row dO·O (FlashAttention-2's D) lives in scratch.</summary>
     private static Action DeviceBackward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var args = DeviceGeometry(s.Node);
         var t = s.InType(0);
         var delta = s.Scratch((long)args.Batch * args.Heads * args.QueryLength * 4);

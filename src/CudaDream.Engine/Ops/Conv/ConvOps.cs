@@ -181,26 +181,28 @@ public static class ConvOps
     // ------------------------------------------------------------------ devices
     private static Action DeviceForward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var g = Geometry(Resolve(s.Node));
-        var col = s.Scratch(Math.Max(1, ConvKernels.WorkspaceElements(g)) * 4);
+        var t = s.InType(0);
+        var col = s.Scratch(Math.Max(1, ConvKernels.WorkspaceElements(g)) * t.Size());
         var (x, w, bias, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => ConvKernels.Forward(s.Device, g, x.Ptr, w.Ptr, bias.Ptr, y.Ptr, col.Ptr);
+        return () => ConvKernels.Forward(s.Device, g, x.Ptr, w.Ptr, bias.Ptr, y.Ptr, col.Ptr, t);
     }
 
     private static Action DeviceBackward(DeviceStepBuilder s, bool input)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var g = GradientGeometry(s.Node);
-        var col = s.Scratch(Math.Max(1, ConvKernels.WorkspaceElements(g)) * 4);
+        var t = s.InType(0);
+        var col = s.Scratch(Math.Max(1, ConvKernels.WorkspaceElements(g)) * t.Size());
         var result = s.Out();
         if (input)
         {
             var (dy, w) = (s.In(0), s.In(1));
-            return () => ConvKernels.Backward(s.Device, g, DevicePtr.Null, w.Ptr, dy.Ptr, result.Ptr, DevicePtr.Null, DevicePtr.Null, col.Ptr);
+            return () => ConvKernels.Backward(s.Device, g, DevicePtr.Null, w.Ptr, dy.Ptr, result.Ptr, DevicePtr.Null, DevicePtr.Null, col.Ptr, t: t);
         }
         var (x, dyw) = (s.In(0), s.In(1));
-        return () => ConvKernels.Backward(s.Device, g, x.Ptr, DevicePtr.Null, dyw.Ptr, DevicePtr.Null, result.Ptr, DevicePtr.Null, col.Ptr);
+        return () => ConvKernels.Backward(s.Device, g, x.Ptr, DevicePtr.Null, dyw.Ptr, DevicePtr.Null, result.Ptr, DevicePtr.Null, col.Ptr, t: t);
     }
 
     // ------------------------------------------------------------------ conformance
@@ -229,14 +231,17 @@ public struct ConvGeometryArgs
     public int C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW;
 }
 
-/// <summary>Launchers of kernels/conv.cu and the device GEMM: one im2col + GEMM per image (fp32).</summary>
+/// <summary>Launchers of kernels/conv.cu around the device GEMM: im2col of the whole batch and one strided-batched GEMM.</summary>
 public static class ConvKernels
 {
-    /// <summary>Floats of the im2col workspace a convolution needs (0 for a pointwise one).</summary>
+    /// <summary>
+    /// Elements of the im2col workspace a convolution needs: every image's columns at once (one strided-batched GEMM
+    /// over the images), 0 for a pointwise one (its GEMM reads x in place).
+    /// </summary>
     public static long WorkspaceElements(in Conv2dGeometry g) =>
-        g.IsPointwise ? 0 : (long)g.InChannels * g.KernelH * g.KernelW * g.OutHeight * g.OutWidth;
+        g.IsPointwise ? 0 : (long)g.Batch * g.InChannels * g.KernelH * g.KernelW * g.OutHeight * g.OutWidth;
 
-    private static ConvGeometryArgs ConvArgs(in Conv2dGeometry g)
+    private static ConvGeometryArgs Args(in Conv2dGeometry g)
     {
         if (g.Groups != 1) throw new NotSupportedException("grouped convolution is not implemented on cuda/emu yet");
         if (g.PadTop != g.PadBottom || g.PadLeft != g.PadRight)
@@ -248,65 +253,70 @@ public static class ConvKernels
         };
     }
 
-    /// <summary>y = conv(x, w) + bias (bias may be null); <paramref name="col"/> holds <see cref="WorkspaceElements"/> floats.</summary>
-    public static void Forward(IKernelDevice d, in Conv2dGeometry g, DevicePtr x, DevicePtr w, DevicePtr bias, DevicePtr y, DevicePtr col)
+    /// <summary>
+    /// y = conv(x, w) + bias (bias, fp32, may be null): im2col of all images, then Y_n [Cout, S] = W [Cout, CKK] · col_n
+    /// [CKK, S] as one strided-batched GEMM (W shared, stride 0). <paramref name="col"/> holds <see cref="WorkspaceElements"/>
+    /// elements of <paramref name="t"/>.
+    /// </summary>
+    public static void Forward(IKernelDevice d, in Conv2dGeometry g, DevicePtr x, DevicePtr w, DevicePtr bias, DevicePtr y, DevicePtr col, DType t = DType.F32)
     {
         g.Validate();
-        var a = ConvArgs(g);
+        var a = Args(g);
         int spatial = g.OutHeight * g.OutWidth, ckk = g.InChannels * g.KernelH * g.KernelW;
-        long inImage = (long)g.InChannels * g.Height * g.Width * 4, outImage = (long)g.OutChannels * spatial * 4;
-        for (int n = 0; n < g.Batch; n++)
+        long inImage = (long)g.InChannels * g.Height * g.Width, outImage = (long)g.OutChannels * spatial;
+        var src = x;
+        long srcStride = inImage;
+        if (!g.IsPointwise)
         {
-            var src = x + n * inImage;
-            if (!g.IsPointwise)
-            {
-                d.Launch("im2col_f32", Grid1D((long)ckk * spatial), Block256, 0, new KernelArgs().Ptr(src).Ptr(col).Value(a));
-                src = col;
-            }
-            MatMulKernels.MatMul(d, false, false, g.OutChannels, spatial, ckk, w, src, y + n * outImage); // Y[Cout,S] = W[Cout,CKK]·col[CKK,S]
+            d.Launch(KernelName("im2col", t), Grid1D((long)g.Batch * ckk * spatial), Block256, 0, new KernelArgs().Ptr(x).Ptr(col).Value(a).I32(g.Batch));
+            src = col;
+            srcStride = (long)ckk * spatial;
         }
+        MatMulKernels.MatMul(d, false, false, g.OutChannels, spatial, ckk, w, src, y, batch: g.Batch, strideA: 0, strideB: srcStride, strideC: outImage, t: t);
         if (!bias.IsNull)
-            d.Launch("channel_bias_add_f32", Grid1D(g.OutputLength), Block256, 0, new KernelArgs().Ptr(y).Ptr(bias).I32(g.Batch).I32(g.OutChannels).I64(spatial));
+            d.Launch(KernelName("channel_bias_add", t), Grid1D(g.OutputLength), Block256, 0, new KernelArgs().Ptr(y).Ptr(bias).I32(g.Batch).I32(g.OutChannels).I64(spatial));
     }
 
     /// <summary>
-    /// Gradients of <see cref="Forward"/>: dx (overwritten), dw and dbias (overwritten, or
-    /// accumulated when <paramref name="accumulate"/>); any of them may be null.
+    /// Gradients of <see cref="Forward"/>: dx (overwritten; dcol_n = Wᵀ·dY_n as one strided-batched GEMM, then col2im of
+    /// all images), dw (overwritten, or accumulated when <paramref name="accumulate"/>: Σ_n dY_n·col_nᵀ, a GEMM per image
+    /// accumulating into the one dw) and dbias (fp32, overwritten); any of them may be null.
     /// </summary>
     public static void Backward(IKernelDevice d, in Conv2dGeometry g, DevicePtr x, DevicePtr w, DevicePtr dy,
-        DevicePtr dx, DevicePtr dw, DevicePtr dbias, DevicePtr col, bool accumulate = false)
+        DevicePtr dx, DevicePtr dw, DevicePtr dbias, DevicePtr col, bool accumulate = false, DType t = DType.F32)
     {
         g.Validate();
-        var a = ConvArgs(g);
+        var a = Args(g);
         int spatial = g.OutHeight * g.OutWidth, ckk = g.InChannels * g.KernelH * g.KernelW;
-        long inImage = (long)g.InChannels * g.Height * g.Width * 4, outImage = (long)g.OutChannels * spatial * 4;
-        for (int n = 0; n < g.Batch; n++)
+        long es = t.Size(), inImage = (long)g.InChannels * g.Height * g.Width, outImage = (long)g.OutChannels * spatial, colImage = (long)ckk * spatial;
+        if (!dw.IsNull)
         {
-            var dyn = dy + n * outImage;
-            if (!dw.IsNull)
+            var src = x;
+            long srcStride = inImage;
+            if (!g.IsPointwise)
             {
-                var src = x + n * inImage;
-                if (!g.IsPointwise)
-                {
-                    d.Launch("im2col_f32", Grid1D((long)ckk * spatial), Block256, 0, new KernelArgs().Ptr(src).Ptr(col).Value(a));
-                    src = col;
-                }
-                MatMulKernels.MatMul(d, false, true, g.OutChannels, ckk, spatial, dyn, src, dw, beta: accumulate || n > 0 ? 1 : 0); // dW += dY·colᵀ
+                d.Launch(KernelName("im2col", t), Grid1D((long)g.Batch * ckk * spatial), Block256, 0, new KernelArgs().Ptr(x).Ptr(col).Value(a).I32(g.Batch));
+                src = col;
+                srcStride = colImage;
             }
-            if (!dx.IsNull)
+            for (int n = 0; n < g.Batch; n++)
+                MatMulKernels.MatMul(d, false, true, g.OutChannels, ckk, spatial, dy + n * outImage * es, src + n * srcStride * es, dw,
+                    beta: accumulate || n > 0 ? 1 : 0, t: t); // dW += dY_n·col_nᵀ
+        }
+        if (!dx.IsNull)
+        {
+            if (g.IsPointwise)
+                MatMulKernels.MatMul(d, true, false, ckk, spatial, g.OutChannels, w, dy, dx, batch: g.Batch, strideA: 0, strideB: outImage, strideC: inImage, t: t);
+            else
             {
-                if (g.IsPointwise) MatMulKernels.MatMul(d, true, false, ckk, spatial, g.OutChannels, w, dyn, dx + n * inImage);
-                else
-                {
-                    MatMulKernels.MatMul(d, true, false, ckk, spatial, g.OutChannels, w, dyn, col); // dcol = Wᵀ·dY
-                    d.Launch("col2im_f32", Grid1D((long)g.InChannels * g.Height * g.Width), Block256, 0, new KernelArgs().Ptr(col).Ptr(dx + n * inImage).Value(a));
-                }
+                MatMulKernels.MatMul(d, true, false, ckk, spatial, g.OutChannels, w, dy, col, batch: g.Batch, strideA: 0, strideB: outImage, strideC: colImage, t: t); // dcol = Wᵀ·dY
+                d.Launch(KernelName("col2im", t), Grid1D((long)g.Batch * g.InChannels * g.Height * g.Width), Block256, 0, new KernelArgs().Ptr(col).Ptr(dx).Value(a).I32(g.Batch));
             }
         }
         if (!dbias.IsNull)
         {
             if (accumulate) throw new NotSupportedException("accumulating the conv bias gradient: reduce into a scratch buffer and add");
-            d.Launch("channel_bias_grad_f32", new Dim3((uint)g.OutChannels), Block256, 0, new KernelArgs().Ptr(dy).Ptr(dbias).I32(g.Batch).I32(g.OutChannels).I64(spatial));
+            d.Launch(KernelName("channel_bias_grad", t), new Dim3((uint)g.OutChannels), Block256, 0, new KernelArgs().Ptr(dy).Ptr(dbias).I32(g.Batch).I32(g.OutChannels).I64(spatial));
         }
     }
 }

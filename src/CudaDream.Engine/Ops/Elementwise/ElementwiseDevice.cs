@@ -79,9 +79,9 @@ internal static class ElementwiseDevice
         var (op, activation) = Unaries[s.Node.Op];
         var (x, y, n, type) = (s.In(0), s.Out(), s.OutCount(), s.InType(0));
         if (type is DType.I32 or DType.I64) return () => ElementwiseKernels.UnaryInteger(s.Device, op, x.Ptr, y.Ptr, n, type);
-        s.RequireF32();
-        if (activation) return () => ActivationKernels.Forward(s.Device, op, x.Ptr, y.Ptr, n);
-        return () => ElementwiseKernels.Unary(s.Device, op, x.Ptr, y.Ptr, n);
+        s.RequireFloat();
+        if (activation) return () => ActivationKernels.Forward(s.Device, op, x.Ptr, y.Ptr, n, type);
+        return () => ElementwiseKernels.Unary(s.Device, op, x.Ptr, y.Ptr, n, 0, type);
     }
 
     private static Action Binary(DeviceStepBuilder s, BinaryOp op)
@@ -93,7 +93,7 @@ internal static class ElementwiseDevice
         bool logic = op is BinaryOp.And or BinaryOp.Or or BinaryOp.Xor;
         if (logic ? type != DType.Bool : type is DType.Bool)
             throw new NotSupportedException($"{s.Node.Op} on {type}");
-        if (type == DType.F32) return () => ElementwiseKernels.Binary(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr);
+        if (type.IsFloat()) return () => ElementwiseKernels.Binary(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
         return () => ElementwiseKernels.BinaryInteger(s.Device, op, a.Ptr, aShape, b.Ptr, bShape, y.Ptr, type);
     }
 
@@ -125,16 +125,16 @@ internal static class ElementwiseDevice
     /// <summary>Clip as a lower then an upper clamp; bounds are inputs (opset ≥ 11) or attributes, read on the host.</summary>
     private static Action Clip(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         float? lo = s.HasInput(1) ? s.HostConstant(1).ToFloat32Array()[0] : s.Node.Attributes.Has("min") ? s.Node.Attributes.Float("min", 0) : null;
         float? hi = s.HasInput(2) ? s.HostConstant(2).ToFloat32Array()[0] : s.Node.Attributes.Has("max") ? s.Node.Attributes.Float("max", 0) : null;
         var copy = CopyInput(s);
-        var (x, y, n) = (s.In(0), s.Out(), s.OutCount());
+        var (x, y, n, t) = (s.In(0), s.Out(), s.OutCount(), s.InType(0));
         return () =>
         {
             var src = x;
-            if (lo is { } l) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMin, src.Ptr, y.Ptr, n, l); src = y; }
-            if (hi is { } h) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMax, src.Ptr, y.Ptr, n, h); src = y; }
+            if (lo is { } l) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMin, src.Ptr, y.Ptr, n, l, t); src = y; }
+            if (hi is { } h) { ElementwiseKernels.Unary(s.Device, UnaryOp.ClampMax, src.Ptr, y.Ptr, n, h, t); src = y; }
             if (lo == null && hi == null) copy();
         };
     }

@@ -87,8 +87,8 @@ public static class ElementwiseKernels
     public static void Compare(IKernelDevice d, CompareOp op, DevicePtr a, int[] aShape, DevicePtr b, int[] bShape, DevicePtr y, DType t)
     {
         var (s, n) = Broadcast(aShape, bShape);
-        var suffix = t == DType.F32 ? "f32" : IntegerSuffix(t);
-        d.Launch("compare_" + suffix, Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(a).Ptr(b).Ptr(y).Value(s).I64(n));
+        var name = t.IsFloat() ? KernelName("compare", t) : "compare_" + IntegerSuffix(t);
+        d.Launch(name, Grid1D(n), Block256, 0, new KernelArgs().I32((int)op).Ptr(a).Ptr(b).Ptr(y).Value(s).I64(n));
     }
 
     /// <summary>y = cond ? a : b with three-way NumPy broadcasting; elements of any width.</summary>

@@ -135,7 +135,7 @@ public static class GroupNormOps
     // ------------------------------------------------------------------ devices
     private static Action DeviceForward(DeviceStepBuilder s, int groups, bool silu)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var shape = s.InShape(0);
         int n = shape[0], c = shape[1];
         long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);
@@ -149,7 +149,7 @@ public static class GroupNormOps
     /// <summary>GroupNormGrad(x, gamma?, beta?, mean, rstd, dy) → dx, dgamma, dbeta; unread parameter gradients are not computed.</summary>
     private static Action DeviceBackward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var shape = s.InShape(0);
         int n = shape[0], c = shape[1], groups = (int)s.Node.Attributes.Int("groups");
         long spatial = s.InCount(0) / Math.Max(1L, (long)n * c);

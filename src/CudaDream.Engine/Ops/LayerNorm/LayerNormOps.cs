@@ -147,7 +147,7 @@ public static class LayerNormOps
     /// <summary>Statistics go to the node's outputs 1 and 2 (fp32) when someone reads them, else to scratch.</summary>
     private static Action DeviceForward(DeviceStepBuilder s, long axis)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var (rows, dim) = Rows(s.InShape(0), axis);
         float eps = s.Node.Attributes.Float("epsilon", 1e-5f);
         var t = s.InType(0);
@@ -159,7 +159,7 @@ public static class LayerNormOps
     /// <summary>LayerNormGrad(x, gamma?, mean, rstd, dy) → dx, dgamma, dbeta.</summary>
     private static Action DeviceBackward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         int dim = s.InShape(0)[^1];
         long rows = dim == 0 ? 0 : s.InCount(0) / dim;
         var t = s.InType(0);

@@ -29,9 +29,10 @@ public static class LossOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], false)),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 var (pred, target, weights, loss, n, per) = (s.In(0), s.In(1), s.In(2), s.Out(), s.InCount(0), PerSample(s));
-                return () => LossKernels.Mse(s.Device, pred.Ptr, target.Ptr, weights.Ptr, loss.Ptr, n, per);
+                var t = s.InType(0);
+                return () => LossKernels.Mse(s.Device, pred.Ptr, target.Ptr, weights.Ptr, loss.Ptr, n, per, t);
             },
         },
         new Op
@@ -40,9 +41,10 @@ public static class LossOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], true)),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 var (pred, target, weights, dloss, dpred, n, per) = (s.In(0), s.In(1), s.In(2), s.In(3), s.Out(), s.InCount(0), PerSample(s));
-                return () => LossKernels.MseBackward(s.Device, pred.Ptr, target.Ptr, weights.Ptr, dloss.Ptr, dpred.Ptr, n, per);
+                var t = s.InType(0);
+                return () => LossKernels.MseBackward(s.Device, pred.Ptr, target.Ptr, weights.Ptr, dloss.Ptr, dpred.Ptr, n, per, t);
             },
         },
     ], Conformance);

@@ -257,7 +257,7 @@ public static class MatMulOps
     /// <summary>numpy.matmul: one strided-batched GEMM when every batch sits a fixed stride from the last, else one GEMM per batch.</summary>
     private static Action MatMulDevice(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var (a, b) = (s.InShape(0), s.InShape(1));
         var (_, m, k, n, batch) = MatMulDims(s.Node, a, b);
         var (pa, pb, py, t) = (s.In(0), s.In(1), s.Out(), s.InType(0));
@@ -311,7 +311,7 @@ public static class MatMulOps
     /// <summary>ONNX Gemm: Y = alpha·op(A)·op(B) + beta·C, C broadcast into Y first.</summary>
     private static Action GemmDevice(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var (aShape, bShape, yShape) = (s.InShape(0), s.InShape(1), s.OutShape());
         bool ta = s.Node.Attributes.Int("transA", 0) != 0, tb = s.Node.Attributes.Int("transB", 0) != 0;
         float alpha = s.Node.Attributes.Float("alpha", 1f), beta = s.Node.Attributes.Float("beta", 1f);
@@ -330,7 +330,7 @@ public static class MatMulOps
     /// <summary>y = alpha·x·W + bias: the bias is broadcast into y, then one GEMM accumulates onto it (beta = 1).</summary>
     private static Action LinearDevice(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var (k, n) = LinearDims(s.Node);
         bool tb = s.Node.Attributes.Int("transB", 0) != 0;
         float alpha = s.Node.Attributes.Float("alpha", 1f);
@@ -349,7 +349,7 @@ public static class MatMulOps
     /// <summary>dW = α·xᵀ·dy over all leading rows (stored [K,N]), or α·dyᵀ·x (stored [N,K]).</summary>
     private static Action LinearGradWeightDevice(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         int k = s.InShape(0)[^1], n = s.InShape(1)[^1];
         int rows = checked((int)(s.InCount(0) / Math.Max(k, 1)));
         float alpha = s.Node.Attributes.Float("alpha", 1f);

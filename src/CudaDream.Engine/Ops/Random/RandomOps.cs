@@ -48,11 +48,11 @@ public static class RandomOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new DropoutAction(n, i[0]!, o[0], c)),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 double p = s.Node.Attributes.Float("p", 0f);
                 long stream = s.Node.Attributes.Int("stream", 0);
-                var (x, y, n, key) = (s.In(0), s.Out(), s.OutCount(), s.RandomKey);
-                return () => RandomKernels.CounterDropout(s.Device, x.Ptr, y.Ptr, n, key.Ptr, p, stream);
+                var (x, y, n, key, t) = (s.In(0), s.Out(), s.OutCount(), s.RandomKey, s.InType(0));
+                return () => RandomKernels.CounterDropout(s.Device, x.Ptr, y.Ptr, n, key.Ptr, p, stream, t);
             },
         },
     ], Conformance);
@@ -125,7 +125,7 @@ public static class RandomKernels
             new KernelArgs().Ptr(y).I64(n).Ptr(key).Value(seedXor).Value((uint)purpose).F32(mean).F32(scale));
 
     /// <summary>Inverted dropout with the counter-based mask of element (stream &lt;&lt; 40) + i.</summary>
-    public static void CounterDropout(IKernelDevice d, DevicePtr x, DevicePtr y, long n, DevicePtr key, double p, long stream) =>
-        d.Launch("counter_dropout_f32", Grid1D(n), Block256, 0,
+    public static void CounterDropout(IKernelDevice d, DevicePtr x, DevicePtr y, long n, DevicePtr key, double p, long stream, DType t = DType.F32) =>
+        d.Launch(KernelName("counter_dropout", t), Grid1D(n), Block256, 0,
             new KernelArgs().Ptr(x).Ptr(y).I64(n).Ptr(key).F32((float)p).F32((float)(1.0 / (1.0 - p))).I64(stream));
 }

@@ -28,11 +28,11 @@ internal static class ReduceDevice
 
     private static Action Reduce(DeviceStepBuilder s, ReduceOp op)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var axes = ReduceOps.ReduceAxes(s.Node);
-        var (x, y, shape) = (s.In(0), s.Out(), s.InShape(0));
+        var (x, y, shape, t) = (s.In(0), s.Out(), s.InShape(0), s.InType(0));
         // The output keeps the other dimensions in order, so its layout does not depend on keepdims.
-        return () => ReduceKernels.ReduceAxes(s.Device, op, x.Ptr, shape, axes, y.Ptr);
+        return () => ReduceKernels.ReduceAxes(s.Device, op, x.Ptr, shape, axes, y.Ptr, t);
     }
 
     private static Action ArgReduce(DeviceStepBuilder s, bool max)
@@ -50,12 +50,12 @@ internal static class ReduceDevice
     /// <summary>Sums the axes along which the target shape was broadcast (leading extra axes, and 1s facing larger sizes).</summary>
     private static Action SumTo(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var shape = s.InShape(0);
         var target = s.OutShape();
         int lead = shape.Length - target.Length;
         var axes = Enumerable.Range(0, shape.Length).Where(d => d < lead || (target[d - lead] == 1 && shape[d] != 1)).ToArray();
-        var (x, y) = (s.In(0), s.Out());
-        return () => ReduceKernels.ReduceAxes(s.Device, ReduceOp.Sum, x.Ptr, shape, axes, y.Ptr);
+        var (x, y, t) = (s.In(0), s.Out(), s.InType(0));
+        return () => ReduceKernels.ReduceAxes(s.Device, ReduceOp.Sum, x.Ptr, shape, axes, y.Ptr, t);
     }
 }

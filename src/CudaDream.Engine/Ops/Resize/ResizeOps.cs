@@ -64,7 +64,7 @@ public static class ResizeOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(i[0]!, o[0])),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 var (planes, h, w, fy, fx) = Factors(s.Node, s.OutShape(), s.InShape(0));
                 var (dy, dx, t) = (s.In(0), s.Out(), s.InType(0));
                 return () => ResizeKernels.NearestBackward(s.Device, dy.Ptr, dx.Ptr, planes, h, w, fy, fx, t);
@@ -127,7 +127,7 @@ public static class ResizeOps
 
     private static Action DeviceForward(DeviceStepBuilder s)
     {
-        s.RequireF32();
+        s.RequireFloat();
         var (planes, h, w, fy, fx) = Factors(s.Node, s.InShape(0), s.OutShape());
         var (x, y, t) = (s.In(0), s.Out(), s.InType(0));
         return () => ResizeKernels.Nearest(s.Device, x.Ptr, y.Ptr, planes, h, w, fy, fx, t);

@@ -33,7 +33,7 @@ public static class SoftmaxOps
             },
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 var (rows, cols) = Rows(s.Node, s.InShape(0));
                 var (x, y, t) = (s.In(0), s.Out(), s.InType(0));
                 return () => { if (rows > 0) SoftmaxKernels.Forward(s.Device, x.Ptr, y.Ptr, rows, cols, t); };
@@ -45,7 +45,7 @@ public static class SoftmaxOps
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(i[0]!, i[1]!, o[0], c)),
             Device = s =>
             {
-                s.RequireF32();
+                s.RequireFloat();
                 int cols = s.InShape(0)[^1];
                 int rows = cols == 0 ? 0 : checked((int)(s.InCount(0) / cols));
                 var (y, dy, dx, t) = (s.In(0), s.In(1), s.Out(), s.InType(0));

@@ -19,7 +19,8 @@ public static unsafe partial class CuBlas
     public const int CudaR32F = 0, CudaR16F = 2, CudaR16BF = 14;
     public const int Compute32F = 68, Compute32FPedantic = 69;
     public const int GemmDefault = -1;
-    public const int PedanticMath = 2;
+    /// <summary>cublasMath_t: the compute type of each call decides (fp32 calls ask for CUBLAS_COMPUTE_32F_PEDANTIC).</summary>
+    public const int DefaultMath = 0;
 
     [LibraryImport(L, EntryPoint = "cublasCreate_v2")] public static partial CublasStatus Create(out nint handle);
     [LibraryImport(L, EntryPoint = "cublasDestroy_v2")] public static partial CublasStatus Destroy(nint handle);
@@ -39,7 +40,7 @@ public sealed class CublasHandle : SafeHandle
         CudaErrors.Check(CuBlas.Create(out var h), "cublasCreate_v2");
         SetHandle(h);
         CudaErrors.Check(CuBlas.SetStream(h, stream), "cublasSetStream_v2");
-        CudaErrors.Check(CuBlas.SetMathMode(h, CuBlas.PedanticMath), "cublasSetMathMode");
+        CudaErrors.Check(CuBlas.SetMathMode(h, CuBlas.DefaultMath), "cublasSetMathMode");
     }
     public override bool IsInvalid => handle == 0;
     protected override bool ReleaseHandle() => CuBlas.Destroy(handle) == CublasStatus.Success;
