@@ -52,6 +52,10 @@ public static class Differentiator
             {
                 if (!needed[k] || k >= dx.Length || dx[k] == null) continue;
                 var v = n.Inputs[k]!;
+                // Mixed precision: a gradient computed in bf16/fp16 toward an fp32 value (a master parameter in an fp32
+                // slot) is cast to the value's type, so its contributions add up in one type.
+                if (dx[k]!.DType != v.DType && v.DType.IsFloat() && dx[k]!.DType.IsFloat())
+                    dx[k] = b.Emit1("Cast", [dx[k]], new Attributes().Set("to", (long)v.DType.ToOnnx()));
                 if (!Shapes.Equal(dx[k]!.Shape!, v.Shape!))
                     throw new GraphException(n, $"gradient rule produced shape {Shapes.Format(dx[k]!.Shape!)} for input {k} of shape {Shapes.Format(v.Shape!)}");
                 (pending.TryGetValue(v, out var list) ? list : pending[v] = new List<Value>()).Add(dx[k]!);

@@ -26,6 +26,12 @@ internal static class Infer
         o.Shape = shape;
     }
 
+    /// <summary>
+    /// The element type of statistics, losses and the other values kept in fp32 under mixed precision: fp32, or float64
+    /// in a double-precision graph (the gradient checks).
+    /// </summary>
+    public static DType AccumulatorType(DType data) => data == DType.F64 ? DType.F64 : DType.F32;
+
     public static void SameAsInput(Node n) => Set(n, 0, In(n, 0).DType, (int[])ShapeOf(n, 0).Clone());
 
     public static int[] Broadcast(Node n, params int[][] shapes)

@@ -44,5 +44,11 @@ public class OpDef
     /// </summary>
     public Action<Node>? PrepareForGradient { get; init; }
 
+    /// <summary>
+    /// Inputs that stay fp32 when the graph computes in bf16 or fp16 (<see cref="MixedPrecision"/>): normalisation
+    /// parameters and statistics, a convolution's bias, the loss weights, timesteps — what the kernels read as fp32.
+    /// </summary>
+    public IReadOnlyList<int> Float32Inputs { get; init; } = [];
+
     public override string ToString() => Name;
 }

@@ -61,7 +61,8 @@ public sealed class TrainingGraph
         Value? weights = null;
         if (perSampleWeights)
         {
-            weights = new Value(WeightsInput, prediction.DType, new[] { prediction.Shape[0] });
+            // Loss weights are read in fp32 whatever the prediction's type (OpDef.Float32Inputs of MseLoss).
+            weights = new Value(WeightsInput, CudaDream.Engine.Graph.Infer.AccumulatorType(prediction.DType), new[] { prediction.Shape[0] });
             g.Inputs.Add(weights);
         }
         var lossNode = new Node(LossOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });

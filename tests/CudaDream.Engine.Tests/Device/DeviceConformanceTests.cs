@@ -34,6 +34,30 @@ public class DeviceConformanceTests
         Assert.True(missing.Count == 0, "no device implementation: " + string.Join(", ", missing));
     }
 
+    /// <summary>
+    /// Cases that run in bf16/fp16 storage on the devices: every case whose graph has float values; integer, bool, cast
+    /// and random-draw cases keep their types and are covered above.
+    /// </summary>
+    public static IEnumerable<object[]> ReducedCases() =>
+        from dtype in new[] { "bf16", "f16" } from c in ConformanceCases.All where !c.Family.Equals("random") && HasFloatWork(c) select new object[] { dtype, c.Name };
+
+    private static bool HasFloatWork(ConformanceCase c) =>
+        c.Build(new ConformanceGraphBuilder(1)).Graph.AllValues().Any(v => v.DType == Tensors.DType.F32 && v.Producer != null)
+        && !c.Name.StartsWith("Cast", StringComparison.Ordinal);
+
+    /// <summary>The same matrix in mixed precision (emulated sm_80): within DESIGN.md's bf16/fp16 bounds of the fp32 CPU reference.</summary>
+    [Theory, MemberData(nameof(ReducedCases))]
+    public void Device_in_reduced_precision_matches_cpu_reference(string dtype, string name)
+    {
+        var compute = dtype == "bf16" ? Tensors.DType.BF16 : Tensors.DType.F16;
+        var c = ConformanceCases.All.Single(x => x.Name == name);
+        using var device = new EmuDevice(new EmuOptions { Tier = 800 });
+        var r = ConformanceRunner.Run(c, device, compute);
+        Assert.True(r.Failure == null, r.Failure);
+        foreach (var o in r.Outputs)
+            Assert.True(o.Passed, $"{name} in {dtype}: output {o.Name} ({o.Type}) error {o.Error:G3} (tolerance {r.Tolerance:G2}), {o.Mismatches} elements differ");
+    }
+
     [Fact]
     public void Every_device_op_is_exercised_by_a_conformance_case()
     {

@@ -35,7 +35,7 @@ public static class AttentionOps
         },
         new Op
         {
-            Name = AttentionGrad, InferShapes = n => { for (int i = 0; i < 3; i++) Set(n, i, In(n, i).DType, ShapeOf(n, i)); },
+            Name = AttentionGrad, Float32Inputs = [4], InferShapes = n => { for (int i = 0; i < 3; i++) Set(n, i, In(n, i).DType, ShapeOf(n, i)); },
             // Recompute the scores plus four products (dV, dP, dQ, dK): 2.5× the forward's matrix work.
             MultiplyAdds = n => (long)(2.5 * AttentionMacs(n)),
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(n, i, o, c)),
@@ -69,7 +69,7 @@ public static class AttentionOps
         var (b, nq, _, h, _, dv) = Dims(n);
         Set(n, 0, In(n, 0).DType, [b, nq, h * dv]);
         // Optional second output: the log-sum-exp of each query row, kept for the backward pass.
-        if (n.Outputs.Count > 1) Set(n, 1, In(n, 0).DType, [b, h, nq]);
+        if (n.Outputs.Count > 1) Set(n, 1, AccumulatorType(In(n, 0).DType), [b, h, nq]);
     }
 
     private static long AttentionMacs(Node n)

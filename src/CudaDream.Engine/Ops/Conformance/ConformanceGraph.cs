@@ -19,7 +19,20 @@ public sealed class ConformanceGraphBuilder
     private readonly Random _random;
     private int _names;
 
-    public ConformanceGraphBuilder(int seed) => _random = new Random(seed);
+    /// <param name="compute">The graph's compute type: fp32, or bf16/fp16 (the graph is rewritten by
+    /// <see cref="MixedPrecision"/> before it is returned or differentiated; inputs stay fp32 host tensors).</param>
+    public ConformanceGraphBuilder(int seed, DType compute = DType.F32)
+    {
+        _random = new Random(seed);
+        Compute = compute;
+    }
+
+    public DType Compute { get; }
+
+    private void ApplyPrecision(IReadOnlyCollection<Value> masters)
+    {
+        if (MixedPrecision.IsReduced(Compute)) MixedPrecision.Apply(_g, Compute, masters);
+    }
 
     /// <summary>Uniform floats in [lo, hi).</summary>
     public Tensor Floats(int[] shape, float lo = -1, float hi = 1)
@@ -75,6 +88,7 @@ public sealed class ConformanceGraphBuilder
     public ConformanceGraph Build(params Value[] outputs)
     {
         _g.Outputs.AddRange(outputs);
+        ApplyPrecision([]);
         return new ConformanceGraph(_g, _inputs);
     }
 
@@ -84,15 +98,23 @@ public sealed class ConformanceGraphBuilder
     /// </summary>
     public ConformanceGraph Train(Value prediction, Value[] trainable, string[]? inputGradients = null, bool perSampleWeights = false)
     {
+        var wrt = trainable.Concat((inputGradients ?? []).Select(name => _g.Inputs.First(i => i.Name == name))).ToList();
+        _g.Outputs.Add(prediction);
+        ApplyPrecision(trainable);
+        _g.Outputs.Clear();
         var target = Input(Floats(prediction.Shape!), TargetInput);
+        target.DType = prediction.DType; // the host data is converted on upload
         var weights = perSampleWeights ? Input(Floats([prediction.Shape![0]], 0.5f, 2f), WeightsInput) : null;
         var loss = Node1(LossOps.MseLoss, [prediction, target, weights]);
-        var wrt = trainable.Concat((inputGradients ?? []).Select(name => _g.Inputs.First(i => i.Name == name))).ToList();
         var grads = Differentiator.Differentiate(_g, loss, wrt);
         _g.Outputs.Add(loss);
         _g.Outputs.Add(prediction);
         foreach (var v in wrt)
-            if (grads[v] is { } grad && !_g.Outputs.Contains(grad)) _g.Outputs.Add(grad);
+        {
+            if (grads[v] is not { } grad || _g.Outputs.Contains(grad)) continue;
+            grad.Name = v.Name + ".grad"; // the same name in the fp32 and the reduced-precision graph
+            _g.Outputs.Add(grad);
+        }
         return new ConformanceGraph(_g, _inputs);
     }
 

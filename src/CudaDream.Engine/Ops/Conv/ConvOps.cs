@@ -32,7 +32,7 @@ public static class ConvOps
     [
         new Op
         {
-            Name = Conv, Gradient = Gradient,
+            Name = Conv, Gradient = Gradient, Float32Inputs = [2],
             InferShapes = n => { var p = Resolve(n); Set(n, 0, In(n, 0).DType, [p.N, p.Cout, p.Ho, p.Wo]); },
             MultiplyAdds = n => { var p = Resolve(n); return (long)p.N * p.Cout * p.Ho * p.Wo * (p.Cin / p.Groups) * p.Kh * p.Kw; },
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n, i, o[0], c)),

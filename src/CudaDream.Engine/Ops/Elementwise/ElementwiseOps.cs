@@ -15,11 +15,19 @@ namespace CudaDream.Engine.Ops;
 /// </summary>
 public static class ElementwiseOps
 {
+    /// <summary>
+    /// Ops that run in fp32 under mixed precision, as torch.autocast runs them ("ops that autocast to float32": exp, log,
+    /// pow, reciprocal, rsqrt/sqrt): their results or gradients lose too much in bf16 when taken apart (a softmax's
+    /// Jacobian, a mean of exponentials).
+    /// </summary>
+    // Declared before Home: static initialisers run in order, and Home's uses it.
+    private static readonly HashSet<string> Float32Ops = ["Exp", "Log", "Pow", "Reciprocal", "Sqrt"];
+
     internal static OpHome Home { get; } = new("Elementwise", "elementwise.cu", Build(), Conformance);
 
     private static Op Define(string name, Action<Node> infer, GradRule? gradient = null, bool isView = false) => new()
     {
-        Name = name, InferShapes = infer, Gradient = gradient, IsView = isView,
+        Name = name, InferShapes = infer, Gradient = gradient, IsView = isView, Float32Inputs = Float32Ops.Contains(name) ? [0, 1] : [],
         Cpu = ElementwiseCpu.Table[name], Device = ElementwiseDevice.Table.GetValueOrDefault(name),
     };
 

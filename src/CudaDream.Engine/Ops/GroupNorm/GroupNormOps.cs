@@ -32,20 +32,20 @@ public static class GroupNormOps
     [
         new Op
         {
-            Name = GroupNorm, SavedOutputs = 3, Gradient = Gradient,
+            Name = GroupNorm, SavedOutputs = 3, Gradient = Gradient, Float32Inputs = [1, 2],
             InferShapes = n => { SameAsInput(n); StatisticOutputs(n, ShapeOf(n, 0)[0] * (int)n.Attributes.Int("groups")); },
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n, i, o, c, (int)n.Attributes.Int("groups"), n.Attributes.Int("silu", 0) != 0)),
             Device = s => DeviceForward(s, (int)s.Node.Attributes.Int("groups"), s.Node.Attributes.Int("silu", 0) != 0),
         },
         new Op
         {
-            Name = GroupNormGrad, InferShapes = n => ParameterGradients(n, ShapeOf(n, 0)[1]),
+            Name = GroupNormGrad, InferShapes = n => ParameterGradients(n, ShapeOf(n, 0)[1]), Float32Inputs = [1, 2, 3, 4],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(n, i, o, c)),
             Device = DeviceBackward,
         },
         new Op
         {
-            Name = InstanceNormalization, InferShapes = SameAsInput, PrepareForGradient = AsGroupNorm,
+            Name = InstanceNormalization, InferShapes = SameAsInput, PrepareForGradient = AsGroupNorm, Float32Inputs = [1, 2],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n, i, o, c, i[0]!.Shape[1], false)),
             Device = s => DeviceForward(s, s.InShape(0)[1], false),
         },
@@ -54,14 +54,14 @@ public static class GroupNormOps
     /// <summary>Outputs 1.. (mean, rstd) hold one statistic per (sample, group).</summary>
     internal static void StatisticOutputs(Node n, int count)
     {
-        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, [count]);
+        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, AccumulatorType(In(n, 0).DType), [count]);
     }
 
     /// <summary>dx has x's shape; dgamma and dbeta one value per channel.</summary>
     internal static void ParameterGradients(Node n, int channels)
     {
         Set(n, 0, In(n, 0).DType, ShapeOf(n, 0));
-        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, In(n, 0).DType, [channels]);
+        for (int i = 1; i < n.Outputs.Count; i++) Set(n, i, AccumulatorType(In(n, 0).DType), [channels]);
     }
 
     private static void AsGroupNorm(Node n)

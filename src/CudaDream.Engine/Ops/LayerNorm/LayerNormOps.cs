@@ -32,20 +32,20 @@ public static class LayerNormOps
     [
         new Op
         {
-            Name = LayerNorm, SavedOutputs = 3, Gradient = Gradient,
+            Name = LayerNorm, SavedOutputs = 3, Gradient = Gradient, Float32Inputs = [1, 2],
             InferShapes = n => { SameAsInput(n); GroupNormOps.StatisticOutputs(n, (int)(Shapes.Numel(ShapeOf(n, 0)) / Math.Max(1, ShapeOf(n, 0)[^1]))); },
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n, i, o, c, -1)),
             Device = s => DeviceForward(s, -1),
         },
         new Op
         {
-            Name = LayerNormGrad, InferShapes = n => GroupNormOps.ParameterGradients(n, ShapeOf(n, 0)[^1]),
+            Name = LayerNormGrad, InferShapes = n => GroupNormOps.ParameterGradients(n, ShapeOf(n, 0)[^1]), Float32Inputs = [1, 2, 3],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(i, o, c)),
             Device = DeviceBackward,
         },
         new Op
         {
-            Name = LayerNormalization, InferShapes = InferLayerNormalization, PrepareForGradient = AsLayerNorm,
+            Name = LayerNormalization, InferShapes = InferLayerNormalization, PrepareForGradient = AsLayerNorm, Float32Inputs = [1, 2],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new ForwardAction(n, i, o, c, n.Attributes.Int("axis", -1))),
             Device = s => DeviceForward(s, s.Node.Attributes.Int("axis", -1)),
         },

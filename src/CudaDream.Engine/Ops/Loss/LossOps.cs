@@ -24,7 +24,7 @@ public static class LossOps
     [
         new Op
         {
-            Name = MseLoss, InferShapes = n => Set(n, 0, In(n, 0).DType, [1]),
+            Name = MseLoss, InferShapes = n => Set(n, 0, AccumulatorType(In(n, 0).DType), [1]), Float32Inputs = [2],
             Gradient = (n, dy, need, b) => [b.Emit1(MseLossGrad, [n.Input(0), n.Input(1), n.OptionalInput(2), dy[0]]), null, null],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], false)),
             Device = s =>
@@ -37,7 +37,7 @@ public static class LossOps
         },
         new Op
         {
-            Name = MseLossGrad, InferShapes = n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0)),
+            Name = MseLossGrad, InferShapes = n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0)), Float32Inputs = [2, 3],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new MseAction(i, o[0], true)),
             Device = s =>
             {

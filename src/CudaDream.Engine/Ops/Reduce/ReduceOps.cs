@@ -17,9 +17,10 @@ public static class ReduceOps
 
     internal static OpHome Home { get; } = new("Reduce", "reduce.cu", Build(), Conformance);
 
+    /// <summary>Sums and means run in fp32 under mixed precision (torch.autocast's "sum"): a long reduction's result is kept exact to fp32.</summary>
     private static Op Define(string name, Action<Node> infer, GradRule? gradient = null) => new()
     {
-        Name = name, InferShapes = infer, Gradient = gradient,
+        Name = name, InferShapes = infer, Gradient = gradient, Float32Inputs = name is "ReduceSum" or "ReduceMean" ? [0] : [],
         Cpu = ReduceCpu.Table[name], Device = ReduceDevice.Table.GetValueOrDefault(name),
     };
 

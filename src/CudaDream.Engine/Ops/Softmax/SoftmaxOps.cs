@@ -24,7 +24,9 @@ public static class SoftmaxOps
     [
         new Op
         {
-            Name = Softmax, InferShapes = SameAsInput,
+            // In fp32 under mixed precision, as torch.autocast runs softmax: its backward, y ⊙ (dy − Σ dy·y), is a
+            // difference of nearly equal numbers that bf16 storage cannot resolve. (The fused attention keeps its softmax in fp32 anyway.)
+            Name = Softmax, InferShapes = SameAsInput, Float32Inputs = [0],
             Gradient = (n, dy, need, b) => [b.Emit1(SoftmaxGrad, [n.Output(), dy[0]])],
             Cpu = (n, i, o, c) =>
             {
@@ -41,7 +43,7 @@ public static class SoftmaxOps
         },
         new Op
         {
-            Name = SoftmaxGrad, InferShapes = n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0)),
+            Name = SoftmaxGrad, InferShapes = n => Set(n, 0, In(n, 0).DType, ShapeOf(n, 0)), Float32Inputs = [0, 1],
             Cpu = (n, i, o, c) => Dispatch.Float(n, i[0]!.DType, new BackwardAction(i[0]!, i[1]!, o[0], c)),
             Device = s =>
             {

@@ -21,7 +21,7 @@ public static class TimestepEmbeddingOps
     [
         new Op
         {
-            Name = TimestepEmbedding, InferShapes = n => Set(n, 0, DType.F32, [ShapeOf(n, 0)[0], (int)n.Attributes.Int("dim")]),
+            Name = TimestepEmbedding, Float32Inputs = [0], InferShapes = n => Set(n, 0, DType.F32, [ShapeOf(n, 0)[0], (int)n.Attributes.Int("dim")]),
             Cpu = (n, i, o, c) =>
             {
                 var ts = i[0]!.ToFloat32Array();
