@@ -57,7 +57,6 @@ public sealed class DreamBoothTrainer
             var pieces = tokenizer.Pieces(c.InstanceToken);
             if (pieces.Count > 1) Say($"warning: the tokenizer splits the instance token '{c.InstanceToken}' into {pieces.Count} pieces: {string.Join(" ", pieces.Select(p => $"'{p}'"))}");
         }
-        if (_o.MixedPrecision != "no") throw new CudaDreamException($"mixed_precision {_o.MixedPrecision}: the kernels of this build are fp32 only; use mixed_precision no");
         var backend = ChooseBackend(Say);
         var data = TrainingData.Scan(_o, Say);
         var prediction = _o.PredictionType ?? (model.SchedulerConfig.PredictionType == "v_prediction" ? "v_prediction" : "epsilon");
@@ -117,6 +116,8 @@ public sealed class DreamBoothTrainer
             nets.LoadParameters(parameters, latest);
             nets.ParametersUpdated();
             optimizer.Load(optState);
+            if (nets.Scaler != null)
+                nets.Scaler.Load(optState.TryGetValue(LossScaler.StateKey, out var scaler) ? scaler : throw new InvalidFileException(latest, $"the checkpoint has no '{LossScaler.StateKey}' (it was not an fp16 run)"), latest);
             start = state.Update;
             log.TruncateAfter(start);
             Say($"resumed from {latest} at update {start}");
@@ -154,7 +155,7 @@ public sealed class DreamBoothTrainer
                     StepsPerSecond = rate, Eta = TimeSpan.FromSeconds((totalUpdates - done) / Math.Max(rate, 1e-9)), EvalLoss = eval,
                 });
                 if (Due(_o.CheckpointEveryNSteps, done, totalUpdates))
-                    lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+                    lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
                 {
                     FaultInjection.At("lora-write");
@@ -179,7 +180,7 @@ public sealed class DreamBoothTrainer
         catch (OperationCanceledException)
         {
             // Ctrl-C: keep the work done so far, resumable with --resume.
-            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
             Say($"interrupted at update {applied}; wrote {lastCheckpoint} (continue with --resume)");
             log.WriteCurve();
             return new TrainingResult(_o.OutputDir, null, null, applied, false, lastLoss, log.Eval, lastCheckpoint);
@@ -188,7 +189,7 @@ public sealed class DreamBoothTrainer
         string? lora, weights;
         try
         {
-            lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State());
+            lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
             FaultInjection.At("lora-write");
             (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
             log.WriteCurve();
@@ -225,6 +226,8 @@ public sealed class DreamBoothTrainer
         }
         if (FaultInjection.NanGradientAt(update + 1))
             optimizer.Groups[0].Parameters[0].Grad.Span[0] = float.NaN;
+        // fp16: gradients that overflowed under the loss scale skip this update and halve the scale (GradScaler).
+        if (nets.Scaler != null && !nets.Scaler.Update(GradientNorm(optimizer).IsFinite)) return loss;
         // Without clipping the norm is still computed: a NaN gradient must stop the run before it reaches the weights
         // (and a later checkpoint), not one update later as a NaN loss.
         var clip = _o.MaxGradNorm > 0 ? GradientClipping.ClipByGlobalNorm(optimizer, _o.MaxGradNorm) : GradientNorm(optimizer);
@@ -271,7 +274,7 @@ public sealed class DreamBoothTrainer
         string? saved = null;
         bool vanished = !Directory.Exists(_o.OutputDir);
         if (!vanished && failure is not WriteFailedException)
-            try { saved = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), optimizer.State()); }
+            try { saved = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets)); }
             catch (CudaDreamException) { saved = null; }
         string where = saved != null ? $"wrote {saved}; continue with --resume once fixed"
             : vanished ? "no checkpoint is left (the output folder is gone); start again"
@@ -315,20 +318,35 @@ public sealed class DreamBoothTrainer
         {
             var chosen = ExecutionBackend.Parse(_o.Backend);
             if (chosen.Kind != ExecutionBackend.BackendKind.Cpu) chosen.OpenDevice().Dispose(); // fail now, with the missing library named
-            say($"backend: {chosen.Name} (fp32)");
+            say($"backend: {chosen.Name} ({Precision(chosen)})");
             return chosen;
         }
         try
         {
             var cuda = ExecutionBackend.Parse("cuda");
-            using (var device = cuda.OpenDevice()) say($"backend: cuda ({device.Name}, fp32)");
+            using (var device = cuda.OpenDevice()) say($"backend: cuda ({device.Name}, {Precision(cuda)})");
             return cuda;
         }
         catch (CudaDreamException e)
         {
-            say($"backend: CPU (fp32) — CUDA not available: {e.Message}");
+            say($"backend: CPU (fp32{(_o.MixedPrecision != "no" ? $"; mixed_precision {_o.MixedPrecision} applies to kernel devices" : "")}) — CUDA not available: {e.Message}");
             return ExecutionBackend.Cpu;
         }
+    }
+
+    /// <summary>What a backend's run computes in: "fp32", or "bf16 mixed precision (fp32 master weights)".</summary>
+    private string Precision(ExecutionBackend backend) => TrainingNetworks.ComputeType(_o, backend) switch
+    {
+        DType.F32 => "fp32",
+        var t => $"{_o.MixedPrecision} mixed precision (fp32 master weights{(t == DType.F16 ? ", dynamic loss scaling" : "")})",
+    };
+
+    /// <summary>The optimizer's state and, in fp16, the loss scaler's (checkpoints hold both).</summary>
+    private static IReadOnlyDictionary<string, Tensor> OptimizerState(Optimizer optimizer, TrainingNetworks nets)
+    {
+        if (nets.Scaler == null) return optimizer.State();
+        var state = new Dictionary<string, Tensor>(optimizer.State(), StringComparer.Ordinal) { [LossScaler.StateKey] = nets.Scaler.State() };
+        return state;
     }
 
     private Optimizer MakeOptimizer(TrainingNetworks nets)

@@ -38,6 +38,15 @@ internal sealed class TrainingNetworks : IDisposable
     private readonly ModelFolder _model;
     private readonly DreamBoothOptions _o;
 
+    /// <summary>
+    /// The element type activations and frozen weights are stored in: fp32, or bf16/fp16 with mixed_precision on a kernel
+    /// device (the CPU is the fp32 oracle). Trainable tensors stay fp32 masters either way.
+    /// </summary>
+    public DType Compute { get; }
+
+    /// <summary>fp16's dynamic loss scale (null in fp32 and bf16, whose range needs none).</summary>
+    public LossScaler? Scaler { get; }
+
     public long PlannedBytes { get; private set; }
     public long TrainableCount => _params.Sum(p => (long)p.Accumulated.Length);
 
@@ -46,6 +55,17 @@ internal sealed class TrainingNetworks : IDisposable
         _o = o;
         _model = model;
         _backend = backend;
+        Compute = ComputeType(o, backend);
+        if (Compute == DType.F16) Scaler = new LossScaler();
+    }
+
+    /// <summary>mixed_precision on a kernel device; fp32 on the CPU.</summary>
+    public static DType ComputeType(DreamBoothOptions o, ExecutionBackend backend) =>
+        backend.Kind == ExecutionBackend.BackendKind.Cpu ? DType.F32 : o.MixedPrecision switch { "bf16" => DType.BF16, "fp16" => DType.F16, _ => DType.F32 };
+
+    private void ApplyPrecision(ComputeGraph g, IReadOnlyCollection<Value> masters)
+    {
+        if (Compute != DType.F32) MixedPrecision.Apply(g, Compute, masters);
     }
 
     public string BackendName => _unet?.BackendName ?? _backend.Name;
@@ -99,11 +119,13 @@ internal sealed class TrainingNetworks : IDisposable
             trainable = _unetLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList();
             say($"LoRA: {_unetLoras.Count} UNet modules, rank {_o.LoraRank}, alpha {_o.LoraAlpha ?? _o.LoraRank}");
         }
+        ApplyPrecision(g, trainable);
         var tg = TrainingGraph.Build(g, trainable, new TrainingGraphOptions
         {
             PerSampleWeights = true,
             InputGradients = _o.TrainTextEncoder ? new[] { "encoder_hidden_states" } : Array.Empty<string>(),
             GradientCheckpointing = _o.GradientCheckpointing,
+            LossScale = Scaler != null,
         });
         _unet = new TrainingSession(tg, _backend);
         PlannedBytes += _unet.Plan.ArenaBytes;
@@ -125,6 +147,7 @@ internal sealed class TrainingNetworks : IDisposable
             }
         }
         else shared = AttachShared(eg, _unetLoras);
+        ApplyPrecision(eg, shared);
         _evalPrediction = eg.Outputs[0];
         _eval = _backend.CreateExecutor(ExecutionPlan.Create(eg));
         _sharers.Add((_eval, shared));
@@ -136,6 +159,8 @@ internal sealed class TrainingNetworks : IDisposable
         var targets = LoraTargetSelector.Select(GraphLora.Targets(LoadText(shapes, out _), LoraComponents.TextEncoder), new[] { "text" });
         var g = LoadText(shapes, out var hidden);
         _textLoras.AddRange(GraphLora.Attach(g, Initialize(targets, 1), (float)_o.LoraDropout));
+        ApplyPrecision(g, _textLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList());
+        // Its upstream gradient comes from the UNet's backward, already multiplied by fp16's loss scale.
         var tg = TrainingGraph.Build(g, _textLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList(),
             new TrainingGraphOptions { Prediction = hidden, UpstreamGradient = true, GradientCheckpointing = _o.GradientCheckpointing });
         _text = new TrainingSession(tg, _backend);
@@ -145,6 +170,7 @@ internal sealed class TrainingNetworks : IDisposable
 
         var fg = LoadText(shapes, out _);
         var shared = AttachShared(fg, _textLoras);
+        ApplyPrecision(fg, shared);
         _textHidden = fg.Outputs[0];
         _textForward = _backend.CreateExecutor(ExecutionPlan.Create(fg));
         _sharers.Add((_textForward, shared));
@@ -276,6 +302,11 @@ internal sealed class TrainingNetworks : IDisposable
             var hidden = _textForward.Run(new Dictionary<string, Tensor> { ["input_ids"] = batch.InputIds }, new[] { _textHidden! })[_textHidden!.Name];
             feed = new Dictionary<string, Tensor>(feed) { ["encoder_hidden_states"] = hidden };
         }
+        if (Scaler != null)
+        {
+            feed = new Dictionary<string, Tensor>(feed) { [TrainingGraph.LossScaleInput] = Scaler.Input() };
+            scale /= Scaler.Scale; // the gradients come out multiplied by the loss scale
+        }
         var result = _unet!.Run(feed, seed, step);
         foreach (var p in _params.Where(p => p.UNetParameter != null)) Add(p.Accumulated, _unet.Gradient(p.UNetParameter!), scale);
         if (_text != null)
@@ -303,7 +334,7 @@ internal sealed class TrainingNetworks : IDisposable
         {
             var feed = new Dictionary<string, Tensor>(b.UNet);
             if (_textForward != null) feed["encoder_hidden_states"] = _textForward.Run(new Dictionary<string, Tensor> { ["input_ids"] = b.InputIds }, new[] { _textHidden! })[_textHidden!.Name];
-            var prediction = _eval!.Run(feed, new[] { _evalPrediction! })[_evalPrediction!.Name];
+            var prediction = _eval!.Run(feed, new[] { _evalPrediction! })[_evalPrediction!.Name].To(DType.F32);
             var target = b.UNet[TrainingGraph.TargetInput];
             int rows = prediction.Shape[0], per = prediction.Numel / rows;
             var perSample = new float[rows];

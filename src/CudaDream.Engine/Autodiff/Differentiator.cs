@@ -13,7 +13,8 @@ namespace CudaDream.Engine.Autodiff;
 public static class Differentiator
 {
     /// <summary>Adds backward nodes for d<paramref name="loss"/>/d<paramref name="wrt"/>; returns the gradient value of each wrt value (null when it does not reach the loss).</summary>
-    public static Dictionary<Value, Value?> Differentiate(ComputeGraph g, Value loss, IReadOnlyCollection<Value> wrt)
+    /// <param name="seed">d loss / d loss: the constant 1 by default; a scalar graph input (the fp16 loss scale) scales every gradient.</param>
+    public static Dictionary<Value, Value?> Differentiate(ComputeGraph g, Value loss, IReadOnlyCollection<Value> wrt, Value? seed = null)
     {
         foreach (var n in g.Nodes) OpRegistry.Get(n).PrepareForGradient?.Invoke(n);
         var forward = g.Nodes.ToList();
@@ -32,7 +33,7 @@ public static class Differentiator
 
         var b = new GradBuilder(g);
         var pending = new Dictionary<Value, List<Value>>();
-        pending[loss] = new List<Value> { b.Constant(Ones(loss)) };
+        pending[loss] = new List<Value> { seed ?? b.Constant(Ones(loss)) };
 
         for (int i = forward.Count - 1; i >= 0; i--)
         {

@@ -24,6 +24,12 @@ public sealed record TrainingGraphOptions
     /// UNet's gradient toward <c>encoder_hidden_states</c> into the text encoder.
     /// </summary>
     public bool UpstreamGradient { get; init; }
+    /// <summary>
+    /// Add an input <c>loss_scale</c> [1] (fp32) that seeds the backward instead of 1, so every gradient comes out scaled by it:
+    /// fp16 training's dynamic loss scaling (Micikevicius et al. 2018, §3.2), which keeps small gradients above fp16's
+    /// smallest normal number. The optimizer divides them back.
+    /// </summary>
+    public bool LossScale { get; init; }
 }
 
 /// <summary>
@@ -38,6 +44,7 @@ public sealed class TrainingGraph
     public const string WeightsInput = "loss_weights";
     public const string UpstreamInput = "upstream";
     public const string LossOutput = "loss";
+    public const string LossScaleInput = "loss_scale";
 
     public ComputeGraph Graph { get; }
     public Value Loss { get; }
@@ -107,7 +114,13 @@ public sealed class TrainingGraph
         foreach (var name in options.InputGradients)
             inputs.Add(g.Inputs.FirstOrDefault(i => i.Name == name) ?? throw new CudaDreamException($"{g.Source}: the graph has no input named '{name}'"));
         var wrt = trainable.Concat(inputs).Distinct().ToList();
-        var grads = Differentiator.Differentiate(g, loss, wrt);
+        Value? seed = null;
+        if (options.LossScale)
+        {
+            seed = new Value(LossScaleInput, loss.DType, [1]);
+            g.Inputs.Add(seed);
+        }
+        var grads = Differentiator.Differentiate(g, loss, wrt, seed);
 
         var parameters = new List<TrainableParameter>();
         foreach (var p in trainable)
