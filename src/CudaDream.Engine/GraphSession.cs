@@ -18,6 +18,8 @@ public sealed record GraphSessionOptions
     public bool UseFastKernels { get; init; } = true;
     /// <summary>Where the plan runs: cpu (default), emu[75|80|90] or cuda[:N] (<see cref="ExecutionBackend.Parse"/>).</summary>
     public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
+    /// <summary>Compute type: fp32, or bf16/fp16 mixed precision (kernel devices only; see <see cref="MixedPrecision"/>).</summary>
+    public DType Compute { get; init; } = DType.F32;
 }
 
 /// <summary>
@@ -54,6 +56,7 @@ public sealed class GraphSession : IDisposable
         options ??= new GraphSessionOptions();
         var extra = GraphPasses.KeepValues(g, options.ExtraOutputs);
         var report = GraphPasses.Prepare(g, inputShapes, options.Fuse);
+        GraphPasses.ApplyPrecision(g, options.Compute, options.Backend);
         return new GraphSession(g, report, extra, options);
     }
 
@@ -85,6 +88,19 @@ public static class GraphPasses
             result.Add(v);
         }
         return result;
+    }
+
+    /// <summary>
+    /// Rewrites a prepared graph to compute in <paramref name="compute"/> (bf16/fp16, <paramref name="masters"/> kept fp32);
+    /// fp32 leaves it as it is. The CPU backend is the fp32 oracle: reduced precision there is an error.
+    /// </summary>
+    public static void ApplyPrecision(ComputeGraph g, DType compute, ExecutionBackend backend, IReadOnlyCollection<Value>? masters = null)
+    {
+        if (compute == DType.F32) return;
+        if (!MixedPrecision.IsReduced(compute)) throw new CudaDreamException($"--dtype {compute}: the engine computes in fp32, bf16 or fp16");
+        if (backend.Kind == ExecutionBackend.BackendKind.Cpu)
+            throw new CudaDreamException($"--dtype {ParseDType.Name(compute)} needs a kernel device (--backend emu or cuda): the CPU backend is the fp32 reference");
+        MixedPrecision.Apply(g, compute, masters);
     }
 
     public static SpecializeReport Prepare(ComputeGraph g, IReadOnlyDictionary<string, int[]> inputShapes, bool fuse)

@@ -32,6 +32,9 @@ public sealed class GraphGradCommand : ICommand
     [Option("backend", Default = "cpu", HelpText = Backends.Help)]
     public string Backend { get; set; } = "cpu";
 
+    [Option("dtype", Default = "fp32", HelpText = "Compute type: fp32, or bf16/fp16 mixed precision (activations and weights stored in half precision, fp32 math; emu or cuda only). Results are written as fp32.")]
+    public string DType { get; set; } = "fp32";
+
     [Option("checkpointing", HelpText = "Recompute block activations in the backward pass (gradient checkpointing).")]
     public bool Checkpointing { get; set; }
 
@@ -48,6 +51,7 @@ public sealed class GraphGradCommand : ICommand
     {
         OutputGuard.Check("--out", Out, Force, ("--inputs", Inputs), ("--model", Model), ("--lora", Lora));
         var backend = Backends.Require(Backend);
+        var compute = ParseDType.Compute(DType);
         if (Loss != "mse") throw new CudaDreamException($"--loss '{Loss}' is not supported (mse)");
         var tensors = SafetensorsFile.ReadAll(Inputs);
         var wrt = Wrt.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -55,7 +59,7 @@ public sealed class GraphGradCommand : ICommand
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var result = GraphGradient.Run(new GraphGradientRequest
         {
-            Model = Model, Tensors = tensors, Target = Target, Lora = Lora, Wrt = wrt, Fuse = !NoFuse, GradientCheckpointing = Checkpointing, Backend = backend,
+            Model = Model, Tensors = tensors, Target = Target, Lora = Lora, Wrt = wrt, Fuse = !NoFuse, GradientCheckpointing = Checkpointing, Backend = backend, Compute = compute,
         });
         SafetensorsWriter.Write(Out, result);
         float loss = result[TrainingGraph.LossOutput].ToFloat32Array()[0];

@@ -24,6 +24,9 @@ public sealed class GraphRunCommand : ICommand
     [Option("backend", Default = "cpu", HelpText = Backends.Help)]
     public string Backend { get; set; } = "cpu";
 
+    [Option("dtype", Default = "fp32", HelpText = "Compute type: fp32, or bf16/fp16 mixed precision (activations and weights stored in half precision, fp32 math; emu or cuda only). Results are written as fp32.")]
+    public string DType { get; set; } = "fp32";
+
     [Option("seed", Default = 0UL, HelpText = "Seed for random ops inside the graph (RandomNormalLike).")]
     public ulong Seed { get; set; }
 
@@ -36,10 +39,13 @@ public sealed class GraphRunCommand : ICommand
     [Option("json", HelpText = "Print a JSON summary instead of text.")]
     public bool Json { get; set; }
 
+    private static Tensor Float32(Tensor t) => MixedPrecision.IsReduced(t.DType) ? t.To(Engine.Tensors.DType.F32) : t;
+
     public int Run()
     {
         OutputGuard.Check("--out", Out, Force, ("--inputs", Inputs), ("--model", Model));
         var backend = Backends.Require(Backend);
+        var compute = ParseDType.Compute(DType);
         var extra = CliParse.Aliases(Outputs);
         using var inputs = SafetensorsFile.Open(Inputs);
         var graph = OnnxImporter.Load(Model);
@@ -59,14 +65,14 @@ public sealed class GraphRunCommand : ICommand
             throw new CudaDreamException($"{Inputs}: missing graph input(s) {string.Join(", ", missing)} (the file has {string.Join(", ", inputs.Names.Take(12))}{(inputs.Names.Count() > 12 ? ", ..." : "")})");
         }
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        using var session = GraphSession.Create(graph, shapes, new GraphSessionOptions { Fuse = !NoFuse, Seed = Seed, ExtraOutputs = extra.Select(e => e.value).ToList(), Backend = backend });
+        using var session = GraphSession.Create(graph, shapes, new GraphSessionOptions { Fuse = !NoFuse, Seed = Seed, ExtraOutputs = extra.Select(e => e.value).ToList(), Backend = backend, Compute = compute });
         double prepare = sw.Elapsed.TotalSeconds;
         sw.Restart();
         var results = session.Run(feed);
         double run = sw.Elapsed.TotalSeconds;
         var output = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var o in session.Graph.Outputs.Where(o => !extra.Any(e => e.value == o.Name))) output[o.Name] = results[o.Name];
-        foreach (var (alias, value) in extra) output[alias] = results[value];
+        foreach (var o in session.Graph.Outputs.Where(o => !extra.Any(e => e.value == o.Name))) output[o.Name] = Float32(results[o.Name]);
+        foreach (var (alias, value) in extra) output[alias] = Float32(results[value]);
         SafetensorsWriter.Write(Out, output);
         if (Json)
             Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new

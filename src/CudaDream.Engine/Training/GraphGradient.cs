@@ -21,6 +21,8 @@ public sealed record GraphGradientRequest
     public bool GradientCheckpointing { get; init; }
     /// <summary>Where the step runs: cpu (default), emu[75|80|90] or cuda[:N].</summary>
     public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
+    /// <summary>fp32, or bf16/fp16 mixed precision on a kernel device (the differentiated tensors stay fp32 masters).</summary>
+    public DType Compute { get; init; } = DType.F32;
 }
 
 /// <summary>
@@ -31,6 +33,18 @@ public sealed record GraphGradientRequest
 public static class GraphGradient
 {
     private static readonly string[] LoraSuffixes = { ".lora_down.weight", ".lora_up.weight", ".lora.down.weight", ".lora.up.weight", ".lora_A.weight", ".lora_B.weight", ".alpha" };
+
+    private static Tensor Unscaled(Tensor gradient, double scale)
+    {
+        var g = Float32(gradient.Clone());
+        if (scale == 1) return g;
+        var s = g.Span<float>();
+        for (int i = 0; i < s.Length; i++) s[i] = (float)(s[i] / scale);
+        return g;
+    }
+
+    /// <summary>Reduced-precision results are written as fp32, like the references they are compared with.</summary>
+    private static Tensor Float32(Tensor t) => MixedPrecision.IsReduced(t.DType) ? t.To(DType.F32) : t;
 
     public static Dictionary<string, Tensor> Run(GraphGradientRequest r)
     {
@@ -79,10 +93,12 @@ public static class GraphGradient
                 trainable.AddRange(matched);
             }
         }
+        GraphPasses.ApplyPrecision(g, r.Compute, r.Backend, trainable.Distinct().ToList());
         var tg = TrainingGraph.Build(g, trainable.Distinct().ToList(), new TrainingGraphOptions
         {
             InputGradients = inputGrads.Distinct().ToList(),
             GradientCheckpointing = r.GradientCheckpointing,
+            LossScale = r.Compute == DType.F16,
         });
         if (!Shapes.Equal(target.Shape, tg.Prediction.Shape!))
             throw new CudaDreamException($"--target '{r.Target}' has shape {Shapes.Format(target.Shape)}, the graph output '{tg.Prediction.Name}' is {Shapes.Format(tg.Prediction.Shape!)}");
@@ -91,14 +107,23 @@ public static class GraphGradient
         {
             [TrainingGraph.TargetInput] = target,
         };
-        var step = session.Run(feed);
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+        // fp16: the backward is seeded with a loss scale so small gradients do not flush to zero; the largest scale whose
+        // gradients stay finite is used (GradScaler's search, from its initial 2^16) and divided back out.
+        double scale = r.Compute == DType.F16 ? LossScaler.InitialScale : 1;
+        while (true)
         {
-            [TrainingGraph.LossOutput] = Tensor.FromArray(new[] { (float)step.Loss }, 1),
-            [tg.Prediction.Name] = step.Prediction,
-        };
-        foreach (var p in tg.Parameters) result[p.Name + ".grad"] = session.Gradient(p).Clone();
-        foreach (var name in tg.InputGradients.Keys) result[name + ".grad"] = session.InputGradient(name).Clone();
-        return result;
+            if (r.Compute == DType.F16) feed[TrainingGraph.LossScaleInput] = Tensor.FromArray([(float)scale], 1);
+            var step = session.Run(feed);
+            var result = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+            {
+                [TrainingGraph.LossOutput] = Tensor.FromArray(new[] { (float)step.Loss }, 1),
+                [tg.Prediction.Name] = Float32(step.Prediction),
+            };
+            foreach (var p in tg.Parameters) result[p.Name + ".grad"] = Unscaled(session.Gradient(p), scale);
+            foreach (var name in tg.InputGradients.Keys) result[name + ".grad"] = Unscaled(session.InputGradient(name), scale);
+            bool finite = result.Where(kv => kv.Key.EndsWith(".grad", StringComparison.Ordinal)).All(kv => kv.Value.ToFloat64Array().All(double.IsFinite));
+            if (finite || scale <= 1) return result;
+            scale *= LossScaler.BackoffFactor;
+        }
     }
 }
