@@ -321,6 +321,8 @@ public sealed class DreamBoothTrainer
         if (_o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out int sw, out int sh))
             Check(() => model.CheckImageSize(sw, sh, $"sample_resolution {sw}x{sh}"));
         if (_o.ClipSkip != 1) Check(() => model.TextEncoderGraph.ClipSkip(_o.ClipSkip));
+        // Every bucket side is a multiple of the step: the step fitting the model makes every bucket fit it.
+        if (_o.EnableBucket) Check(() => model.CheckImageSize(_o.BucketResoSteps, _o.BucketResoSteps, $"bucket_reso_steps {_o.BucketResoSteps}"));
         if (problems.Count == 0)
             Check(() => { if (TrainingNetworks.TargetProblem(_o, model, height / model.VaeScaleFactor, width / model.VaeScaleFactor) is { } p) problems.Add(p); });
         if (problems.Count > 0) throw new ConfigException(problems);
