@@ -56,7 +56,7 @@ public sealed class TrainCommand : ICommand
                     task.MaxValue = Math.Max(1, p.Total);
                     task.Value = p.Step;
                     if (p.Phase == "training")
-                        task.Description = Markup.Escape($"step {p.Step}/{p.Total} loss {p.SmoothedLoss:F4} lr {p.LearningRate:0.##e+0} {p.StepsPerSecond:F2} it/s" + (p.EvalLoss is double e ? $" eval {e:F4}" : ""));
+                        task.Description = Markup.Escape($"step {p.Step}/{p.Total} loss {p.SmoothedLoss:F4} lr {p.LearningRate:0.##e+0} {p.StepsPerSecond:F2} it/s" + (p.EvalLoss is double e ? $" eval {e:F4}" : "") + (p.ValidationLoss is double v ? $" val {v:F4}" : ""));
                 }), ct);
             });
         return result!;
@@ -71,11 +71,11 @@ public sealed class TrainCommand : ICommand
         {
             if (p.Message != null) { Console.WriteLine(p.Message); return; }
             bool end = p.Step == p.Total;
-            if (!end && p.EvalLoss == null && DateTime.UtcNow - _last < TimeSpan.FromSeconds(2)) return;
+            if (!end && p.EvalLoss == null && p.ValidationLoss == null && DateTime.UtcNow - _last < TimeSpan.FromSeconds(2)) return;
             _last = DateTime.UtcNow;
             if (p.Phase == "training")
                 Console.WriteLine($"step {p.Step}/{p.Total} loss {p.Loss:F5} (smoothed {p.SmoothedLoss:F5}) lr {p.LearningRate:0.###e+0} {p.StepsPerSecond:F2} it/s ETA {p.Eta:hh\\:mm\\:ss}" +
-                    (p.EvalLoss is double e ? $" eval {e:F5}" : ""));
+                    (p.EvalLoss is double e ? $" eval {e:F5}" : "") + (p.ValidationLoss is double v ? $" val {v:F5}" : ""));
             else Console.WriteLine($"{p.Phase}: {p.Step}/{p.Total}");
         }
     }

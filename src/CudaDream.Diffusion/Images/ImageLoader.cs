@@ -62,6 +62,37 @@ public static class ImageLoader
         return options.ApplyExifOrientation ? Orientation.Apply(image, codec.EncodedOrigin) : image;
     }
 
+    /// <summary>
+    /// The alpha channel of an image as a grey image (R = G = B = alpha), upright like <see cref="Load"/>; null when the
+    /// image has no transparency (no alpha channel, or every pixel opaque).
+    /// </summary>
+    public static RgbImage? LoadAlpha(string path, ImageLoadOptions? options = null)
+    {
+        options ??= new ImageLoadOptions();
+        var bytes = ReadBounded(path, options.MaxFileBytes);
+        using var data = SKData.CreateCopy(bytes);
+        using var codec = SKCodec.Create(data) ?? throw new InvalidFileException(path, "not a readable image (expected JPEG, PNG, WebP, BMP or GIF)");
+        if (codec.Info.AlphaType == SKAlphaType.Opaque) return null;
+        int width = codec.Info.Width, height = codec.Info.Height;
+        if (width <= 0 || height <= 0 || width > options.MaxSide || height > options.MaxSide || (long)width * height > options.MaxPixels)
+            throw new InvalidFileException(path, $"image of {width}x{height} pixels is outside the limits ({options.MaxSide} px a side, {options.MaxPixels / 1_000_000} megapixels)");
+        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        var rgba = new byte[info.BytesSize64];
+        var result = codec.GetPixels(info, rgba);
+        if (result != SKCodecResult.Success) throw new InvalidFileException(path, result == SKCodecResult.IncompleteInput ? "truncated image data" : $"corrupt image data ({result})");
+        var grey = new byte[width * height * 3];
+        bool transparent = false;
+        for (int p = 0, q = 3; q < rgba.Length; p += 3, q += 4)
+        {
+            byte a = rgba[q];
+            transparent |= a != 255;
+            grey[p] = grey[p + 1] = grey[p + 2] = a;
+        }
+        if (!transparent) return null;
+        var image = new RgbImage(width, height, grey);
+        return options.ApplyExifOrientation ? Orientation.Apply(image, codec.EncodedOrigin) : image;
+    }
+
     private static byte[] ReadBounded(string path, long maxBytes)
     {
         try

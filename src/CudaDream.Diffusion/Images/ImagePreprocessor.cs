@@ -18,6 +18,30 @@ public abstract record CropPlacement
     public sealed record Random(double U, double V) : CropPlacement;
 }
 
+/// <summary>
+/// How a training image becomes an input of Width×Height: the transform, and the key its result is cached under
+/// (with the image's content hash, by the caller).
+/// </summary>
+public abstract record ImageGeometry(int Width, int Height, CropPlacement Crop, bool Flip)
+{
+    public abstract string Key { get; }
+    public abstract RgbImage Apply(RgbImage image);
+}
+
+/// <summary>The DreamBooth scripts' transform at a fixed resolution (<see cref="ImagePreprocessor.Prepare"/>).</summary>
+public sealed record CoverGeometry(int Width, int Height, CropPlacement Crop, bool Flip) : ImageGeometry(Width, Height, Crop, Flip)
+{
+    public override string Key => $"{Width}x{Height}|{Crop}|{Flip}";
+    public override RgbImage Apply(RgbImage image) => ImagePreprocessor.Prepare(image, new ImagePreprocessOptions { Width = Width, Height = Height }, Crop, Flip);
+}
+
+/// <summary>kohya's bucket transform: resize to exactly ResizedWidth×ResizedHeight, crop to the bucket (<see cref="ImagePreprocessor.PrepareBucket"/>).</summary>
+public sealed record BucketGeometry(int ResizedWidth, int ResizedHeight, int Width, int Height, CropPlacement Crop, bool Flip) : ImageGeometry(Width, Height, Crop, Flip)
+{
+    public override string Key => $"bucket{Width}x{Height}|resized{ResizedWidth}x{ResizedHeight}|{Crop}|{Flip}";
+    public override RgbImage Apply(RgbImage image) => ImagePreprocessor.PrepareBucket(image, ResizedWidth, ResizedHeight, Width, Height, Crop, Flip);
+}
+
 /// <summary>How a training image becomes the model's input.</summary>
 public sealed record ImagePreprocessOptions
 {
@@ -46,6 +70,22 @@ public static class ImagePreprocessor
         var resized = Resampler.Resize(image, rw, rh, options.Filter);
         var (x, y) = CropOffset(rw, rh, options.Width, options.Height, placement);
         var cropped = Crop(resized, x, y, options.Width, options.Height);
+        return flip ? FlipHorizontal(cropped) : cropped;
+    }
+
+    /// <summary>
+    /// kohya's trim_and_resize_if_required: the image resized to exactly <paramref name="resizedWidth"/>×<paramref name="resizedHeight"/>
+    /// (area averaging when shrinking, as OpenCV's INTER_AREA; Lanczos when enlarging), cropped to width×height — centred
+    /// at ⌊slack/2⌋ as kohya, or at the drawn offsets —, then flipped.
+    /// </summary>
+    public static RgbImage PrepareBucket(RgbImage image, int resizedWidth, int resizedHeight, int width, int height, CropPlacement placement, bool flip)
+    {
+        bool enlarging = resizedWidth > image.Width || resizedHeight > image.Height;
+        var resized = Resampler.Resize(image, resizedWidth, resizedHeight, enlarging ? ResampleFilter.Lanczos : ResampleFilter.Box);
+        var (x, y) = placement is CropPlacement.Center
+            ? ((resizedWidth - width) / 2, (resizedHeight - height) / 2)
+            : CropOffset(resizedWidth, resizedHeight, width, height, placement);
+        var cropped = Crop(resized, x, y, width, height);
         return flip ? FlipHorizontal(cropped) : cropped;
     }
 

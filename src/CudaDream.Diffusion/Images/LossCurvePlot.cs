@@ -13,6 +13,7 @@ public sealed record LossCurveOptions
     public string Title { get; init; } = "loss";
     public string TrainLabel { get; init; } = "train";
     public string EvalLabel { get; init; } = "eval (fixed set)";
+    public string ValidationLabel { get; init; } = "validation (held-out images)";
     /// <summary>Weight of the exponential moving average drawn over the raw training loss (0 = none).</summary>
     public double Smoothing { get; init; } = 0.9;
 }
@@ -27,23 +28,26 @@ public static class LossCurvePlot
     private static readonly Color TrainRaw = new(31, 119, 180, 90);
     private static readonly Color TrainSmooth = new(31, 119, 180);
     private static readonly Color Eval = new(230, 110, 20);
+    private static readonly Color ValidationColor = new(44, 160, 44);
 
     public static void Write(string path, IReadOnlyList<(int Step, double Loss)> train,
-        IReadOnlyList<(int Step, double Loss)>? eval = null, LossCurveOptions? options = null) =>
-        PngFile.Write(path, Render(train, eval, options));
+        IReadOnlyList<(int Step, double Loss)>? eval = null, LossCurveOptions? options = null, IReadOnlyList<(int Step, double Loss)>? validation = null) =>
+        PngFile.Write(path, Render(train, eval, options, validation));
 
+    /// <summary>The plot: training loss, optionally the fixed-set loss and the validation loss (held-out images), each its own series.</summary>
     public static RgbImage Render(IReadOnlyList<(int Step, double Loss)> train,
-        IReadOnlyList<(int Step, double Loss)>? eval = null, LossCurveOptions? options = null)
+        IReadOnlyList<(int Step, double Loss)>? eval = null, LossCurveOptions? options = null, IReadOnlyList<(int Step, double Loss)>? validation = null)
     {
         options ??= new LossCurveOptions();
         if (options.Width < 200 || options.Height < 150) throw new ArgumentOutOfRangeException(nameof(options), "a loss plot needs at least 200x150 pixels");
         var trainPoints = Usable(train, options.LogY);
         var evalPoints = Usable(eval ?? [], options.LogY);
+        var validationPoints = Usable(validation ?? [], options.LogY);
 
         var plot = new Plot();
         plot.Title(options.Title + (options.LogY ? " (log scale)" : ""));
         plot.XLabel("step");
-        if (trainPoints.Count + evalPoints.Count == 0)
+        if (trainPoints.Count + evalPoints.Count + validationPoints.Count == 0)
             plot.Add.Annotation("no loss values yet", Alignment.MiddleCenter);
         if (trainPoints.Count > 0)
         {
@@ -59,6 +63,13 @@ public static class LossCurvePlot
             e.MarkerShape = MarkerShape.FilledCircle;
             e.LegendText = options.EvalLabel;
         }
+        if (validationPoints.Count > 0)
+        {
+            var v = Line(plot, validationPoints, options.LogY, ValidationColor, 2);
+            v.MarkerSize = 7;
+            v.MarkerShape = MarkerShape.FilledSquare;
+            v.LegendText = options.ValidationLabel;
+        }
         if (options.LogY)
         {
             // ScottPlot draws log axes as a linear axis over log10 values with decade ticks and their minor ticks.
@@ -69,7 +80,7 @@ public static class LossCurvePlot
                 LabelFormatter = y => $"{Math.Pow(10, y):G3}",
             };
         }
-        if (trainPoints.Count + evalPoints.Count > 0) plot.ShowLegend(Alignment.UpperRight);
+        if (trainPoints.Count + evalPoints.Count + validationPoints.Count > 0) plot.ShowLegend(Alignment.UpperRight);
 
         var png = plot.GetImageBytes(options.Width, options.Height, ImageFormat.Png);
         using var bitmap = SKBitmap.Decode(png) ?? throw new InvalidOperationException("the plot did not render");

@@ -9,6 +9,8 @@ public enum ResampleFilter
     Bicubic,
     /// <summary>Lanczos, 3 lobes.</summary>
     Lanczos,
+    /// <summary>Box (Pillow's BOX): when shrinking, the area average of the covered pixels, as OpenCV's INTER_AREA.</summary>
+    Box,
 }
 
 /// <summary>
@@ -34,6 +36,7 @@ public static class Resampler
         ResampleFilter.Bilinear => (1.0, x => Math.Abs(x) < 1 ? 1 - Math.Abs(x) : 0),
         ResampleFilter.Bicubic => (2.0, Bicubic),
         ResampleFilter.Lanczos => (3.0, x => x > -3 && x < 3 ? Sinc(x) * Sinc(x / 3) : 0),
+        ResampleFilter.Box => (0.5, x => x >= -0.5 && x < 0.5 ? 1 : 0),
         _ => throw new ArgumentOutOfRangeException(nameof(filter)),
     };
 

@@ -46,7 +46,7 @@ public sealed class DiffusionObjective
     /// <paramref name="timeBase"/> offsets the timestep draws' elements (the evaluation stream keeps them apart from its noise).
     /// </summary>
     public ObjectiveDraw Draw(float[] latents, int rows, int channels, int pixels, ulong seed, long step, RandomPurpose noisePurpose,
-        RandomPurpose timePurpose, long timeBase, bool[]? isClass, bool evaluation)
+        RandomPurpose timePurpose, long timeBase, bool[]? isClass, bool evaluation, int[]? fixedTimesteps = null)
     {
         int per = channels * pixels;
         var noise = new float[rows * per];
@@ -60,7 +60,8 @@ public sealed class DiffusionObjective
                     for (int i = 0; i < pixels; i++) noise[(r * channels + c) * pixels + i] += (float)_noiseOffset * offsets[r * channels + c];
         }
         var timesteps = new int[rows];
-        for (int r = 0; r < rows; r++) timesteps[r] = CounterRng.UniformInt(seed, step, timePurpose, timeBase + r, _schedule.NumTrainTimesteps);
+        for (int r = 0; r < rows; r++)
+            timesteps[r] = fixedTimesteps?[r] ?? CounterRng.UniformInt(seed, step, timePurpose, timeBase + r, _schedule.NumTrainTimesteps);
 
         var noisy = new float[rows * per];
         var target = new float[rows * per];
@@ -76,6 +77,37 @@ public sealed class DiffusionObjective
         var weights = new float[rows];
         for (int r = 0; r < rows; r++) weights[r] = (float)Weight(isClass?[r], timesteps[r], evaluation);
         return new ObjectiveDraw(noisy, target, timesteps, weights);
+    }
+
+    public int NumTrainTimesteps => _schedule.NumTrainTimesteps;
+
+    /// <summary>
+    /// The validation loss's fixed timesteps: 10, 350, 500, 650 and 990 of a 1000-step schedule (scaled to others), so the
+    /// loss is measured over the whole range of noise levels the same way at every evaluation.
+    /// </summary>
+    public int[] ValidationTimesteps() =>
+        new[] { 10, 350, 500, 650, 990 }.Select(t => Math.Min(_schedule.NumTrainTimesteps - 1, (int)((long)t * _schedule.NumTrainTimesteps / 1000))).ToArray();
+
+    /// <summary>
+    /// Masked loss (as kohya's masked_loss, but averaged over the masked pixels only): with m ∈ [0, 1] per latent pixel of
+    /// row b, the row's loss is l_b = Σ_{c,i} m_i·(ε̂ − target)² / (C·Σ_i m_i). The engine's loss is (1/E)·Σ_e w_b·(ε̂' − t')²
+    /// with ε̂' = ε̂·√m and t' = target·√m (a Mul before the loss, so d loss/d ε̂ = 0 exactly where m = 0), which equals
+    /// w_b·l_b when w_b is multiplied by the returned factor H·W/Σ_i m_i (0 for an empty mask: the row does not count).
+    /// Returns √m per element [rows, C, pixels] and the factor per row.
+    /// </summary>
+    public static (float[] ElementMask, float[] WeightFactor) MaskedLoss(float[] pixelMasks, int rows, int channels, int pixels)
+    {
+        var element = new float[rows * channels * pixels];
+        var factor = new float[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double sum = 0;
+            for (int i = 0; i < pixels; i++) sum += pixelMasks[r * pixels + i];
+            factor[r] = sum > 0 ? (float)(pixels / sum) : 0f;
+            for (int c = 0; c < channels; c++)
+                for (int i = 0; i < pixels; i++) element[(r * channels + c) * pixels + i] = MathF.Sqrt(pixelMasks[r * pixels + i]);
+        }
+        return (element, factor);
     }
 
     /// <summary>w of one row (see the class comment): the prior-preservation factor times the Min-SNR-γ factor.</summary>

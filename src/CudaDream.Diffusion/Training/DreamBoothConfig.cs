@@ -40,7 +40,7 @@ public static class DreamBoothConfig
         "save_lora_after", "save_lora_cancel", "save_lora_during", "save_lora_for_extra_net", "save_preview_every", "save_safetensors",
         "save_state_after", "save_state_cancel", "save_state_during", "scheduler", "shuffle_tags", "snapshot", "split_loss", "src",
         "stop_text_encoder", "strict_tokens", "dynamic_img_norm", "tenc_grad_clip_norm", "tenc_weight_decay", "tf32_enable", "train_imagic",
-        "train_unet", "train_unfrozen", "txt_learning_rate", "use_concepts", "use_ema", "use_lora", "use_lora_extended", "use_shared_src",
+        "train_unet", "train_unfrozen", "txt_learning_rate", "use_concepts", "use_lora", "use_lora_extended", "use_shared_src",
         "use_subdir", "v2", "weight_decay", "use_8bit_adam", "save_class_txt", "freeze_spectral_norm", "min_snr_gamma_enabled",
     };
 
@@ -117,7 +117,7 @@ public static class DreamBoothConfig
                 if (FromJson(p.Value, prop.PropertyType, out var value))
                 {
                     // Paths in a file are relative to the file.
-                    if (value is string path && path.Length > 0 && prop.Name is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir))
+                    if (value is string path && path.Length > 0 && IsPathSetting(prop.Name))
                         value = Path.GetFullPath(Path.Combine(baseDir, path));
                     o = With(o, prop, value);
                 }
@@ -203,7 +203,7 @@ public static class DreamBoothConfig
             if (isRun)
             {
                 // Paths given as flags are relative to the working directory; stored absolute (config.json, resume) like paths from a file.
-                if (value is string path && path.Length > 0 && prop.Name is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir))
+                if (value is string path && path.Length > 0 && IsPathSetting(prop.Name))
                     value = Path.GetFullPath(path);
                 o = With(o, prop, value);
             }
@@ -220,6 +220,9 @@ public static class DreamBoothConfig
         }
         return o;
     }
+
+    private static bool IsPathSetting(string property) => property is nameof(DreamBoothOptions.Model) or nameof(DreamBoothOptions.OutputDir)
+        or nameof(DreamBoothOptions.ValidationDataDir) or nameof(DreamBoothOptions.LoggingDir);
 
     private static T With<T>(T record, PropertyInfo prop, object? value) where T : class
     {
@@ -292,6 +295,32 @@ public static class DreamBoothConfig
         return d[a.Length, b.Length];
     }
 
+    public static readonly string[] Optimizers = { "adamw", "adamw8bit", "prodigy", "lion", "sgd" };
+
+    /// <summary>The problems of the data settings: buckets, masks, captions, validation.</summary>
+    private static IEnumerable<string> DataProblems(DreamBoothOptions o, bool checkPaths)
+    {
+        int steps = o.BucketResoSteps;
+        if (!(steps >= 8 && steps % 8 == 0)) yield return $"bucket_reso_steps: {steps} must be a positive multiple of 8 (the latent grid)";
+        else
+        {
+            if (o.MinBucketReso < steps || o.MinBucketReso % steps != 0) yield return $"min_bucket_reso: {o.MinBucketReso} must be a positive multiple of bucket_reso_steps {steps}";
+            if (o.MaxBucketReso % steps != 0) yield return $"max_bucket_reso: {o.MaxBucketReso} must be a multiple of bucket_reso_steps {steps}";
+        }
+        if (o.MaxBucketReso < o.MinBucketReso) yield return $"max_bucket_reso: {o.MaxBucketReso} is below min_bucket_reso {o.MinBucketReso}";
+        if (o.EnableBucket && TryParseResolution(o.Resolution, out int w, out int h) && (o.MaxBucketReso < w || o.MaxBucketReso < h))
+            yield return $"max_bucket_reso: {o.MaxBucketReso} is below the resolution {o.Resolution} (kohya requires max_bucket_reso ≥ each side)";
+        if (!(o.CaptionExtension.Length >= 2 && o.CaptionExtension[0] == '.' && o.CaptionExtension.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && o.CaptionExtension.IndexOf('.', 1) < 0))
+            yield return $"caption_extension: '{o.CaptionExtension}' is not a file extension such as .txt or .caption";
+        if (o.KeepTokens < 0) yield return "keep_tokens: must not be negative";
+        if (!(o.CaptionDropoutRate is >= 0 and <= 1)) yield return $"caption_dropout_rate: {o.CaptionDropoutRate} must be in [0, 1]";
+        if (!(o.CaptionTagDropoutRate is >= 0 and <= 1)) yield return $"caption_tag_dropout_rate: {o.CaptionTagDropoutRate} must be in [0, 1]";
+        if (!(o.ValidationSplit is >= 0 and < 1)) yield return $"validation_split: {o.ValidationSplit} must be in [0, 1)";
+        if (o.ValidationSplit > 0 && o.ValidationDataDir.Length > 0) yield return "validation_split, validation_data_dir: choose one";
+        if (o.ValidationDataDir.Length > 0 && checkPaths && !Directory.Exists(o.ValidationDataDir)) yield return $"validation_data_dir: folder '{o.ValidationDataDir}' not found";
+        if (o.ValidationEveryNSteps < 0) yield return "validation_every_n_steps: must not be negative";
+    }
+
     public static readonly string[] LrSchedulers = { "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial" };
 
     /// <summary>Every problem of a configuration, one line each (empty when it is valid).</summary>
@@ -333,7 +362,16 @@ public static class DreamBoothConfig
         Check(o.LrWarmupSteps >= 0, "lr_warmup_steps: must not be negative");
         // diffusers' polynomial schedule decays to lr_end = 1e-7, which needs a larger starting rate.
         Check(o.LrScheduler != "polynomial" || o.LearningRate > 1e-7, $"lr_scheduler polynomial: learning_rate {o.LearningRate} must be above the schedule's final rate 1e-7");
-        Check(o.Optimizer is "adamw" or "sgd", $"optimizer: '{o.Optimizer}' is not adamw or sgd");
+        Check(Optimizers.Contains(o.Optimizer), $"optimizer: '{o.Optimizer}' is not one of {string.Join(", ", Optimizers)}");
+        Check(o.LionBeta1 is >= 0 and < 1 && o.LionBeta2 is >= 0 and < 1, "lion_beta1, lion_beta2: must be in [0, 1)");
+        Check(o.ProdigyD0 > 0 && double.IsFinite(o.ProdigyD0), $"prodigy_d0: {o.ProdigyD0} must be positive");
+        Check(o.ProdigyDCoef > 0 && double.IsFinite(o.ProdigyDCoef), $"prodigy_d_coef: {o.ProdigyDCoef} must be positive");
+        Check(o.EmaDecay is >= 0 and <= 1, $"ema_decay: {o.EmaDecay} must be in [0, 1]");
+        Check(!o.EmaSaveRaw || o.UseEma, "ema_save_raw: needs use_ema (without EMA the written result is the raw one)");
+        Check(o.LogWith is "none" or "tensorboard", $"log_with: '{o.LogWith}' is not none or tensorboard");
+        Check(o.LoggingDir.Length == 0 || o.LogWith == "tensorboard", "logging_dir: set, but log_with is not tensorboard");
+        if (o.LoggingDir.Length > 0 && checkPaths) Check(!File.Exists(o.LoggingDir), $"logging_dir: '{o.LoggingDir}' is a file, not a folder");
+        p.AddRange(DataProblems(o, checkPaths));
         Check(o.AdamBeta1 is >= 0 and < 1 && o.AdamBeta2 is >= 0 and < 1, "adam_beta1, adam_beta2: must be in [0, 1)");
         Check(o.AdamEpsilon > 0, "adam_epsilon: must be positive");
         Check(o.AdamWeightDecay >= 0, "adam_weight_decay: must not be negative");

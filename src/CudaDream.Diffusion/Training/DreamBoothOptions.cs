@@ -48,6 +48,20 @@ public sealed record DreamBoothOptions
     [Setting("Crop the centre of each image (false = random crop).")] public bool CenterCrop { get; init; } = true;
     [Setting("Flip images horizontally at random.")] public bool RandomFlip { get; init; }
     [Setting("Latents from the VAE posterior: mean (× scaling factor), or sample (mean + std·ε with ε seeded per image and crop).")] public string LatentSampling { get; init; } = "mean";
+    [Setting("Aspect-ratio buckets (kohya's scheme): each image trains at the bucket of about resolution² pixels nearest its aspect ratio; a batch draws from one bucket.")] public bool EnableBucket { get; init; }
+    [Setting("Smallest bucket side in pixels.")] public int MinBucketReso { get; init; } = 256;
+    [Setting("Largest bucket side in pixels.")] public int MaxBucketReso { get; init; } = 1024;
+    [Setting("Step of bucket sides in pixels (multiple of 8).")] public int BucketResoSteps { get; init; } = 64;
+    [Setting("Buckets never enlarge an image: large images shrink to about resolution² pixels, small ones are only cropped to the step.")] public bool BucketNoUpscale { get; init; }
+    [Setting("Masked loss: <image>.mask.png beside an instance image (white = learn, black = ignore), else its alpha channel; the loss is averaged over the masked latent pixels only.")] public bool MaskedLoss { get; init; }
+    [Setting("Extension of caption files beside images: .txt or .caption (kohya's default).")] public string CaptionExtension { get; init; } = ".txt";
+    [Setting("Shuffle the comma-separated tags of each instance prompt at every step (the first keep_tokens stay in place).")] public bool ShuffleCaption { get; init; }
+    [Setting("Tags at the start of a prompt that shuffling and tag dropout leave in place (e.g. the trigger word).")] public int KeepTokens { get; init; }
+    [Setting("Probability that an instance example trains with the empty prompt (for classifier-free guidance).")] public double CaptionDropoutRate { get; init; }
+    [Setting("Probability that each tag after keep_tokens is dropped from an instance prompt.")] public double CaptionTagDropoutRate { get; init; }
+    [Setting("Fraction of each concept's instance images held out for the validation loss (chosen by the seed; 0 = none).")] public double ValidationSplit { get; init; }
+    [Setting("Folder of validation images (captions as for instance images, prompted like concept 0); instead of validation_split.")] public string ValidationDataDir { get; init; } = "";
+    [Setting("Validation loss (held-out images at fixed timesteps and noise) every N steps (0 = only at the end).")] public int ValidationEveryNSteps { get; init; } = 10;
 
     // ---- schedule ----
     [Setting("Examples per step (instance and class examples each count).")] public int TrainBatchSize { get; init; } = 1;
@@ -62,11 +76,20 @@ public sealed record DreamBoothOptions
     [Setting("Power of the polynomial schedule.")] public double LrPower { get; init; } = 1;
 
     // ---- optimizer ----
-    [Setting("Optimizer: adamw or sgd.")] public string Optimizer { get; init; } = "adamw";
-    [Setting("AdamW β1.")] public double AdamBeta1 { get; init; } = 0.9;
-    [Setting("AdamW β2.")] public double AdamBeta2 { get; init; } = 0.999;
-    [Setting("Weight decay (decoupled for AdamW, L2 for SGD).")] public double AdamWeightDecay { get; init; } = 1e-2;
-    [Setting("AdamW ε.")] public double AdamEpsilon { get; init; } = 1e-8;
+    [Setting("Optimizer: adamw, adamw8bit (8-bit block-wise moments), prodigy (learning-rate-free: learning_rate is a multiplier, 1.0 usual), lion, sgd.")] public string Optimizer { get; init; } = "adamw";
+    [Setting("AdamW (and adamw8bit, prodigy) β1.")] public double AdamBeta1 { get; init; } = 0.9;
+    [Setting("AdamW (and adamw8bit, prodigy) β2.")] public double AdamBeta2 { get; init; } = 0.999;
+    [Setting("Weight decay (decoupled for AdamW, adamw8bit, prodigy and lion; L2 for SGD).")] public double AdamWeightDecay { get; init; } = 1e-2;
+    [Setting("AdamW (and adamw8bit, prodigy) ε.")] public double AdamEpsilon { get; init; } = 1e-8;
+    [Setting("Lion β1 (interpolation of the update direction).")] public double LionBeta1 { get; init; } = 0.9;
+    [Setting("Lion β2 (momentum decay).")] public double LionBeta2 { get; init; } = 0.99;
+    [Setting("Prodigy's initial distance estimate d0.")] public double ProdigyD0 { get; init; } = 1e-6;
+    [Setting("Prodigy's multiplier of the estimate (d_coef).")] public double ProdigyDCoef { get; init; } = 1.0;
+    [Setting("Prodigy with Adam's bias correction in the step size.")] public bool ProdigyUseBiasCorrection { get; init; }
+    [Setting("Prodigy's safeguard warm-up (the learning rate left out of the estimate's denominator).")] public bool ProdigySafeguardWarmup { get; init; }
+    [Setting("Keep an exponential moving average (fp32) of the trained weights; sample grids and the written LoRA/weights use it.")] public bool UseEma { get; init; }
+    [Setting("EMA decay (with diffusers' warm-up min(decay, (1 + k)/(10 + k))).")] public double EmaDecay { get; init; } = 0.999;
+    [Setting("With use_ema, also write the raw (non-EMA) result as <name>-raw.safetensors.")] public bool EmaSaveRaw { get; init; }
     [Setting("SGD momentum.")] public double SgdMomentum { get; init; } = 0.9;
     [Setting("Clip the global gradient norm to this (0 = no clipping).")] public double MaxGradNorm { get; init; } = 1.0;
 
@@ -102,6 +125,8 @@ public sealed record DreamBoothOptions
     [Setting("Checkpoints to keep (older ones are deleted).")] public int CheckpointsToKeep { get; init; } = 3;
     [Setting("Evaluate the loss on a fixed set of (timestep, noise) pairs every N steps.")] public int EvalEveryNSteps { get; init; } = 10;
     [Setting("Examples in the fixed evaluation set.")] public int EvalExamples { get; init; } = 4;
+    [Setting("Training logs: none, or tensorboard (event files with loss, learning rate, validation loss and sample grids).")] public string LogWith { get; init; } = "none";
+    [Setting("Folder of the TensorBoard logs (default: <output_dir>/logs).")] public string LoggingDir { get; init; } = "";
     [Setting("Resume from the latest checkpoint in output_dir.")] public bool Resume { get; init; }
     [Setting("Start afresh in an output_dir that holds an earlier run: its checkpoints, samples and LoRA files are deleted (caches and class images are kept). Without it (or resume) such an output_dir is refused.")] public bool Overwrite { get; init; }
     [Setting("Width and height of sample images (default: the training resolution).")] public string? SampleResolution { get; init; }

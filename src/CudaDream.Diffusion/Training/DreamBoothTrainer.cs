@@ -82,21 +82,31 @@ public sealed class DreamBoothTrainer
                 Say($"warning: the prompt of {same.First().Path}{(same.Count() > 1 ? $" (and {same.Count() - 1} more images)" : "")} is longer than {tokenizer.MaxLength} tokens; trained without: {cut}");
 
         using var cache = new TrainingCache(_o.OutputDir, model, _o.ClipSkip, _o.LatentSampling == "sample", (ulong)_o.Seed);
-        var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction);
+        var batches = new BatchMaker(_o, data, model, tokenizer, cache, width, height, prediction) { Warn = Say };
+        foreach (var line in batches.BucketSummary()) Say(line);
+        if (data.Validation.Count > 0) Say($"validation: {data.Validation.Count} images ({(_o.ValidationDataDir.Length > 0 ? _o.ValidationDataDir : $"held out of the instance images, validation_split {_o.ValidationSplit}")}), loss every {_o.ValidationEveryNSteps} steps at fixed timesteps and noise");
+        if (_o.MaskedLoss) Say($"masked loss: {data.Instances.SelectMany(i => i).Count(i => i.Mask != null)} of {data.Instances.Sum(i => i.Count)} instance images have a mask (.mask.png or alpha); the others count whole");
         batches.Warm((i, n) => progress?.Report(new TrainingProgress { Phase = "caching latents", Step = i, Total = n }), cancellation);
-        if (!_o.TrainTextEncoder) cache.ReleaseNetworks();
+        // Augmented captions are new prompts at every step: the frozen text encoder keeps running for them.
+        if (!_o.TrainTextEncoder && !CaptionOptions.From(_o).Varies) cache.ReleaseNetworks();
         Say($"cache: {cache.Hits} reused, {cache.Misses} computed");
 
         // ---- networks ----
-        using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentHeight, batches.LatentWidth, Say);
+        using var nets = TrainingNetworks.Build(_o, model, backend, batches.PhysicalBatch, batches.LatentShapes, Say);
         CheckMemory(nets, Say);
         nets.SamplerWeights(out var unsampled);
         if (unsampled.Count > 0) Say($"warning: sample grids show these tuned weights untrained (no initializer of the stored UNet holds them): {string.Join(", ", unsampled.Take(5))}{(unsampled.Count > 5 ? ", …" : "")}");
         var optimizer = MakeOptimizer(nets);
+        long adamWBytes = nets.TrainableCount * 2 * sizeof(float);
+        Say($"optimizer: {_o.Optimizer}, state {optimizer.StateBytes / (1024.0 * 1024):F2} MiB ({(double)optimizer.StateBytes / Math.Max(1, adamWBytes):P0} of fp32 AdamW's {adamWBytes / (1024.0 * 1024):F2} MiB)" +
+            (nets.Ema != null ? $"; EMA {nets.TrainableCount * sizeof(float) / (1024.0 * 1024):F2} MiB (decay {_o.EmaDecay})" : ""));
+        if (_o.Optimizer == "prodigy" && _o.LearningRate < 0.1)
+            Say($"warning: with prodigy, learning_rate multiplies the step size Prodigy estimates; {_o.LearningRate} makes it {1 / _o.LearningRate:G3}× smaller than usual (1.0 is the usual value)");
         // An epoch is one pass over the instance examples; the data stream runs on across epoch ends, so N epochs take
         // ⌈N · epoch size / examples per update⌉ updates (a per-epoch floor skipped data, e.g. 6 images at batch 4).
         long examplesPerUpdate = (long)_o.TrainBatchSize * _o.GradientAccumulationSteps;
         int totalUpdates = _o.MaxTrainSteps > 0 ? _o.MaxTrainSteps
+            : batches.Bucketed ? (int)Math.Min(int.MaxValue, ((long)_o.NumTrainEpochs * batches.MicroStepsPerEpoch + _o.GradientAccumulationSteps - 1) / _o.GradientAccumulationSteps)
             : (int)Math.Min(int.MaxValue, ((long)_o.NumTrainEpochs * data.EpochSize + examplesPerUpdate - 1) / examplesPerUpdate);
         var schedule = new LrSchedule(new LrScheduleOptions(LrSchedule.ParseKind(_o.LrScheduler), _o.LrWarmupSteps, totalUpdates,
             _o.LrScheduler == "cosine_with_restarts" ? _o.LrNumCycles : null, _o.LrPower, 1e-7, _o.LearningRate));
@@ -107,10 +117,11 @@ public sealed class DreamBoothTrainer
         var checkpoints = new TrainingCheckpoints(_o.OutputDir, _o.CheckpointsToKeep);
         string configHash = ConfigHash();
         int start = 0;
-        var log = new LossLog(_o.OutputDir);
+        using var log = new LossLog(_o.OutputDir, _o.LogWith == "tensorboard" ? (_o.LoggingDir.Length > 0 ? _o.LoggingDir : Path.Combine(_o.OutputDir, "logs")) : null);
+        if (log.TensorBoardFile != null) Say($"tensorboard: logging to {log.TensorBoardFile} (tensorboard --logdir {Path.GetDirectoryName(log.TensorBoardFile)})");
         if (_o.Resume && checkpoints.Latest() is { } latest)
         {
-            var (state, parameters, optState) = checkpoints.Load(latest);
+            var (state, parameters, optState, emaState) = checkpoints.Load(latest);
             if (state.ConfigHash != configHash)
                 throw new CudaDreamException($"{latest}: the checkpoint was made with other training settings; resume needs the same configuration (or start a new output_dir)");
             nets.LoadParameters(parameters, latest);
@@ -118,6 +129,8 @@ public sealed class DreamBoothTrainer
             optimizer.Load(optState);
             if (nets.Scaler != null)
                 nets.Scaler.Load(optState.TryGetValue(LossScaler.StateKey, out var scaler) ? scaler : throw new InvalidFileException(latest, $"the checkpoint has no '{LossScaler.StateKey}' (it was not an fp16 run)"), latest);
+            if (nets.Ema != null)
+                nets.Ema.Load(emaState ?? throw new InvalidFileException(latest, "the checkpoint has no EMA state (it was made without use_ema)"), Path.Combine(latest, TrainingCheckpoints.EmaFile));
             start = state.Update;
             log.TruncateAfter(start);
             Say($"resumed from {latest} at update {start}");
@@ -126,6 +139,7 @@ public sealed class DreamBoothTrainer
 
         // ---- the loop ----
         var evalSet = batches.EvalSet();
+        var validationSet = batches.ValidationSet();
         var sw = Stopwatch.StartNew();
         double? smoothed = null;
         double? lastLoss = null;
@@ -147,15 +161,17 @@ public sealed class DreamBoothTrainer
                 lastLoss = loss;
                 smoothed = smoothed == null ? loss : 0.9 * smoothed + 0.1 * loss;
                 double? eval = (_o.EvalEveryNSteps > 0 && done % _o.EvalEveryNSteps == 0) || done == totalUpdates ? nets.Evaluate(evalSet) : null;
-                log.Append(done, loss, _o.LearningRate * lrMultiplier, eval);
+                double? validation = validationSet.Count > 0 && ((_o.ValidationEveryNSteps > 0 && done % _o.ValidationEveryNSteps == 0) || done == totalUpdates)
+                    ? nets.Evaluate(validationSet) : null;
+                log.Append(done, loss, _o.LearningRate * lrMultiplier, eval, validation);
                 double rate = (done - start) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                 progress?.Report(new TrainingProgress
                 {
                     Phase = "training", Step = done, Total = totalUpdates, Loss = loss, SmoothedLoss = smoothed, LearningRate = _o.LearningRate * lrMultiplier,
-                    StepsPerSecond = rate, Eta = TimeSpan.FromSeconds((totalUpdates - done) / Math.Max(rate, 1e-9)), EvalLoss = eval,
+                    StepsPerSecond = rate, Eta = TimeSpan.FromSeconds((totalUpdates - done) / Math.Max(rate, 1e-9)), EvalLoss = eval, ValidationLoss = validation,
                 });
                 if (Due(_o.CheckpointEveryNSteps, done, totalUpdates))
-                    lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
+                    lastCheckpoint = checkpoints.Save(new TrainerState(done, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets), nets.EmaTensors());
                 if (Due(_o.SaveEveryNSteps, done, totalUpdates))
                 {
                     FaultInjection.At("lora-write");
@@ -163,7 +179,10 @@ public sealed class DreamBoothTrainer
                     foreach (var written in new[] { stepLora, stepWeights }.OfType<string>()) Say($"wrote {written}");
                 }
                 if (Due(_o.SampleEveryNSteps, done, totalUpdates) && SampleGrid(nets, batches, model, done, sampleEngine, cancellation) is { } grid)
+                {
                     Say($"wrote {grid}");
+                    log.Image("samples", done, grid);
+                }
             }
             completed = true;
         }
@@ -180,7 +199,7 @@ public sealed class DreamBoothTrainer
         catch (OperationCanceledException)
         {
             // Ctrl-C: keep the work done so far, resumable with --resume.
-            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
+            lastCheckpoint = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets), nets.EmaTensors());
             Say($"interrupted at update {applied}; wrote {lastCheckpoint} (continue with --resume)");
             log.WriteCurve();
             return new TrainingResult(_o.OutputDir, null, null, applied, false, lastLoss, log.Eval, lastCheckpoint);
@@ -189,12 +208,16 @@ public sealed class DreamBoothTrainer
         string? lora, weights;
         try
         {
-            lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets));
+            lastCheckpoint = checkpoints.Save(new TrainerState(totalUpdates, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets), nets.EmaTensors());
             FaultInjection.At("lora-write");
             (lora, weights) = WriteOutputs(nets, model, Path.Combine(_o.OutputDir, _o.Name), totalUpdates, totalUpdates);
             log.WriteCurve();
             foreach (var written in new[] { lora, weights }.OfType<string>()) Say($"wrote {written}");
-            if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid) Say($"wrote {finalGrid}");
+            if (SampleGrid(nets, batches, model, totalUpdates, sampleEngine, cancellation) is { } finalGrid)
+            {
+                Say($"wrote {finalGrid}");
+                log.Image("samples", totalUpdates, finalGrid);
+            }
         }
         catch (CudaDreamException e) when (e is not TrainingStoppedException)
         {
@@ -237,6 +260,7 @@ public sealed class DreamBoothTrainer
         optimizer.SetLearningRateMultiplier(lrMultiplier);
         optimizer.Step();
         nets.ParametersUpdated();
+        nets.Ema?.Update();
         return loss;
     }
 
@@ -274,7 +298,7 @@ public sealed class DreamBoothTrainer
         string? saved = null;
         bool vanished = !Directory.Exists(_o.OutputDir);
         if (!vanished && failure is not WriteFailedException)
-            try { saved = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets)); }
+            try { saved = checkpoints.Save(new TrainerState(applied, configHash, totalUpdates), nets.ParameterTensors(), OptimizerState(optimizer, nets), nets.EmaTensors()); }
             catch (CudaDreamException) { saved = null; }
         string where = saved != null ? $"wrote {saved}; continue with --resume once fixed"
             : vanished ? "no checkpoint is left (the output folder is gone); start again"
@@ -300,6 +324,8 @@ public sealed class DreamBoothTrainer
         if (_o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out int sw, out int sh))
             Check(() => model.CheckImageSize(sw, sh, $"sample_resolution {sw}x{sh}"));
         if (_o.ClipSkip != 1) Check(() => model.TextEncoderGraph.ClipSkip(_o.ClipSkip));
+        // Every bucket side is a multiple of the step: the step fitting the model makes every bucket fit it.
+        if (_o.EnableBucket) Check(() => model.CheckImageSize(_o.BucketResoSteps, _o.BucketResoSteps, $"bucket_reso_steps {_o.BucketResoSteps}"));
         if (problems.Count == 0)
             Check(() => { if (TrainingNetworks.TargetProblem(_o, model, height / model.VaeScaleFactor, width / model.VaeScaleFactor) is { } p) problems.Add(p); });
         if (problems.Count > 0) throw new ConfigException(problems);
@@ -354,9 +380,14 @@ public sealed class DreamBoothTrainer
         var groups = new List<ParameterGroup> { new("unet", nets.OptimizerParameters("unet"), _o.LearningRate, _o.AdamWeightDecay) };
         var te = nets.OptimizerParameters("text_encoder");
         if (te.Count > 0) groups.Add(new ParameterGroup("text_encoder", te, _o.TextEncoderLr ?? _o.LearningRate, _o.AdamWeightDecay));
-        return _o.Optimizer == "sgd"
-            ? new Sgd(groups, new SgdOptions(_o.SgdMomentum))
-            : new AdamW(groups, new AdamWOptions(_o.AdamBeta1, _o.AdamBeta2, _o.AdamEpsilon));
+        return _o.Optimizer switch
+        {
+            "sgd" => new Sgd(groups, new SgdOptions(_o.SgdMomentum)),
+            "adamw8bit" => new AdamW8bit(groups, new AdamWOptions(_o.AdamBeta1, _o.AdamBeta2, _o.AdamEpsilon)),
+            "lion" => new Lion(groups, new LionOptions(_o.LionBeta1, _o.LionBeta2)),
+            "prodigy" => new Prodigy(groups, new ProdigyOptions(_o.AdamBeta1, _o.AdamBeta2, _o.AdamEpsilon, _o.ProdigyD0, _o.ProdigyDCoef, _o.ProdigyUseBiasCorrection, _o.ProdigySafeguardWarmup)),
+            _ => new AdamW(groups, new AdamWOptions(_o.AdamBeta1, _o.AdamBeta2, _o.AdamEpsilon)),
+        };
     }
 
     /// <summary>The planned step memory against what the machine has: stop before training with advice when it will not fit.</summary>
@@ -394,7 +425,15 @@ public sealed class DreamBoothTrainer
             ["ss_concept_tokens"] = string.Join(", ", _o.Concepts.Select(c => c.InstanceToken).Where(t => t.Length > 0)),
             ["ss_dataset_dirs"] = JsonSerializer.Serialize(_o.Concepts.Select(c => Path.GetFileName(c.InstanceDataDir))),
         };
-        return nets.WriteResult(basePath, meta);
+        if (_o.UseEma) meta["ss_ema_decay"] = _o.EmaDecay.ToString(CultureInfo.InvariantCulture);
+        var written = nets.WriteResult(basePath, meta, ema: _o.UseEma);
+        if (_o.UseEma && _o.EmaSaveRaw)
+        {
+            var raw = new Dictionary<string, string>(meta) { ["ss_ema"] = "raw (not averaged)" };
+            raw.Remove("ss_ema_decay");
+            nets.WriteResult(basePath + "-raw", raw, ema: false);
+        }
+        return written;
     }
 
     /// <summary>Samples of every concept's prompt with the weights so far; one grid per step, rows = prompts. Null when no concept asks for samples.</summary>
@@ -402,7 +441,7 @@ public sealed class DreamBoothTrainer
     {
         if (_o.Concepts.All(c => c.NSaveSample == 0)) return null;
         var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
-        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras(), Weights = nets.SamplerWeights(out _) });
+        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras(ema: _o.UseEma), Weights = nets.SamplerWeights(out _, ema: _o.UseEma) });
         var images = new List<RgbImage>();
         var labels = new List<string>();
         int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));
@@ -430,7 +469,8 @@ public sealed class DreamBoothTrainer
     /// <summary>Settings a resume must share with the run it continues (everything but intervals, resume and output names).</summary>
     private string ConfigHash()
     {
-        var o = _o with { OutputDir = "", Name = "", Resume = false, Overwrite = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0 };
+        var o = _o with { OutputDir = "", Name = "", Resume = false, Overwrite = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0,
+            ValidationEveryNSteps = 0, LogWith = "none", LoggingDir = "", EmaSaveRaw = false };
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
     }
 

@@ -40,5 +40,6 @@ public static class EarlierRun
 
     private static IEnumerable<string> ResultFiles(DreamBoothOptions o) =>
         Directory.EnumerateFiles(o.OutputDir, o.Name + "*.safetensors")
-            .Where(f => Path.GetFileName(f) is var n && (n == o.Name + ".safetensors" || n == o.Name + ".weights.safetensors" || n.StartsWith(o.Name + "-step", StringComparison.Ordinal)));
+            .Where(f => Path.GetFileName(f) is var n && (n == o.Name + ".safetensors" || n == o.Name + ".weights.safetensors" || n.StartsWith(o.Name + "-step", StringComparison.Ordinal)
+                || n.StartsWith(o.Name + "-raw.", StringComparison.Ordinal)));
 }

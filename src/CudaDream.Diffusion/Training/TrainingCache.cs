@@ -46,12 +46,17 @@ public sealed class TrainingCache : IDisposable
     }
 
     /// <summary>The latent [C, H/8, W/8] of an image prepared at (width, height) with the given crop and flip.</summary>
-    public Tensor Latent(string imagePath, int width, int height, CropPlacement crop, bool flip)
+    public Tensor Latent(string imagePath, int width, int height, CropPlacement crop, bool flip) =>
+        Latent(imagePath, new CoverGeometry(width, height, crop, flip));
+
+    /// <summary>The latent [C, H/8, W/8] of an image prepared by <paramref name="geometry"/> (e.g. to its aspect-ratio bucket).</summary>
+    public Tensor Latent(string imagePath, ImageGeometry geometry)
     {
-        var key = Hash($"latent|{FileHash(imagePath)}|{width}x{height}|{crop}|{flip}|{_vaeHash}|{_model.LatentScale}" + (_sample ? $"|sample{_seed}" : ""));
+        int width = geometry.Width, height = geometry.Height;
+        var key = Hash($"latent|{FileHash(imagePath)}|{geometry.Key}|{_vaeHash}|{_model.LatentScale}" + (_sample ? $"|sample{_seed}" : ""));
         return Cached(Path.Combine(_dir, "latents", key + ".safetensors"), () =>
         {
-            var pixels = ImagePreprocessor.ToTrainingTensor(ImageLoader.Load(imagePath), new ImagePreprocessOptions { Width = width, Height = height }, crop, flip);
+            var pixels = ImageTensors.ToChw(geometry.Apply(ImageLoader.Load(imagePath)));
             var moments = _engine.EncodeMoments(pixels.Reshape(1, 3, height, width)).ToFloat32Array();
             int c = _model.LatentChannels, h = height / _model.VaeScaleFactor, w = width / _model.VaeScaleFactor;
             int n = c * h * w;
@@ -69,17 +74,53 @@ public sealed class TrainingCache : IDisposable
         });
     }
 
+    /// <summary>
+    /// The loss mask of an image on the latent grid [H/8, W/8], values in [0, 1]: the mask (red channel of the mask image,
+    /// or the alpha channel) brought to the image's size, prepared by the same <paramref name="geometry"/> as the image,
+    /// then averaged over each latent pixel's 8×8 block — torch's interpolate(mode="area"), as kohya resizes it.
+    /// </summary>
+    public Tensor Mask(string imagePath, MaskSource source, ImageGeometry geometry)
+    {
+        var key = Hash($"mask|{FileHash(source.Path)}|{(source.Alpha ? "alpha" : "red")}|{FileHash(imagePath)}|{geometry.Key}|{_model.VaeScaleFactor}");
+        return Cached(Path.Combine(_dir, "masks", key + ".safetensors"), () =>
+        {
+            var image = ImageLoader.Load(imagePath);
+            var mask = source.Alpha ? ImageLoader.LoadAlpha(source.Path) ?? RgbImage.Filled(image.Width, image.Height, 255, 255, 255) : ImageLoader.Load(source.Path);
+            if (mask.Width != image.Width || mask.Height != image.Height) mask = Resampler.Resize(mask, image.Width, image.Height);
+            var prepared = geometry.Apply(mask);
+            int f = _model.VaeScaleFactor, h = geometry.Height / f, w = geometry.Width / f;
+            var grid = new float[h * w];
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                {
+                    int sum = 0;
+                    for (int dy = 0; dy < f; dy++)
+                        for (int dx = 0; dx < f; dx++) sum += prepared.Rgb[3 * ((y * f + dy) * prepared.Width + x * f + dx)];
+                    grid[y * w + x] = sum / (255f * f * f);
+                }
+            return Tensor.FromArray(grid, h, w);
+        });
+    }
+
     /// <summary>The text encoder's hidden states [77, D] for padded input ids (frozen text encoder only).</summary>
-    public Tensor TextEmbedding(int[] inputIds)
+    /// <param name="persist">False for prompts that augmentation makes up (shuffled tags): kept in a bounded memory cache only.</param>
+    public Tensor TextEmbedding(int[] inputIds, bool persist = true)
     {
         var key = Hash($"text|{string.Join(",", inputIds)}|{_textHash}|skip{_clipSkip}");
-        return Cached(Path.Combine(_dir, "text", key + ".safetensors"), () =>
+        Tensor Encode()
         {
             using var encoded = _engine.EncodeText(Tensor.FromArray(inputIds, 1, inputIds.Length));
             var t = encoded.ToTensor();
             return t.To(DType.F32).Reshape(t.Shape[1], t.Shape[2]).Clone();
-        });
+        }
+        var path = Path.Combine(_dir, "text", key + ".safetensors");
+        if (persist || _memory.ContainsKey(path) || File.Exists(path)) return Cached(path, Encode);
+        if (_volatile.TryGetValue(key, out var hit)) return hit;
+        if (_volatile.Count >= 1024) _volatile.Clear();
+        return _volatile[key] = Encode();
     }
+
+    private readonly Dictionary<string, Tensor> _volatile = new(StringComparer.Ordinal);
 
     private Tensor Cached(string path, Func<Tensor> compute)
     {

@@ -19,7 +19,11 @@ public sealed class TrainingCheckpoints(string outputDir, int keep)
 {
     public string Directory { get; } = Path.Combine(outputDir, "checkpoints");
 
-    public string Save(TrainerState state, IReadOnlyDictionary<string, Tensor> parameters, IReadOnlyDictionary<string, Tensor> optimizer)
+    /// <summary>The file of a checkpoint holding the EMA tensors (runs with use_ema).</summary>
+    public const string EmaFile = "ema.safetensors";
+
+    public string Save(TrainerState state, IReadOnlyDictionary<string, Tensor> parameters, IReadOnlyDictionary<string, Tensor> optimizer,
+        IReadOnlyDictionary<string, Tensor>? ema = null)
     {
         var final = Path.Combine(Directory, $"step-{state.Update:D6}");
         var temp = Path.Combine(Directory, $".step-{state.Update:D6}.{Environment.ProcessId}.tmp");
@@ -30,6 +34,7 @@ public sealed class TrainingCheckpoints(string outputDir, int keep)
             System.IO.Directory.CreateDirectory(temp);
             SafetensorsWriter.Write(Path.Combine(temp, "parameters.safetensors"), parameters);
             SafetensorsWriter.Write(Path.Combine(temp, "optimizer.safetensors"), optimizer);
+            if (ema != null) SafetensorsWriter.Write(Path.Combine(temp, EmaFile), ema);
             AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state));
             FaultInjection.At("checkpoint-before-rename");
             if (System.IO.Directory.Exists(final))
@@ -76,14 +81,16 @@ public sealed class TrainingCheckpoints(string outputDir, int keep)
         }
     }
 
-    public (TrainerState State, Dictionary<string, Tensor> Parameters, Dictionary<string, Tensor> Optimizer) Load(string dir)
+    public (TrainerState State, Dictionary<string, Tensor> Parameters, Dictionary<string, Tensor> Optimizer, Dictionary<string, Tensor>? Ema) Load(string dir)
     {
         var statePath = Path.Combine(dir, "state.json");
         TrainerState? state;
         try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath)); }
         catch (JsonException e) { throw new InvalidFileException(statePath, $"not a checkpoint state ({e.Message})"); }
         if (state == null || state.Update < 0) throw new InvalidFileException(statePath, "not a checkpoint state");
-        return (state, SafetensorsFile.ReadAll(Path.Combine(dir, "parameters.safetensors")), SafetensorsFile.ReadAll(Path.Combine(dir, "optimizer.safetensors")));
+        var emaPath = Path.Combine(dir, EmaFile);
+        return (state, SafetensorsFile.ReadAll(Path.Combine(dir, "parameters.safetensors")), SafetensorsFile.ReadAll(Path.Combine(dir, "optimizer.safetensors")),
+            File.Exists(emaPath) ? SafetensorsFile.ReadAll(emaPath) : null);
     }
 
     private void Prune()

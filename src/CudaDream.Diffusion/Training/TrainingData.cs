@@ -1,11 +1,23 @@
 using System.Text.RegularExpressions;
 using CudaDream.Diffusion.Images;
 using CudaDream.Engine;
+using CudaDream.Engine.Randomness;
 
 namespace CudaDream.Diffusion.Training;
 
-/// <summary>One training image and the prompt it is learned with.</summary>
-public sealed record TrainingImage(int Concept, bool IsClass, string Path, string Prompt);
+/// <summary>
+/// One training image and the prompt it is learned with; its upright size (for aspect-ratio buckets) and, for masked
+/// loss, where its mask comes from (null: the whole image counts).
+/// </summary>
+public sealed record TrainingImage(int Concept, bool IsClass, string Path, string Prompt)
+{
+    public int Width { get; init; }
+    public int Height { get; init; }
+    public MaskSource? Mask { get; init; }
+}
+
+/// <summary>A loss mask: a grey image beside the instance image (its red channel), or the image's own alpha channel.</summary>
+public sealed record MaskSource(string Path, bool Alpha);
 
 /// <summary>
 /// The images of every concept with their prompts. Captions come from a <c>.txt</c> beside the image, else
@@ -21,6 +33,8 @@ public sealed class TrainingData
 
     public IReadOnlyList<IReadOnlyList<TrainingImage>> Instances { get; }
     public IReadOnlyList<IReadOnlyList<TrainingImage>> Classes { get; }
+    /// <summary>Images of the validation loss: held out of the instance images (validation_split) or from validation_data_dir.</summary>
+    public IReadOnlyList<TrainingImage> Validation { get; private init; } = Array.Empty<TrainingImage>();
     /// <summary>Per concept: how many times its instance images repeat in an epoch.</summary>
     public IReadOnlyList<int> Repeats { get; }
     /// <summary>Instance examples per epoch (every concept contributes as many as the largest one has images).</summary>
@@ -36,22 +50,56 @@ public sealed class TrainingData
         EpochSize = max * instances.Count;
     }
 
-    /// <summary>Lists and checks the instance images of every concept (class images are listed by <see cref="WithClassImages"/>).</summary>
+    /// <summary>
+    /// Lists and checks the instance images of every concept (class images are listed by <see cref="WithClassImages"/>),
+    /// finds their masks when masked_loss is on, and sets the validation images apart.
+    /// </summary>
     public static TrainingData Scan(DreamBoothOptions o, Action<string> warn)
     {
         var problems = new List<string>();
         var instances = new List<IReadOnlyList<TrainingImage>>();
+        var validation = new List<TrainingImage>();
         for (int c = 0; c < o.Concepts.Count; c++)
         {
             var concept = o.Concepts[c];
-            var images = ListImages(concept.InstanceDataDir, warn)
-                .Select(p => new TrainingImage(c, false, p, InstancePrompt(concept, Caption(p)))).ToList();
+            var images = ListSized(concept.InstanceDataDir, warn)
+                .Select(f => new TrainingImage(c, false, f.Path, InstancePrompt(concept, Caption(f.Path, o.CaptionExtension))) { Width = f.Width, Height = f.Height })
+                .Select(i => o.MaskedLoss ? i with { Mask = FindMask(i.Path) } : i).ToList();
             if (images.Count == 0) problems.Add($"concept {c}: no usable image in {concept.InstanceDataDir} (jpg, png, webp, bmp)");
+            else if (o.ValidationSplit > 0)
+            {
+                if (images.Count < 2) warn($"warning: concept {c} has one image; none is held out for validation");
+                else
+                {
+                    int held = Math.Clamp((int)Math.Round(images.Count * o.ValidationSplit), 1, images.Count - 1);
+                    var order = CounterRng.Permutation(images.Count, (ulong)o.Seed, c, RandomPurpose.ValidationSplit);
+                    var heldOut = order.Take(held).ToHashSet();
+                    validation.AddRange(images.Where((_, i) => heldOut.Contains(i)));
+                    images = images.Where((_, i) => !heldOut.Contains(i)).ToList();
+                }
+            }
             instances.Add(images);
         }
+        if (o.ValidationDataDir.Length > 0)
+        {
+            validation.AddRange(ListSized(o.ValidationDataDir, warn).Select(f =>
+                new TrainingImage(0, false, f.Path, InstancePrompt(o.Concepts[0], Caption(f.Path, o.CaptionExtension))) { Width = f.Width, Height = f.Height }));
+            if (validation.Count == 0) problems.Add($"validation_data_dir: no usable image in {o.ValidationDataDir}");
+        }
         if (problems.Count > 0) throw new ConfigException(problems);
-        return new TrainingData(instances, instances.Select(_ => (IReadOnlyList<TrainingImage>)Array.Empty<TrainingImage>()).ToList());
+        return new TrainingData(instances, instances.Select(_ => (IReadOnlyList<TrainingImage>)Array.Empty<TrainingImage>()).ToList()) { Validation = validation };
     }
+
+    /// <summary>The mask of an instance image: &lt;name&gt;.mask.png beside it, else its alpha channel when it has one, else none.</summary>
+    public static MaskSource? FindMask(string imagePath)
+    {
+        var maskFile = MaskPath(imagePath);
+        if (File.Exists(maskFile)) return new MaskSource(maskFile, false);
+        return ImageLoader.LoadAlpha(imagePath) != null ? new MaskSource(imagePath, true) : null;
+    }
+
+    public static string MaskPath(string imagePath) =>
+        System.IO.Path.Combine(System.IO.Path.GetDirectoryName(imagePath)!, System.IO.Path.GetFileNameWithoutExtension(imagePath) + ".mask.png");
 
     /// <summary>The same data with each concept's class images (listed from its class folder).</summary>
     public TrainingData WithClassImages(IReadOnlyList<string?> classDirs, DreamBoothOptions o, Action<string> warn)
@@ -62,9 +110,10 @@ public sealed class TrainingData
             var dir = classDirs[c];
             var concept = o.Concepts[c];
             classes.Add(dir == null || concept.NumClassImagesPer == 0 ? Array.Empty<TrainingImage>()
-                : ListImages(dir, warn).Take(ClassImagesWanted(c, concept)).Select(p => new TrainingImage(c, true, p, Fill(concept.ClassPrompt, Caption(p)))).ToList());
+                : ListSized(dir, warn).Take(ClassImagesWanted(c, concept))
+                    .Select(f => new TrainingImage(c, true, f.Path, Fill(concept.ClassPrompt, Caption(f.Path, o.CaptionExtension))) { Width = f.Width, Height = f.Height }).ToList());
         }
-        return new TrainingData(Instances.ToList(), classes);
+        return new TrainingData(Instances.ToList(), classes) { Validation = Validation };
     }
 
     /// <summary>Class images a concept asks for: num_class_images_per × its instance images (the extension's meaning).</summary>
@@ -87,17 +136,26 @@ public sealed class TrainingData
         return pool.Count == 0 ? null : pool[(int)(position % pool.Count)];
     }
 
-    public static List<string> ListImages(string dir, Action<string> warn)
+    public static List<string> ListImages(string dir, Action<string> warn) => ListSized(dir, warn).Select(f => f.Path).ToList();
+
+    /// <summary>
+    /// The usable images of a folder in name order with their upright sizes. <c>x.mask.png</c> beside an image <c>x.*</c>
+    /// is that image's loss mask, never a training image.
+    /// </summary>
+    public static List<(string Path, int Width, int Height)> ListSized(string dir, Action<string> warn)
     {
         var files = Directory.EnumerateFiles(dir).Where(f => ImageLoader.Extensions.Contains(System.IO.Path.GetExtension(f).ToLowerInvariant()))
             .OrderBy(f => f, StringComparer.Ordinal).ToList();
-        var usable = new List<string>();
+        var stems = files.Select(f => System.IO.Path.GetFileNameWithoutExtension(f)).ToHashSet(StringComparer.Ordinal);
+        var usable = new List<(string, int, int)>();
         foreach (var f in files)
         {
+            var name = System.IO.Path.GetFileName(f);
+            if (name.EndsWith(".mask.png", StringComparison.OrdinalIgnoreCase) && stems.Contains(name[..^".mask.png".Length])) continue;
             try
             {
-                ImageLoader.Load(f);
-                usable.Add(f);
+                var image = ImageLoader.Load(f);
+                usable.Add((f, image.Width, image.Height));
             }
             catch (CudaDreamException e) { warn($"warning: skipping {f}: {e.Message.Replace(f + ": ", "")}"); }
         }
@@ -106,10 +164,14 @@ public sealed class TrainingData
 
     private static readonly Regex TrailingCounter = new(@"([\s_\-.]*(\(\d+\)|\d+))+$", RegexOptions.CultureInvariant);
 
-    /// <summary>The image's caption: a .txt beside it, else its file name without extension and trailing counters.</summary>
-    public static string Caption(string imagePath)
+    /// <summary>
+    /// The image's caption: a caption file beside it (<paramref name="extension"/>, else .txt, which generated class images
+    /// carry), else its file name without extension and trailing counters.
+    /// </summary>
+    public static string Caption(string imagePath, string extension = ".txt")
     {
-        var txt = System.IO.Path.ChangeExtension(imagePath, ".txt");
+        var txt = System.IO.Path.ChangeExtension(imagePath, extension);
+        if (!File.Exists(txt)) txt = System.IO.Path.ChangeExtension(imagePath, ".txt");
         if (File.Exists(txt))
         {
             if (new FileInfo(txt).Length > MaxCaptionBytes) throw new InvalidFileException(txt, $"caption is larger than {MaxCaptionBytes} bytes");

@@ -16,25 +16,34 @@ using CudaDream.Engine.Training.Optimizers;
 namespace CudaDream.Diffusion.Training;
 
 /// <summary>A trainable tensor: where the optimizer writes it (the graph constant), its gradient accumulator, its group and its name.</summary>
-internal sealed record Trainable(string Name, string Group, Value Value, float[] Accumulated, TrainableParameter? UNetParameter, TrainableParameter? TextParameter);
+internal sealed record Trainable(string Name, string Group, Value Value, float[] Accumulated, TrainableParameter? TextParameter);
 
 /// <summary>
-/// The networks of a run in training form: the UNet step graph (forward, weighted MSE, backward), an
-/// evaluation forward sharing its parameters, and — when the text encoder trains — a text-encoder forward
-/// and a text-encoder step graph that backpropagates the UNet's gradient toward <c>encoder_hidden_states</c>.
-/// LoRA adapters (or the selected layers) are the only trainable tensors; all networks read the same buffers.
+/// The UNet of one latent size (one aspect-ratio bucket; a single one without buckets): its planned training step, whose
+/// parameters (aligned with the UNet entries of the trainable list) read the shared buffers, and its evaluation forward.
+/// </summary>
+internal sealed record UNetStep(TrainingSession Session, IReadOnlyList<TrainableParameter> Parameters, IPlanExecutor Eval, Value EvalPrediction);
+
+/// <summary>
+/// The networks of a run in training form: the UNet step graph (forward, weighted MSE, backward) and an evaluation
+/// forward for every latent size the run uses (one per aspect-ratio bucket), and — when the text encoder trains — a
+/// text-encoder forward and a text-encoder step graph that backpropagates the UNet's gradient toward
+/// <c>encoder_hidden_states</c>. LoRA adapters (or the selected layers) are the only trainable tensors; all networks
+/// read the same buffers. With EMA, an fp32 moving average of those tensors is kept beside them and can stand in for
+/// them in sample grids and the written result.
 /// </summary>
 internal sealed class TrainingNetworks : IDisposable
 {
     private readonly List<Trainable> _params = new();
     private readonly List<AttachedLora> _unetLoras = new(), _textLoras = new();
     private readonly Dictionary<Value, string> _layerNames = new();
-    private TrainingSession? _unet, _text;
-    private IPlanExecutor? _eval, _textForward;
+    private readonly Dictionary<(int Height, int Width), UNetStep> _unets = new();
+    private TrainingSession? _text;
+    private IPlanExecutor? _textForward;
     /// <summary>Per forward-only executor, its copies of the trainable values (same buffers) to upload after each update.</summary>
     private readonly List<(IPlanExecutor Executor, List<Value> Shared)> _sharers = new();
     private readonly ExecutionBackend _backend;
-    private Value? _evalPrediction, _textHidden;
+    private Value? _textHidden;
     private readonly ModelFolder _model;
     private readonly DreamBoothOptions _o;
 
@@ -49,6 +58,8 @@ internal sealed class TrainingNetworks : IDisposable
 
     public long PlannedBytes { get; private set; }
     public long TrainableCount => _params.Sum(p => (long)p.Accumulated.Length);
+    /// <summary>The moving average of the trained tensors (null without use_ema).</summary>
+    public ExponentialMovingAverage? Ema { get; private set; }
 
     private TrainingNetworks(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend)
     {
@@ -68,15 +79,20 @@ internal sealed class TrainingNetworks : IDisposable
         if (Compute != DType.F32) MixedPrecision.Apply(g, Compute, masters);
     }
 
-    public string BackendName => _unet?.BackendName ?? _backend.Name;
+    public string BackendName => _unets.Values.FirstOrDefault()?.Session.BackendName ?? _backend.Name;
 
-    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, int batch, int latentHeight, int latentWidth, Action<string> say)
+    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, int batch, int latentHeight, int latentWidth, Action<string> say) =>
+        Build(o, model, backend, batch, new[] { (latentHeight, latentWidth) }, say);
+
+    /// <summary>Networks for every latent size in <paramref name="latentShapes"/> (the first defines the trainable tensors).</summary>
+    public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, int batch, IReadOnlyList<(int Height, int Width)> latentShapes, Action<string> say)
     {
         var n = new TrainingNetworks(o, model, backend);
         try
         {
-            n.BuildUNet(batch, latentHeight, latentWidth, say);
+            foreach (var (h, w) in latentShapes) n.BuildUNet(batch, h, w, say);
             if (o.TrainTextEncoder) n.BuildTextEncoder(batch, say);
+            if (o.UseEma) n.Ema = new ExponentialMovingAverage(n._params.Select(p => (p.Name, p.Value.Constant!.Memory<float>())), o.EmaDecay);
             return n;
         }
         catch
@@ -100,13 +116,36 @@ internal sealed class TrainingNetworks : IDisposable
         return (77, width);
     }
 
+    private IEnumerable<Trainable> UNetParams => _params.Where(p => p.Group == "unet");
+
+    /// <summary>
+    /// The trainable values of another copy of the UNet graph, aligned with the UNet entries of <see cref="_params"/>
+    /// and reading their buffers (no copy).
+    /// </summary>
+    private List<Value> ShareTrainables(ComputeGraph g)
+    {
+        if (_o.TrainLayers.Count == 0) return AttachShared(g, _unetLoras);
+        var byName = MatchLayers(g, _o.TrainLayers).ToDictionary(m => m.Name, m => m.Weight);
+        var shared = new List<Value>();
+        foreach (var p in UNetParams)
+        {
+            var v = byName[p.Name["unet.".Length..]];
+            v.Constant = p.Value.Constant;
+            v.DType = DType.F32;
+            shared.Add(v);
+        }
+        return shared;
+    }
+
     private void BuildUNet(int batch, int h, int w, Action<string> say)
     {
         var (seq, width) = TextShape();
         var shapes = UNetShapes(batch, h, w, seq, width);
         var g = Load(ModelFolder.UNet, shapes);
+        bool first = _unets.Count == 0;
         List<Value> trainable;
-        if (_o.TrainLayers.Count > 0)
+        if (!first) trainable = ShareTrainables(g);
+        else if (_o.TrainLayers.Count > 0)
         {
             trainable = SelectLayers(g, _o.TrainLayers);
             say($"selected-layer fine-tuning: {trainable.Count} UNet tensors ({trainable.Sum(v => v.Numel):N0} parameters)");
@@ -123,35 +162,28 @@ internal sealed class TrainingNetworks : IDisposable
         var tg = TrainingGraph.Build(g, trainable, new TrainingGraphOptions
         {
             PerSampleWeights = true,
+            LossMask = _o.MaskedLoss,
             InputGradients = _o.TrainTextEncoder ? new[] { "encoder_hidden_states" } : Array.Empty<string>(),
             GradientCheckpointing = _o.GradientCheckpointing,
             LossScale = Scaler != null,
         });
-        _unet = new TrainingSession(tg, _backend);
-        PlannedBytes += _unet.Plan.ArenaBytes;
-        foreach (var p in tg.Parameters)
-            _params.Add(new Trainable(ParamName("unet", p.Value), "unet", p.Value, new float[p.Value.Numel], p, null));
+        var session = new TrainingSession(tg, _backend);
+        PlannedBytes += session.Plan.ArenaBytes;
+        if (first)
+            foreach (var p in tg.Parameters)
+                _params.Add(new Trainable(ParamName("unet", p.Value), "unet", p.Value, new float[p.Value.Numel], null));
 
         // The evaluation forward: same graph without the loss and backward, sharing the parameter buffers.
         var eg = Load(ModelFolder.UNet, shapes);
-        List<Value> shared;
-        if (_o.TrainLayers.Count > 0)
-        {
-            var byName = SelectLayers(eg, _o.TrainLayers).ToDictionary(v => _layerNames[v].Replace("#transposed", ""));
-            shared = new List<Value>();
-            foreach (var p in _params)
-            {
-                var v = byName[p.Name["unet.".Length..]];
-                v.Constant = p.Value.Constant;
-                shared.Add(v);
-            }
-        }
-        else shared = AttachShared(eg, _unetLoras);
+        var shared = ShareTrainables(eg);
         ApplyPrecision(eg, shared);
-        _evalPrediction = eg.Outputs[0];
-        _eval = _backend.CreateExecutor(ExecutionPlan.Create(eg));
-        _sharers.Add((_eval, shared));
+        var eval = _backend.CreateExecutor(ExecutionPlan.Create(eg));
+        _sharers.Add((eval, shared));
+        _unets[(h, w)] = new UNetStep(session, tg.Parameters, eval, eg.Outputs[0]);
     }
+
+    private UNetStep UNetFor((int Height, int Width) shape) =>
+        _unets.TryGetValue(shape, out var u) ? u : throw new InvalidOperationException($"no UNet was built for latents {shape.Height}x{shape.Width}");
 
     private void BuildTextEncoder(int batch, Action<string> say)
     {
@@ -166,7 +198,7 @@ internal sealed class TrainingNetworks : IDisposable
         _text = new TrainingSession(tg, _backend);
         PlannedBytes += _text.Plan.ArenaBytes;
         foreach (var p in tg.Parameters)
-            _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], null, p));
+            _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], p));
 
         var fg = LoadText(shapes, out _);
         var shared = AttachShared(fg, _textLoras);
@@ -192,7 +224,7 @@ internal sealed class TrainingNetworks : IDisposable
     /// <summary>After the optimizer changed the host buffers: kernel devices upload them again (the CPU reads them in place).</summary>
     public void ParametersUpdated()
     {
-        _unet?.ParametersUpdated();
+        foreach (var u in _unets.Values) u.Session.ParametersUpdated();
         _text?.ParametersUpdated();
         foreach (var (executor, shared) in _sharers)
             foreach (var v in shared) executor.UploadParameter(v);
@@ -307,11 +339,13 @@ internal sealed class TrainingNetworks : IDisposable
             feed = new Dictionary<string, Tensor>(feed) { [TrainingGraph.LossScaleInput] = Scaler.Input() };
             scale /= Scaler.Scale; // the gradients come out multiplied by the loss scale
         }
-        var result = _unet!.Run(feed, seed, step);
-        foreach (var p in _params.Where(p => p.UNetParameter != null)) Add(p.Accumulated, _unet.Gradient(p.UNetParameter!), scale);
+        var unet = UNetFor(batch.LatentShape);
+        var result = unet.Session.Run(feed, seed, step);
+        int k = 0;
+        foreach (var p in UNetParams) Add(p.Accumulated, unet.Session.Gradient(unet.Parameters[k++]), scale);
         if (_text != null)
         {
-            var upstream = _unet.InputGradient("encoder_hidden_states");
+            var upstream = unet.Session.InputGradient("encoder_hidden_states");
             _text.Run(new Dictionary<string, Tensor> { ["input_ids"] = batch.InputIds, [TrainingGraph.UpstreamInput] = upstream }, seed, step);
             foreach (var p in _params.Where(p => p.TextParameter != null)) Add(p.Accumulated, _text.Gradient(p.TextParameter!), scale);
         }
@@ -325,24 +359,46 @@ internal sealed class TrainingNetworks : IDisposable
         for (int i = 0; i < accumulated.Length; i++) accumulated[i] += s * g[i];
     }
 
-    /// <summary>The loss on the fixed evaluation set: the mean per-example MSE (examples with weight 0 are padding).</summary>
+    /// <summary>
+    /// The loss on a fixed set (evaluation or validation): the mean per-example MSE — over the masked elements when the
+    /// batch carries a loss mask — of the examples with weight &gt; 0 (the others are padding).
+    /// </summary>
     public double Evaluate(IReadOnlyList<TrainingBatch> set)
     {
         double sum = 0;
         int count = 0;
         foreach (var b in set)
         {
+            var unet = UNetFor(b.LatentShape);
             var feed = new Dictionary<string, Tensor>(b.UNet);
+            feed.Remove(TrainingGraph.LossMaskInput);
             if (_textForward != null) feed["encoder_hidden_states"] = _textForward.Run(new Dictionary<string, Tensor> { ["input_ids"] = b.InputIds }, new[] { _textHidden! })[_textHidden!.Name];
-            var prediction = _eval!.Run(feed, new[] { _evalPrediction! })[_evalPrediction!.Name].To(DType.F32);
+            var prediction = unet.Eval.Run(feed, new[] { unet.EvalPrediction })[unet.EvalPrediction.Name].To(DType.F32);
             var target = b.UNet[TrainingGraph.TargetInput];
             int rows = prediction.Shape[0], per = prediction.Numel / rows;
             var perSample = new float[rows];
-            LossReference.MsePerSample(rows, per, prediction.ReadOnlySpan<float>(), target.ReadOnlySpan<float>(), perSample);
+            if (b.UNet.TryGetValue(TrainingGraph.LossMaskInput, out var mask)) MaskedMsePerSample(rows, per, prediction.ReadOnlySpan<float>(), target.ReadOnlySpan<float>(), mask.ReadOnlySpan<float>(), perSample);
+            else LossReference.MsePerSample(rows, per, prediction.ReadOnlySpan<float>(), target.ReadOnlySpan<float>(), perSample);
             for (int r = 0; r < rows; r++)
                 if (b.Weights[r] > 0) { sum += perSample[r]; count++; }
         }
         return sum / Math.Max(1, count);
+    }
+
+    /// <summary>l_b = Σ (√m·(p − t))² / Σ (√m)² over a row's elements (the masked mean; the feed holds √m); NaN for an empty mask.</summary>
+    private static void MaskedMsePerSample(int rows, int per, ReadOnlySpan<float> prediction, ReadOnlySpan<float> target, ReadOnlySpan<float> sqrtMask, Span<float> perSample)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            double num = 0, den = 0;
+            for (int e = r * per; e < (r + 1) * per; e++)
+            {
+                double m = sqrtMask[e], d = m * (prediction[e] - target[e]);
+                num += d * d;
+                den += m * m;
+            }
+            perSample[r] = den > 0 ? (float)(num / den) : 0f;
+        }
     }
 
     public Dictionary<string, Tensor> ParameterTensors() => _params.ToDictionary(p => p.Name, p => p.Value.Constant!.Clone());
@@ -357,12 +413,25 @@ internal sealed class TrainingNetworks : IDisposable
         }
     }
 
-    private IEnumerable<LoraAdapter> CurrentAdapters(IEnumerable<AttachedLora> loras) =>
-        loras.Select(a => a.Adapter with { Down = a.Down.Constant!.Clone(), Up = a.Up.Constant!.Clone() });
-
-    public IReadOnlyList<LoraSource> SamplerLoras()
+    /// <summary>A trained value as it stands (raw), or its moving average when <paramref name="ema"/> (and use_ema).</summary>
+    private Tensor Current(Value v, bool ema)
     {
-        var adapters = CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList();
+        var raw = v.Constant!.Clone();
+        if (!ema || Ema == null) return raw;
+        var name = _params.First(p => ReferenceEquals(p.Value.Constant, v.Constant)).Name;
+        Ema.Shadow(name).CopyTo(raw.Span<float>());
+        return raw;
+    }
+
+    private IEnumerable<LoraAdapter> CurrentAdapters(IEnumerable<AttachedLora> loras, bool ema = false) =>
+        loras.Select(a => a.Adapter with { Down = Current(a.Down, ema), Up = Current(a.Up, ema) });
+
+    /// <summary>The EMA tensors for a checkpoint (null without use_ema).</summary>
+    public Dictionary<string, Tensor>? EmaTensors() => Ema?.State();
+
+    public IReadOnlyList<LoraSource> SamplerLoras(bool ema = false)
+    {
+        var adapters = CurrentAdapters(_unetLoras, ema).Concat(CurrentAdapters(_textLoras, ema)).ToList();
         var result = new List<LoraSource>();
         if (adapters.Count > 0) result.Add(new LoraSource.Adapters("training", adapters));
         return result;
@@ -373,7 +442,7 @@ internal sealed class TrainingNetworks : IDisposable
     /// itself), in the model's stored shape and element type. Weights that are no initializer of the stored UNet are
     /// listed in <paramref name="missing"/> (sample grids cannot show them). Empty for LoRA runs.
     /// </summary>
-    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> SamplerWeights(out List<string> missing)
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, Tensor>> SamplerWeights(out List<string> missing, bool ema = false)
     {
         missing = new List<string>();
         var tuned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -382,27 +451,27 @@ internal sealed class TrainingNetworks : IDisposable
         foreach (var p in TunedLayers)
         {
             if (!stored.TryGetValue(p.Value.Name, out var s) || Shapes.Numel(s.Shape) != p.Value.Numel) { missing.Add(p.Name); continue; }
-            tuned[p.Value.Name] = p.Value.Constant!.Clone().Reshape(s.Shape).To(s.DType);
+            tuned[p.Value.Name] = Current(p.Value, ema).Reshape(s.Shape).To(s.DType);
         }
         return new Dictionary<string, IReadOnlyDictionary<string, Tensor>> { [ModelFolder.UNet] = tuned };
     }
 
     /// <summary>Writes the LoRA (kohya keys) or the changed weights (diffusers keys, for `cudadream export --weights`).</summary>
-    public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata)
+    public (string? lora, string? weights) WriteResult(string basePath, IReadOnlyDictionary<string, string> metadata, bool ema = false)
     {
         // Both when selected UNet layers train beside a text-encoder LoRA.
         string? lora = null, file = null;
         if (_unetLoras.Count + _textLoras.Count > 0)
         {
             lora = basePath + ".safetensors";
-            LoraWriter.WriteKohya(lora, CurrentAdapters(_unetLoras).Concat(CurrentAdapters(_textLoras)).ToList(), metadata);
+            LoraWriter.WriteKohya(lora, CurrentAdapters(_unetLoras, ema).Concat(CurrentAdapters(_textLoras, ema)).ToList(), metadata);
         }
         if (TunedLayers.Any())
         {
             var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             foreach (var p in TunedLayers)
             {
-                var t = p.Value.Constant!.Clone();
+                var t = Current(p.Value, ema);
                 // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
                 if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
                 weights[p.Name] = t;
@@ -428,9 +497,12 @@ internal sealed class TrainingNetworks : IDisposable
 
     public void Dispose()
     {
-        _unet?.Dispose();
+        foreach (var u in _unets.Values)
+        {
+            u.Session.Dispose();
+            u.Eval.Dispose();
+        }
         _text?.Dispose();
-        _eval?.Dispose();
         _textForward?.Dispose();
     }
 }

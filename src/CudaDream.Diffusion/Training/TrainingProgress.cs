@@ -15,6 +15,8 @@ public sealed record TrainingProgress
     public double? StepsPerSecond { get; init; }
     public TimeSpan? Eta { get; init; }
     public double? EvalLoss { get; init; }
+    /// <summary>The loss on the validation images (fixed timesteps and noise), when measured at this step.</summary>
+    public double? ValidationLoss { get; init; }
     /// <summary>A line to show as is (notices, warnings, "wrote …").</summary>
     public string? Message { get; init; }
 }

@@ -31,4 +31,16 @@ public enum RandomPurpose : uint
     LatentSample = 11,
     /// <summary>Caption (prompt) dropout decisions.</summary>
     CaptionDropout = 12,
+    /// <summary>Order of the tags of a shuffled caption.</summary>
+    CaptionShuffle = 13,
+    /// <summary>Per-tag caption dropout decisions.</summary>
+    CaptionTagDropout = 14,
+    /// <summary>Which instance images are held out for validation.</summary>
+    ValidationSplit = 15,
+    /// <summary>The fixed noise of the validation loss.</summary>
+    ValidationNoise = 16,
+    /// <summary>Order of the examples within each aspect-ratio bucket in an epoch.</summary>
+    BucketOrder = 17,
+    /// <summary>Order of an epoch's batches across the buckets.</summary>
+    BucketBatchOrder = 18,
 }

@@ -14,6 +14,11 @@ public sealed record TrainingGraphOptions
     public string? Prediction { get; init; }
     /// <summary>Add a per-sample loss weight input <c>loss_weights</c> [B] (prior preservation, Min-SNR).</summary>
     public bool PerSampleWeights { get; init; }
+    /// <summary>
+    /// Add an element-wise loss mask input <c>loss_mask</c> shaped like the prediction: the loss compares
+    /// prediction·mask with target·mask (masked loss; where the mask is 0 the prediction gets exactly zero gradient).
+    /// </summary>
+    public bool LossMask { get; init; }
     /// <summary>Graph inputs whose gradients are wanted too (e.g. <c>sample</c>).</summary>
     public IReadOnlyCollection<string> InputGradients { get; init; } = Array.Empty<string>();
     /// <summary>Recompute activations inside each top-level module in the backward pass instead of keeping them.</summary>
@@ -42,6 +47,7 @@ public sealed class TrainingGraph
 {
     public const string TargetInput = "target";
     public const string WeightsInput = "loss_weights";
+    public const string LossMaskInput = "loss_mask";
     public const string UpstreamInput = "upstream";
     public const string LossOutput = "loss";
     public const string LossScaleInput = "loss_scale";
@@ -61,20 +67,36 @@ public sealed class TrainingGraph
         InputGradients = inputGrads;
     }
 
-    private static void AddMseLoss(ComputeGraph g, Value prediction, Value loss, bool perSampleWeights)
+    private static void AddMseLoss(ComputeGraph g, Value prediction, Value loss, bool perSampleWeights, bool lossMask)
     {
         var target = new Value(TargetInput, prediction.DType, (int[])prediction.Shape!.Clone());
         g.Inputs.Add(target);
+        if (lossMask)
+        {
+            var mask = new Value(LossMaskInput, prediction.DType, (int[])prediction.Shape!.Clone());
+            g.Inputs.Add(mask);
+            prediction = Multiply(g, prediction, mask, "/loss/MaskPrediction");
+            target = Multiply(g, target, mask, "/loss/MaskTarget");
+        }
         Value? weights = null;
         if (perSampleWeights)
         {
             // Loss weights are read in fp32 whatever the prediction's type (OpDef.Float32Inputs of MseLoss).
-            weights = new Value(WeightsInput, CudaDream.Engine.Graph.Infer.AccumulatorType(prediction.DType), new[] { prediction.Shape[0] });
+            weights = new Value(WeightsInput, CudaDream.Engine.Graph.Infer.AccumulatorType(prediction.DType), new[] { prediction.Shape![0] });
             g.Inputs.Add(weights);
         }
         var lossNode = new Node(LossOps.MseLoss, "/loss/MseLoss", new[] { prediction, target, weights }, new[] { loss });
         OpRegistry.InferShapes(lossNode);
         g.AddNode(lossNode);
+    }
+
+    private static Value Multiply(ComputeGraph g, Value a, Value b, string name)
+    {
+        var product = new Value(name + "_output_0", a.DType, null);
+        var mul = new Node("Mul", name, new[] { a, b }, new[] { product });
+        OpRegistry.InferShapes(mul);
+        g.AddNode(mul);
+        return product;
     }
 
     private static void AddUpstreamLoss(ComputeGraph g, Value prediction, Value loss)
@@ -108,7 +130,7 @@ public sealed class TrainingGraph
 
         var loss = new Value(LossOutput, prediction.DType, new[] { 1 });
         if (options.UpstreamGradient) AddUpstreamLoss(g, prediction, loss);
-        else AddMseLoss(g, prediction, loss, options.PerSampleWeights);
+        else AddMseLoss(g, prediction, loss, options.PerSampleWeights, options.LossMask);
 
         var inputs = new List<Value>();
         foreach (var name in options.InputGradients)

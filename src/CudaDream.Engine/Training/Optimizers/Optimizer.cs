@@ -28,12 +28,20 @@ public abstract class Optimizer
     /// <summary>One update of every parameter from its gradient, with each group's current learning rate.</summary>
     public void Step()
     {
+        BeginStep();
         foreach (var g in Groups)
         {
             g.StepCount++;
             for (int i = 0; i < g.Parameters.Count; i++) Update(g, i);
         }
+        EndStep();
     }
+
+    /// <summary>Before the parameters of an update (optimizers with state shared by every parameter, e.g. Prodigy's estimate).</summary>
+    protected virtual void BeginStep() { }
+
+    /// <summary>After every parameter of an update was visited.</summary>
+    protected virtual void EndStep() { }
 
     protected abstract void Update(ParameterGroup group, int parameterIndex);
 
@@ -56,6 +64,27 @@ public abstract class Optimizer
         foreach (var g in Groups) foreach (var p in g.Parameters) p.Grad.Span.Clear();
     }
 
+    /// <summary>Bytes of optimizer state kept between updates (what a checkpoint's optimizer file holds, headers aside).</summary>
+    public virtual long StateBytes =>
+        Groups.Count * sizeof(long) + SlotData.Sum(g => g.Sum(p => p.Sum(s => (long)s.Length * sizeof(float))));
+
+    /// <summary>An optimizer's state beyond the fp32 slots and the step counts (scalars, quantized moments), for checkpoints.</summary>
+    protected virtual void SaveExtraState(Dictionary<string, Tensor> state) { }
+
+    /// <summary>Throws a <see cref="CudaDreamException"/> naming the problem when <see cref="SaveExtraState"/>'s tensors are missing or malformed.</summary>
+    protected virtual void ValidateExtraState(IReadOnlyDictionary<string, Tensor> state) { }
+
+    /// <summary>Restores what <see cref="SaveExtraState"/> wrote (called only after every check passed).</summary>
+    protected virtual void LoadExtraState(IReadOnlyDictionary<string, Tensor> state) { }
+
+    /// <summary>The tensor <paramref name="key"/> of a checkpoint's state, checked for element type and count.</summary>
+    protected static Tensor RequireState(IReadOnlyDictionary<string, Tensor> state, string key, DType dtype, long count)
+    {
+        if (!state.TryGetValue(key, out var t)) throw new CudaDreamException($"optimizer state has no '{key}'");
+        if (t.DType != dtype || t.Numel != count) throw new CudaDreamException($"optimizer state '{key}' is {t}, expected {dtype} with {count} elements");
+        return t;
+    }
+
     public IReadOnlyDictionary<string, Tensor> State()
     {
         var d = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -66,6 +95,7 @@ public abstract class Optimizer
                 for (int s = 0; s < Slots.Count; s++)
                     d[$"{g.Name}/{g.Parameters[i].Name}/{Slots[s]}"] = Tensor.FromArray((float[])StateSlot(g, i, s).Clone(), g.Parameters[i].Length);
         }
+        SaveExtraState(d);
         return d;
     }
 
@@ -92,6 +122,7 @@ public abstract class Optimizer
                         throw new CudaDreamException($"optimizer state '{key}' is {t}, expected F32 with {g.Parameters[i].Length} elements");
                 }
         }
+        ValidateExtraState(state);
         foreach (var g in Groups)
         {
             g.StepCount = state[$"{g.Name}/step"].ToInt64Array()[0];
@@ -99,5 +130,6 @@ public abstract class Optimizer
                 for (int s = 0; s < Slots.Count; s++)
                     state[$"{g.Name}/{g.Parameters[i].Name}/{Slots[s]}"].ReadOnlySpan<float>().CopyTo(StateSlot(g, i, s));
         }
+        LoadExtraState(state);
     }
 }
