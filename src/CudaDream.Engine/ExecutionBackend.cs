@@ -57,10 +57,17 @@ public sealed record ExecutionBackend
         _ => throw new InvalidOperationException("the cpu backend has no kernel device"),
     };
 
-    /// <summary>An executor of <paramref name="plan"/> on this backend (it owns the device it opens).</summary>
-    public IPlanExecutor CreateExecutor(ExecutionPlan plan, ulong seed = 0, bool useFastKernels = true)
+    /// <summary>
+    /// An executor of <paramref name="plan"/> on this backend: in <paramref name="context"/> when given (a kernel device
+    /// shared with other executors, constants resident once), else on a device of its own that it opens and owns.
+    /// </summary>
+    public IPlanExecutor CreateExecutor(ExecutionPlan plan, ulong seed = 0, bool useFastKernels = true, DeviceContext? context = null)
     {
         if (Kind == BackendKind.Cpu) return new CpuExecutor(plan, new CpuContext { Seed = seed, UseFastKernels = useFastKernels });
+        if (context != null) return new DeviceExecutor(plan, context) { Seed = seed };
         return new DeviceExecutor(plan, OpenDevice(), ownsDevice: true) { Seed = seed };
     }
+
+    /// <summary>A device context for the executors of one run (null on the cpu backend, whose executors share host memory anyway).</summary>
+    public DeviceContext? OpenContext() => Kind == BackendKind.Cpu ? null : new DeviceContext(OpenDevice(), ownsDevice: true);
 }

@@ -59,9 +59,10 @@ public readonly record struct GemmArgs(
 }
 
 /// <summary>
-/// What the plan executor needs from a kernel backend (cuda and emu implement it; the typed
-/// launchers in <see cref="KernelLaunchers"/> are written once against it).
-/// All calls are stream-ordered; copies to the host and <see cref="Synchronize"/> wait.
+/// What the plan executor needs from a kernel backend (cuda and emu implement it through <see cref="KernelDevice"/>;
+/// the typed launchers in <see cref="KernelLaunchers"/> are written once against it).
+/// All calls are stream-ordered. Copies from and to pageable memory (spans) and <see cref="Synchronize"/> wait;
+/// copies from and to a <see cref="HostBuffer"/> do not, and may be captured into a graph.
 /// </summary>
 public interface IKernelDevice : IDisposable
 {
@@ -82,6 +83,20 @@ public interface IKernelDevice : IDisposable
 
     void Gemm(in GemmArgs g);
     void Synchronize();
+
+    /// <summary>Page-locked host memory for asynchronous (and capturable) copies.</summary>
+    HostBuffer AllocateHost(long bytes);
+    void CopyToDeviceAsync(DevicePtr dst, HostBuffer src, long srcOffset, long bytes);
+    void CopyToHostAsync(HostBuffer dst, long dstOffset, DevicePtr src, long bytes);
+
+    /// <summary>Starts recording the stream's work instead of running it (cuStreamBeginCapture; a recording on emu).</summary>
+    void BeginCapture();
+    /// <summary>Ends the recording; the graph replays it (throws <see cref="DeviceCaptureException"/> when the capture failed).</summary>
+    IDeviceGraph EndCapture();
+    bool IsCapturing { get; }
+
+    /// <summary>What was executed and copied, and device memory in use (see <see cref="DeviceCounts"/>).</summary>
+    DeviceCounters Counters { get; }
 }
 
 /// <summary>
@@ -110,6 +125,14 @@ public sealed class KernelArgs
         _offsets.Add(at);
         _used = at + size;
         return this;
+    }
+
+    /// <summary>A copy of the values (what a captured launch keeps).</summary>
+    public KernelArgs Clone()
+    {
+        var c = new KernelArgs { _data = (byte[])_data.Clone(), _used = _used };
+        c._offsets.AddRange(_offsets);
+        return c;
     }
 
     /// <summary>Pins the values and an array of their addresses (void**) until disposed.</summary>

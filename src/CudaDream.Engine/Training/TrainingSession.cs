@@ -25,15 +25,31 @@ public sealed class TrainingSession : IDisposable
         _executor = new CpuExecutor(Plan, context);
     }
 
-    /// <summary>A training step on <paramref name="backend"/> (cpu, emu, cuda).</summary>
-    public TrainingSession(TrainingGraph training, ExecutionBackend backend)
+    /// <summary>
+    /// A training step on <paramref name="backend"/> (cpu, emu, cuda); on a kernel device in <paramref name="context"/> when
+    /// given (shared with the run's other executors), else in a context of its own. Its parameters are marked mutable.
+    /// </summary>
+    public TrainingSession(TrainingGraph training, ExecutionBackend backend, DeviceContext? context = null)
     {
         Training = training;
         Plan = ExecutionPlan.Create(training.Graph);
-        _executor = backend.CreateExecutor(Plan);
+        if (context == null && backend.Kind != ExecutionBackend.BackendKind.Cpu) context = _ownContext = backend.OpenContext();
+        if (context != null)
+            foreach (var p in training.Parameters) context.MarkMutable(p.Value.Constant!);
+        try { _executor = backend.CreateExecutor(Plan, context: context); }
+        catch
+        {
+            _ownContext?.Dispose();
+            throw;
+        }
     }
 
+    private readonly DeviceContext? _ownContext;
+
     public string BackendName => _executor.BackendName;
+
+    /// <summary>The executor (a <see cref="DeviceExecutor"/> on kernel devices, for device-resident updates).</summary>
+    public IPlanExecutor Executor => _executor;
 
     /// <summary>Runs forward, loss and backward. <paramref name="step"/> keys in-graph randomness (dropout).</summary>
     public StepResult Run(IReadOnlyDictionary<string, Tensor> inputs, ulong seed = 0, long step = 0)
@@ -61,6 +77,7 @@ public sealed class TrainingSession : IDisposable
     public void Dispose()
     {
         _executor.Dispose();
+        _ownContext?.Dispose();
         foreach (var o in Training.Graph.Owners) o.Dispose();
     }
 }

@@ -15,25 +15,6 @@ namespace CudaDream.Engine.Tests.Device;
 /// <summary>The device executor's contract: one allocation per plan, constants uploaded once, parameters re-uploaded on request, errors named.</summary>
 public class DeviceExecutorTests
 {
-    /// <summary>An emulated device that counts allocations.</summary>
-    private sealed class CountingDevice(IKernelDevice inner) : IKernelDevice
-    {
-        public int Allocations;
-        public long Uploaded;
-        public string Name => inner.Name;
-        public int ComputeCapability => inner.ComputeCapability;
-        public DeviceBuffer Allocate(long bytes) { Allocations++; return inner.Allocate(bytes); }
-        public void Free(DevicePtr ptr) => inner.Free(ptr);
-        public void CopyToDevice(DevicePtr dst, ReadOnlySpan<byte> src) { Uploaded += src.Length; inner.CopyToDevice(dst, src); }
-        public void CopyToHost(Span<byte> dst, DevicePtr src) => inner.CopyToHost(dst, src);
-        public void CopyDeviceToDevice(DevicePtr dst, DevicePtr src, long bytes) => inner.CopyDeviceToDevice(dst, src, bytes);
-        public void Memset(DevicePtr dst, byte value, long bytes) => inner.Memset(dst, value, bytes);
-        public void Launch(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args) => inner.Launch(kernel, grid, block, dynamicSharedBytes, args);
-        public void Gemm(in GemmArgs g) => inner.Gemm(g);
-        public void Synchronize() => inner.Synchronize();
-        public void Dispose() => inner.Dispose();
-    }
-
     [Fact]
     public void A_plan_is_one_allocation_and_constants_are_uploaded_once()
     {
@@ -42,17 +23,18 @@ public class DeviceExecutorTests
         var y = b.Node(GroupNormOps.GroupNorm, [x, b.Const(b.Floats([8])), b.Const(b.Floats([8]))], 3, a => { a.Set("groups", 2L); a.Set("epsilon", 1e-5f); })[0];
         var g = b.Build(b.Node1(MatMulOps.Linear, [y, b.Const(b.Floats([3, 4]), "w")]));
         var plan = ExecutionPlan.Create(g.Graph);
-        using var device = new CountingDevice(new EmuDevice());
+        using var device = new EmuDevice();
         using var executor = new DeviceExecutor(plan, device);
-        Assert.Equal(1, device.Allocations);
-        long afterSetup = device.Uploaded;
+        // The plan's arena (with run state and scratch) and one slab of its context's resident constants.
+        Assert.Equal(2, device.Counters.LiveAllocations);
+        long afterSetup = device.Counters.Counts.HostToDeviceBytes;
         var first = executor.Run(g.Inputs);
-        long perRun = device.Uploaded - afterSetup;
+        long perRun = device.Counters.Counts.HostToDeviceBytes - afterSetup;
         executor.Run(g.Inputs);
-        Assert.Equal(1, device.Allocations);
+        Assert.Equal(2, device.Counters.LiveAllocations);
         // A run uploads the input and the random key only, never the weights again.
         Assert.Equal(2 * 8 * 3 * 3 * 4 + 16, perRun);
-        Assert.Equal(2 * perRun, device.Uploaded - afterSetup);
+        Assert.Equal(2 * perRun, device.Counters.Counts.HostToDeviceBytes - afterSetup);
         using var cpu = new CpuExecutor(plan);
         TensorAssert.Close(cpu.Run(g.Inputs).Values.Single(), first.Values.Single(), 1e-5);
     }

@@ -8,10 +8,14 @@ namespace CudaDream.Engine.Backends.Cuda;
 /// <summary>
 /// A CUDA GPU as an <see cref="IKernelDevice"/>: the primary context (shared with ONNX Runtime),
 /// one non-blocking stream, kernels from kernels/*.cu compiled by NVRTC at first use (per file,
-/// cached on disk), GEMMs through cuBLAS (fp32 with full fp32 compute; bf16/fp16 on tensor cores, fp32 accumulation).
+/// cached on disk), GEMMs through cuBLAS (fp32 with full fp32 compute; bf16/fp16 on tensor cores, fp32 accumulation)
+/// with a workspace of its own (so a stream capture allocates nothing), CUDA graphs from stream capture.
 /// </summary>
-public sealed unsafe class CudaDevice : IKernelDevice
+public sealed unsafe class CudaDevice : KernelDevice
 {
+    /// <summary>cuBLAS's workspace: 32 MiB, what NVIDIA recommends for Hopper (4 MiB would do before it).</summary>
+    private const long CublasWorkspaceBytes = 32L << 20;
+    private readonly DevicePtr _cublasWorkspace;
     private readonly PrimaryContextHandle _context;
     private readonly CudaStreamHandle _stream;
     private readonly CublasHandle _cublas;
@@ -22,8 +26,8 @@ public sealed unsafe class CudaDevice : IKernelDevice
     private readonly Dictionary<string, nint> _functions = new();
     private readonly Dictionary<nint, int> _sharedOptIn = new();
 
-    public string Name { get; }
-    public int ComputeCapability { get; }
+    public override string Name { get; }
+    public override int ComputeCapability { get; }
 
     private CudaDevice(int ordinal, string? cacheDir)
     {
@@ -43,6 +47,8 @@ public sealed unsafe class CudaDevice : IKernelDevice
         MakeCurrent();
         _stream = new CudaStreamHandle();
         _cublas = new CublasHandle(_stream.DangerousGetHandle());
+        _cublasWorkspace = AllocateCore(CublasWorkspaceBytes);
+        CudaErrors.Check(CuBlas.SetWorkspace(_cublas.DangerousGetHandle(), _cublasWorkspace.Address, (nuint)CublasWorkspaceBytes), "cublasSetWorkspace_v2");
         (_arch, _ptx) = KernelCompiler.TargetFor(ComputeCapability);
         _cacheDir = cacheDir;
         Name = $"cuda sm_{ComputeCapability} ({Encoding.UTF8.GetString(name).TrimEnd('\0')})";
@@ -54,40 +60,59 @@ public sealed unsafe class CudaDevice : IKernelDevice
     private void MakeCurrent() => CudaErrors.Check(CudaDriver.CtxSetCurrent(_context.DangerousGetHandle()), "cuCtxSetCurrent");
     private nint Stream => _stream.DangerousGetHandle();
 
-    public DeviceBuffer Allocate(long bytes)
+    protected override DevicePtr AllocateCore(long bytes)
     {
         MakeCurrent();
         CudaErrors.Check(CudaDriver.MemAlloc(out var p, (nuint)Math.Max(1, bytes)), "cuMemAlloc_v2");
-        return new DeviceBuffer(this, new DevicePtr(p), bytes);
+        return new DevicePtr(p);
     }
 
-    public void Free(DevicePtr ptr)
+    protected override void FreeCore(DevicePtr ptr)
     {
         MakeCurrent();
         CudaErrors.Check(CudaDriver.MemFree(ptr.Address), "cuMemFree_v2");
     }
 
-    public void CopyToDevice(DevicePtr dst, ReadOnlySpan<byte> src)
+    protected override nint AllocateHostCore(long bytes)
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.MemHostAlloc(out var p, (nuint)bytes, 0), "cuMemHostAlloc");
+        return p;
+    }
+
+    protected override void FreeHostCore(nint pointer)
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.MemFreeHost(pointer), "cuMemFreeHost");
+    }
+
+    protected override void CopyToDeviceCore(DevicePtr dst, ReadOnlySpan<byte> src)
     {
         MakeCurrent();
         fixed (byte* p = src) CudaErrors.Check(CudaDriver.MemcpyHtoDAsync(dst.Address, p, (nuint)src.Length, Stream), "cuMemcpyHtoDAsync_v2");
-        Synchronize(); // the span may be gone once we return
+        SynchronizeCore(); // the span may be gone once we return
     }
 
-    public void CopyToHost(Span<byte> dst, DevicePtr src)
+    protected override void CopyToHostCore(Span<byte> dst, DevicePtr src)
     {
         MakeCurrent();
         fixed (byte* p = dst) CudaErrors.Check(CudaDriver.MemcpyDtoHAsync(p, src.Address, (nuint)dst.Length, Stream), "cuMemcpyDtoHAsync_v2");
-        Synchronize();
+        SynchronizeCore();
     }
 
-    public void CopyDeviceToDevice(DevicePtr dst, DevicePtr src, long bytes) =>
+    protected override void CopyToDeviceAsyncCore(DevicePtr dst, nint src, long bytes) =>
+        CudaErrors.Check(CudaDriver.MemcpyHtoDAsync(dst.Address, (void*)src, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
+
+    protected override void CopyToHostAsyncCore(nint dst, DevicePtr src, long bytes) =>
+        CudaErrors.Check(CudaDriver.MemcpyDtoHAsync((void*)dst, src.Address, (nuint)bytes, Stream), "cuMemcpyDtoHAsync_v2");
+
+    protected override void CopyDeviceToDeviceCore(DevicePtr dst, DevicePtr src, long bytes) =>
         CudaErrors.Check(CudaDriver.MemcpyDtoDAsync(dst.Address, src.Address, (nuint)bytes, Stream), "cuMemcpyDtoDAsync_v2");
 
-    public void Memset(DevicePtr dst, byte value, long bytes) =>
+    protected override void MemsetCore(DevicePtr dst, byte value, long bytes) =>
         CudaErrors.Check(CudaDriver.MemsetD8Async(dst.Address, value, (nuint)bytes, Stream), "cuMemsetD8Async");
 
-    public void Launch(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
+    protected override void LaunchCore(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
     {
         MakeCurrent();
         var f = Function(kernel);
@@ -102,7 +127,7 @@ public sealed unsafe class CudaDevice : IKernelDevice
         if (r != CuResult.Success) throw new CudaException("CUDA driver", $"cuLaunchKernel({kernel}, grid {grid}, block {block}, smem {dynamicSharedBytes})", (int)r, CudaDriver.ErrorName(r));
     }
 
-    public void Gemm(in GemmArgs g)
+    protected override void GemmCore(in GemmArgs g)
     {
         MakeCurrent();
         float alpha = g.Alpha, beta = g.Beta;
@@ -120,11 +145,37 @@ public sealed unsafe class CudaDevice : IKernelDevice
         _ => throw new NotSupportedException($"gemm in {t}"),
     };
 
-    public void Synchronize()
+    protected override void SynchronizeCore()
     {
         MakeCurrent();
         CudaErrors.Check(CudaDriver.StreamSynchronize(Stream), "cuStreamSynchronize");
     }
+
+    protected override void BeginCaptureCore()
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.StreamBeginCapture(Stream, 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */), "cuStreamBeginCapture_v2");
+    }
+
+    protected override object EndCaptureCore()
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.StreamEndCapture(Stream, out var graph), "cuStreamEndCapture");
+        try
+        {
+            CudaErrors.Check(CudaDriver.GraphInstantiateWithFlags(out var exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return exec;
+        }
+        finally { CudaDriver.GraphDestroy(graph); }
+    }
+
+    protected override void ReplayCore(object graph)
+    {
+        MakeCurrent();
+        CudaErrors.Check(CudaDriver.GraphLaunch((nint)graph, Stream), "cuGraphLaunch");
+    }
+
+    protected override void DestroyGraphCore(object graph) => CudaDriver.GraphExecDestroy((nint)graph);
 
     private nint Function(string alias)
     {
@@ -145,11 +196,12 @@ public sealed unsafe class CudaDevice : IKernelDevice
         return _functions[alias];
     }
 
-    public void Dispose()
+    protected override void DisposeCore()
     {
         foreach (var m in _modules.Values) m.Dispose();
         _modules.Clear();
         _cublas.Dispose();
+        if (!_cublasWorkspace.IsNull) CudaDriver.MemFree(_cublasWorkspace.Address);
         _stream.Dispose();
         _context.Dispose();
     }

@@ -6,25 +6,28 @@ using CudaDream.Engine.Tensors;
 namespace CudaDream.Engine.Backends.Device;
 
 /// <summary>
-/// Executes an <see cref="ExecutionPlan"/> on a kernel device (cuda, or the emulator): one device
-/// allocation holds the plan's arena, every constant a kernel reads (uploaded once) and the nodes'
-/// shared scratch; each node was compiled to launcher calls with resolved pointers, so a step is a flat
-/// list of launches and allocates nothing. Trainable parameters change on the host between steps:
-/// <see cref="UploadParameter"/> copies one to the device again.
+/// Executes an <see cref="ExecutionPlan"/> on a kernel device (cuda, or the emulator): one device allocation holds
+/// the plan's arena, its run state (random key, index-check flags) and the nodes' shared scratch; constants are
+/// resident in the <see cref="DeviceContext"/>, once for every executor of a run. Each node was compiled to launcher
+/// calls with resolved pointers, so a step is a flat list of launches and allocates nothing.
+/// <see cref="Run"/> copies inputs in, runs and downloads; <see cref="Enqueue"/> only enqueues (inputs staged in pinned
+/// memory or already on the device, no wait), so a training update can be captured into a graph.
 /// </summary>
 public sealed class DeviceExecutor : IPlanExecutor
 {
     private readonly ExecutionPlan _plan;
-    private readonly bool _ownsDevice;
+    private readonly bool _ownsContext;
     private readonly Dictionary<Value, DeviceAddress> _constants = new();
     private readonly HashSet<Value> _read;
     private readonly HashSet<Node> _planned;
     private readonly (Node Node, Action Run)[] _steps;
     private readonly List<(Node Node, string Problem)> _flags = new();
-    private readonly DeviceAddress _key, _flagBase;
+    private readonly DeviceAddress _key;
+    private DeviceAddress _flagBase; // reserved on the first index check (few plans have any)
     private const int MaxErrorFlags = 4096;
 
-    public IKernelDevice Device { get; }
+    public DeviceContext Context { get; }
+    public IKernelDevice Device => Context.Device;
     public DeviceMemory Memory { get; }
     public ExecutionPlan Plan => _plan;
     public string BackendName => Device.Name;
@@ -35,29 +38,36 @@ public sealed class DeviceExecutor : IPlanExecutor
 
     internal DeviceAddress RandomKey => _key;
 
+    /// <summary>An executor with a context of its own.</summary>
     /// <param name="ownsDevice">Dispose <paramref name="device"/> with the executor.</param>
     /// <param name="separateAllocations">One allocation per tensor instead of one per plan (for memcheck and guard pages).</param>
     public DeviceExecutor(ExecutionPlan plan, IKernelDevice device, bool ownsDevice = false, bool separateAllocations = false)
+        : this(plan, new DeviceContext(device, ownsDevice, separateAllocations), ownsContext: true) { }
+
+    /// <summary>An executor in a shared <paramref name="context"/> (its constants resident once for all).</summary>
+    public DeviceExecutor(ExecutionPlan plan, DeviceContext context) : this(plan, context, ownsContext: false) { }
+
+    private DeviceExecutor(ExecutionPlan plan, DeviceContext context, bool ownsContext)
     {
         _plan = plan;
-        Device = device;
-        _ownsDevice = ownsDevice;
-        Memory = new DeviceMemory(plan.ArenaBytes, separateAllocations);
+        Context = context;
+        _ownsContext = ownsContext;
+        Memory = new DeviceMemory(plan.ArenaBytes, context.SeparateAllocations);
         _read = ReadValues(plan);
         _planned = plan.Steps.ToHashSet();
         _key = Memory.AddConstant(16);
-        _flagBase = Memory.AddConstant(MaxErrorFlags * 4L);
         try
         {
             _steps = plan.Steps.Select(n => (n, DeviceOps.Compile(new DeviceStepBuilder(this, n)))).ToArray();
             foreach (var v in plan.Offsets.Keys) AddressOf(v); // inputs no kernel reads still get their bytes
-            Memory.Allocate(device);
-            UploadConstants();
+            Memory.Allocate(Device);
+            context.Commit();
         }
         catch
         {
+            context.Rollback();
             Memory.Dispose();
-            if (ownsDevice) device.Dispose();
+            if (ownsContext) context.Dispose();
             throw;
         }
     }
@@ -81,7 +91,7 @@ public sealed class DeviceExecutor : IPlanExecutor
             if (_constants.TryGetValue(v, out var c)) return c;
             if (v.Constant == null && v.Splat == null)
                 throw new CudaDreamException($"{_plan.Graph.Source}: weight '{v.Name}' has no data (its external weights file was not loaded)");
-            return _constants[v] = Memory.AddConstant(ExecutionPlan.ByteSize(v));
+            return _constants[v] = Context.Place(v);
         }
         if (!_plan.Offsets.TryGetValue(v, out var off)) throw new GraphException($"value '{v.Name}' has no place in the plan");
         var root = AliasRoot(v);
@@ -101,30 +111,15 @@ public sealed class DeviceExecutor : IPlanExecutor
     internal DeviceAddress AddErrorFlag(Node node, string problem)
     {
         if (_flags.Count >= MaxErrorFlags) throw new GraphException(node, $"more than {MaxErrorFlags} nodes check their indices");
+        if (_flagBase.IsNull) _flagBase = Memory.AddConstant(MaxErrorFlags * 4L);
         _flags.Add((node, problem));
         return _flagBase.At((_flags.Count - 1) * 4L);
     }
 
-    private void UploadConstants()
-    {
-        foreach (var v in _constants.Keys) UploadParameter(v);
-    }
-
+    /// <summary>Makes the device see new host data of a trained constant (once for every executor of the context).</summary>
     public void UploadParameter(Value v)
     {
-        if (!_constants.TryGetValue(v, out var at)) return; // no kernel reads it
-        if (v.Constant != null)
-        {
-            if (v.Constant.ByteLength != ExecutionPlan.ByteSize(v))
-                throw new CudaDreamException($"constant '{v.Name}' holds {v.Constant.ByteLength} bytes, its value needs {ExecutionPlan.ByteSize(v)}");
-            Device.CopyToDevice(at.Ptr, v.Constant.Data.Span);
-        }
-        else
-        {
-            // A splat is filled on the device: uploading it could mean a gigabyte of equal elements.
-            var one = Tensor.FromArray(new[] { v.Splat!.Value }, 1).To(v.DType);
-            KernelLaunchers.FillPattern(Device, at.Ptr, v.Numel, one.Data.Span);
-        }
+        if (v.Constant != null && _constants.ContainsKey(v)) Context.Refresh(v.Constant);
     }
 
     public Dictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs, IEnumerable<Value>? fetch = null)
@@ -138,6 +133,39 @@ public sealed class DeviceExecutor : IPlanExecutor
             if (_plan.Offsets.ContainsKey(input)) Device.CopyToDevice(AddressOf(input).Ptr, t.To(input.DType).Data.Span);
         }
         WriteRunState();
+        RunSteps();
+        CheckErrorFlags();
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var v in fetch ?? g.Outputs) result[v.Name] = Read(v);
+        return result;
+    }
+
+    /// <summary>
+    /// Enqueues a run without waiting: every graph input comes from <paramref name="inputs"/> (staged host bytes, or
+    /// device memory of another executor), the random key from <paramref name="randomKey"/> (16 bytes: seed, step as
+    /// two u64). Nothing is downloaded and index checks are not read: <see cref="ErrorFlags"/> says where they are.
+    /// Capturable: a graph replay of it reads the staged bytes as they are at replay.
+    /// </summary>
+    public void Enqueue(IReadOnlyDictionary<string, DeviceInput> inputs, DeviceInput randomKey)
+    {
+        foreach (var input in _plan.Graph.Inputs)
+        {
+            if (!inputs.TryGetValue(input.Name, out var from)) throw new CudaDreamException($"missing input '{input.Name}' (expected {input.DType}{Shapes.Format(input.Shape!)})");
+            if (_plan.Offsets.ContainsKey(input)) from.CopyTo(Device, AddressOf(input).Ptr, ExecutionPlan.ByteSize(input));
+        }
+        randomKey.CopyTo(Device, _key.Ptr, 16);
+        if (_flags.Count > 0) Device.Memset(_flagBase.Ptr, 0, _flags.Count * 4L);
+        RunSteps();
+    }
+
+    /// <summary>The index-check flags of this plan (int each, nonzero = the check failed) and their count.</summary>
+    public (DevicePtr Flags, int Count) ErrorFlags => (_flags.Count == 0 ? DevicePtr.Null : _flagBase.Ptr, _flags.Count);
+
+    /// <summary>The failure of flag <paramref name="index"/> as the exception a <see cref="Run"/> throws.</summary>
+    public GraphException ErrorFlagFailure(int index) => new(_flags[index].Node, _flags[index].Problem);
+
+    private void RunSteps()
+    {
         OpSeconds.Clear();
         var sw = new Stopwatch();
         foreach (var (node, run) in _steps)
@@ -148,10 +176,6 @@ public sealed class DeviceExecutor : IPlanExecutor
             Device.Synchronize();
             OpSeconds[node.Op] = OpSeconds.GetValueOrDefault(node.Op) + sw.Elapsed.TotalSeconds;
         }
-        CheckErrorFlags();
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var v in fetch ?? g.Outputs) result[v.Name] = Read(v);
-        return result;
     }
 
     private void WriteRunState()
@@ -187,6 +211,6 @@ public sealed class DeviceExecutor : IPlanExecutor
     public void Dispose()
     {
         Memory.Dispose();
-        if (_ownsDevice) Device.Dispose();
+        if (_ownsContext) Context.Dispose();
     }
 }

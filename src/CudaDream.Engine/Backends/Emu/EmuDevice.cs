@@ -23,8 +23,10 @@ public sealed class EmuKernelException(string message) : CudaDreamException(mess
 /// <summary>
 /// The emulated GPU: device memory is host memory (optionally guarded), kernels are the emulator
 /// library's cdk_* trampolines, GEMM is its cuBLAS-semantics reference. Same host code as CUDA.
+/// Work is done when it is enqueued; a capture records the calls (arguments copied, host buffers read at
+/// replay, as a CUDA graph's memcpy nodes do) and a replay runs them again.
 /// </summary>
-public sealed unsafe class EmuDevice : IKernelDevice
+public sealed unsafe class EmuDevice : KernelDevice
 {
     [StructLayout(LayoutKind.Sequential)]
     private struct LaunchConfig
@@ -41,9 +43,10 @@ public sealed unsafe class EmuDevice : IKernelDevice
     private readonly delegate* unmanaged<nint> _lastError;
     private readonly delegate* unmanaged<int, int, int, int, int, int, int, float, void*, int, long, void*, int, long, float, void*, int, long, int, int> _gemm;
     private ulong _launches;
+    private List<Action>? _recording;
 
-    public string Name => $"emu sm_{_lib.Tier / 10}";
-    public int ComputeCapability => _lib.Tier / 10;
+    public override string Name => $"emu sm_{_lib.Tier / 10}";
+    public override int ComputeCapability => _lib.Tier / 10;
     public EmuOptions Options => _options;
 
     public EmuDevice(EmuOptions? options = null)
@@ -58,30 +61,49 @@ public sealed unsafe class EmuDevice : IKernelDevice
 
     private string LastError() => Marshal.PtrToStringUTF8(_lastError()) ?? "unknown emulator error";
 
-    public DeviceBuffer Allocate(long bytes)
+    /// <summary>Runs <paramref name="work"/> now, or records it while capturing.</summary>
+    private void Enqueue(Action work)
+    {
+        if (_recording != null) _recording.Add(work);
+        else work();
+    }
+
+    protected override DevicePtr AllocateCore(long bytes)
     {
         var p = _alloc((ulong)Math.Max(0, bytes), (int)_options.Guard);
         if (p == null) throw new OutOfMemoryException($"emu: cannot allocate {bytes} bytes");
-        return new DeviceBuffer(this, new DevicePtr((ulong)p), bytes);
+        return new DevicePtr((ulong)p);
     }
 
-    public void Free(DevicePtr ptr)
+    protected override void FreeCore(DevicePtr ptr)
     {
         if (_free((void*)ptr.Address) != 0) throw new InvalidOperationException($"emu: {ptr} was not allocated here");
     }
 
-    public void CopyToDevice(DevicePtr dst, ReadOnlySpan<byte> src) => src.CopyTo(new Span<byte>((void*)dst.Address, src.Length));
-    public void CopyToHost(Span<byte> dst, DevicePtr src) => new ReadOnlySpan<byte>((void*)src.Address, dst.Length).CopyTo(dst);
-    public void CopyDeviceToDevice(DevicePtr dst, DevicePtr src, long bytes) => Buffer.MemoryCopy((void*)src.Address, (void*)dst.Address, bytes, bytes);
-    public void Memset(DevicePtr dst, byte value, long bytes) => NativeMemory.Fill((void*)dst.Address, (nuint)bytes, value);
+    protected override nint AllocateHostCore(long bytes) => (nint)NativeMemory.AlignedAlloc((nuint)bytes, 256);
+    protected override void FreeHostCore(nint pointer) => NativeMemory.AlignedFree((void*)pointer);
 
-    public void Launch(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
+    protected override void CopyToDeviceCore(DevicePtr dst, ReadOnlySpan<byte> src) => src.CopyTo(new Span<byte>((void*)dst.Address, src.Length));
+    protected override void CopyToHostCore(Span<byte> dst, DevicePtr src) => new ReadOnlySpan<byte>((void*)src.Address, dst.Length).CopyTo(dst);
+    protected override void CopyToDeviceAsyncCore(DevicePtr dst, nint src, long bytes) => Enqueue(() => Buffer.MemoryCopy((void*)src, (void*)dst.Address, bytes, bytes));
+    protected override void CopyToHostAsyncCore(nint dst, DevicePtr src, long bytes) => Enqueue(() => Buffer.MemoryCopy((void*)src.Address, (void*)dst, bytes, bytes));
+    protected override void CopyDeviceToDeviceCore(DevicePtr dst, DevicePtr src, long bytes) => Enqueue(() => Buffer.MemoryCopy((void*)src.Address, (void*)dst.Address, bytes, bytes));
+    protected override void MemsetCore(DevicePtr dst, byte value, long bytes) => Enqueue(() => NativeMemory.Fill((void*)dst.Address, (nuint)bytes, value));
+
+    protected override void LaunchCore(string kernel, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
     {
         if (!_kernels.TryGetValue(kernel, out var fn))
         {
             if (!_lib.TryExport("cdk_" + kernel, out fn)) throw new CudaDreamException($"no kernel exported as '{kernel}' in kernels/*.cu");
             _kernels[kernel] = fn;
         }
+        if (_recording == null) { Run(fn, grid, block, dynamicSharedBytes, args); return; }
+        var copy = args.Clone(); // cuLaunchKernel copies the argument values at capture time
+        _recording.Add(() => Run(fn, grid, block, dynamicSharedBytes, copy));
+    }
+
+    private void Run(nint fn, Dim3 grid, Dim3 block, int dynamicSharedBytes, KernelArgs args)
+    {
         var cfg = new LaunchConfig
         {
             GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z,
@@ -94,7 +116,13 @@ public sealed unsafe class EmuDevice : IKernelDevice
         if (rc != 0) throw new EmuKernelException(LastError());
     }
 
-    public void Gemm(in GemmArgs g)
+    protected override void GemmCore(in GemmArgs g)
+    {
+        var a = g;
+        Enqueue(() => RunGemm(a));
+    }
+
+    private void RunGemm(GemmArgs g)
     {
         int rc = _gemm(GemmType(g.Type), GemmType(g.OutputType), (int)g.TransA, (int)g.TransB, g.M, g.N, g.K, g.Alpha, (void*)g.A.Address, g.Lda, g.StrideA,
             (void*)g.B.Address, g.Ldb, g.StrideB, g.Beta, (void*)g.C.Address, g.Ldc, g.StrideC, g.Batch);
@@ -108,7 +136,23 @@ public sealed unsafe class EmuDevice : IKernelDevice
         _ => throw new NotSupportedException($"gemm in {t}"),
     };
 
-    public void Synchronize() { }
+    protected override void SynchronizeCore() { }
 
-    public void Dispose() { }
+    protected override void BeginCaptureCore() => _recording = new List<Action>();
+
+    protected override object EndCaptureCore()
+    {
+        var r = _recording ?? throw new DeviceCaptureException("emu: no capture in progress");
+        _recording = null;
+        return r.ToArray();
+    }
+
+    protected override void ReplayCore(object graph)
+    {
+        foreach (var work in (Action[])graph) work();
+    }
+
+    protected override void DestroyGraphCore(object graph) { }
+
+    protected override void DisposeCore() { }
 }

@@ -4,9 +4,9 @@ using static CudaDream.Engine.Backends.KernelLaunchers;
 
 namespace CudaDream.Engine.Training.Optimizers;
 
-// Mirrors of the structs kernels/optimizer.cu takes by value; field order and types must match.
+// Mirrors of the structs kernels/optimizer.cu reads; field order and types must match.
 
-/// <summary>optimizer.cu ParamSlot: one tensor of a parameter group.</summary>
+/// <summary>optimizer.cu ParamSlot: one tensor of a parameter group (its gradient is the accumulated one).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct ParamSlot
 {
@@ -14,34 +14,71 @@ public struct ParamSlot
     public long Count;
 }
 
-/// <summary>optimizer.cu AdamWConfig (torch.optim.AdamW's per-step scalars).</summary>
+/// <summary>optimizer.cu AccumulateSlot: a micro-step's gradient and the accumulator it is added to.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public record struct AdamWConfig(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, float BiasCorrection1, float BiasCorrection2, float GradScale = 1f)
+public struct AccumulateSlot
 {
-    /// <summary>The scalars of optimizer step <paramref name="step"/> (1-based).</summary>
-    public static AdamWConfig ForStep(int step, float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 1e-2f, float gradScale = 1f) =>
-        new(lr, beta1, beta2, eps, weightDecay, 1f - MathF.Pow(beta1, step), 1f - MathF.Pow(beta2, step), gradScale);
+    public DevicePtr Accumulator, Gradient;
+    public long Count;
 }
 
-/// <summary>optimizer.cu SgdConfig (torch.optim.SGD).</summary>
+/// <summary>optimizer.cu UpdateState: the device's per-update scalars, read back as the update's report (48 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public record struct SgdConfig(float Lr, float Momentum, float Dampening, float WeightDecay, float GradScale, int Nesterov, int FirstStep, int Pad = 0);
+public struct UpdateState
+{
+    public float Loss, GradNorm, ClipCoefficient;
+    public int Nonfinite;
+    public float LossScale, GradScale;
+    public int GoodSteps, Skipped, ErrorFlag, Pad0, Pad1, Pad2;
+
+    public const int Bytes = 48;
+    public static readonly long LossScaleOffset = Marshal.OffsetOf<UpdateState>(nameof(LossScale));
+    public static readonly long GradNormOffset = Marshal.OffsetOf<UpdateState>(nameof(GradNorm));
+    public static readonly long NonfiniteOffset = Marshal.OffsetOf<UpdateState>(nameof(Nonfinite));
+}
+
+/// <summary>optimizer.cu AdamWConfig: <see cref="AdamWScalars"/> (computed in float64 on the host, as the CPU's AdamW) and a gradient factor.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct AdamWConfig(float DecayFactor, float Beta1, float OneMinusBeta1, float Beta2, float OneMinusBeta2, float StepSize,
+    float BiasCorrection2Sqrt, float Epsilon, float GradScale = 1f, int Pad0 = 0, int Pad1 = 0, int Pad2 = 0)
+{
+    public static AdamWConfig From(in AdamWScalars s, float gradScale = 1f) =>
+        new(s.DecayFactor, s.Beta1, s.OneMinusBeta1, s.Beta2, s.OneMinusBeta2, s.StepSize, s.BiasCorrection2Sqrt, s.Epsilon, gradScale);
+}
+
+/// <summary>optimizer.cu SgdConfig (torch.optim.SGD; Keep = 1 − dampening, computed on the host as the CPU's SGD does).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct SgdConfig(float Lr, float Momentum, float Keep, float WeightDecay, float GradScale, int Nesterov, int FirstStep, int Pad = 0);
 
 /// <summary>
-/// Launchers of kernels/optimizer.cu (global gradient norm and clip, AdamW, SGD over a table of parameter
-/// slots). Checked against the CPU optimizers on the emulator; the device-resident optimizer of [G1] runs them.
+/// Launchers of kernels/optimizer.cu: gradient accumulation, global gradient norm and clip, AdamW, SGD over tables of
+/// parameter slots, fp16's loss scale and the update report. <see cref="DeviceOptimizer"/> runs them; each is checked
+/// against the CPU optimizers on the emulator.
 /// </summary>
 public static class OptimizerKernels
 {
     public const long OptimizerChunk = 65536;
+    private static readonly Dim3 OneWarp = new(32);
 
     /// <summary>Chunks per tensor the optimizer kernels use for the largest of <paramref name="counts"/>.</summary>
     public static int OptimizerChunks(IEnumerable<long> counts) => (int)Math.Max(1, (counts.DefaultIfEmpty(1).Max() + OptimizerChunk - 1) / OptimizerChunk);
 
+    public static void UpdateBegin(IKernelDevice d, DevicePtr state, float invMicroSteps) =>
+        d.Launch("update_begin", new Dim3(1), OneWarp, 0, new KernelArgs().Ptr(state).F32(invMicroSteps));
+
+    public static void LossAccumulate(IKernelDevice d, DevicePtr state, DevicePtr loss, float invMicroSteps) =>
+        d.Launch("loss_accumulate", new Dim3(1), OneWarp, 0, new KernelArgs().Ptr(state).Ptr(loss).F32(invMicroSteps));
+
+    public static void GradAccumulate(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr state, bool first) =>
+        d.Launch("grad_accumulate", new Dim3((uint)chunks, (uint)count), Block256, 0,
+            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Ptr(state).I32(first ? 1 : 0));
+
+    public static void ErrorFlagsFirst(IKernelDevice d, DevicePtr flags, int count, int tag, DevicePtr state) =>
+        d.Launch("error_flags_first", new Dim3(1), Block256, 0, new KernelArgs().Ptr(flags).I32(count).I32(tag).Ptr(state));
+
     /// <summary>
     /// Global gradient norm and clip coefficient into clipState [2] (norm, min(1, maxNorm/(norm+1e-6)));
     /// sets the int at <paramref name="nonfinite"/> when a gradient is NaN/Inf. partials: count·chunks floats.
-    /// The caller zeroes <paramref name="nonfinite"/> once per step.
     /// </summary>
     public static void GradNorm(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr partials, DevicePtr clipState, DevicePtr nonfinite, float maxNorm, float gradScale = 1)
     {
@@ -51,11 +88,16 @@ public static class OptimizerKernels
             new KernelArgs().Ptr(partials).I32(count * chunks).F32(maxNorm).F32(gradScale).Ptr(clipState));
     }
 
-    public static void AdamWUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, in AdamWConfig cfg, DevicePtr clipState, DevicePtr nonfinite) =>
+    /// <param name="config">An <see cref="AdamWConfig"/> in device memory (staged per update).</param>
+    public static void AdamWUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr config, DevicePtr clipState, DevicePtr nonfinite) =>
         d.Launch("adamw_update", new Dim3((uint)chunks, (uint)count), Block256, 0,
-            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Value(cfg).Ptr(clipState).Ptr(nonfinite));
+            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Ptr(config).Ptr(clipState).Ptr(nonfinite));
 
-    public static void SgdUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, in SgdConfig cfg, DevicePtr clipState, DevicePtr nonfinite) =>
+    /// <param name="config">An <see cref="SgdConfig"/> in device memory (staged per update).</param>
+    public static void SgdUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr config, DevicePtr clipState, DevicePtr nonfinite) =>
         d.Launch("sgd_update", new Dim3((uint)chunks, (uint)count), Block256, 0,
-            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Value(cfg).Ptr(clipState).Ptr(nonfinite));
+            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Ptr(config).Ptr(clipState).Ptr(nonfinite));
+
+    public static void LossScaleUpdate(IKernelDevice d, DevicePtr state, int growthInterval, float growth, float backoff) =>
+        d.Launch("loss_scale_update", new Dim3(1), OneWarp, 0, new KernelArgs().Ptr(state).I32(growthInterval).F32(growth).F32(backoff));
 }

@@ -25,6 +25,8 @@ public static unsafe partial class CuBlas
     [LibraryImport(L, EntryPoint = "cublasCreate_v2")] public static partial CublasStatus Create(out nint handle);
     [LibraryImport(L, EntryPoint = "cublasDestroy_v2")] public static partial CublasStatus Destroy(nint handle);
     [LibraryImport(L, EntryPoint = "cublasSetStream_v2")] public static partial CublasStatus SetStream(nint handle, nint stream);
+    /// <summary>A workspace of our own, so cuBLAS allocates nothing while a stream is captured into a graph.</summary>
+    [LibraryImport(L, EntryPoint = "cublasSetWorkspace_v2")] public static partial CublasStatus SetWorkspace(nint handle, ulong workspace, nuint bytes);
     [LibraryImport(L, EntryPoint = "cublasSetMathMode")] public static partial CublasStatus SetMathMode(nint handle, int mode);
     [LibraryImport(L, EntryPoint = "cublasGemmStridedBatchedEx")]
     public static partial CublasStatus GemmStridedBatchedEx(nint handle, int transa, int transb, int m, int n, int k,

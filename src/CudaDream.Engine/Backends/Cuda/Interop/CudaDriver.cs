@@ -39,6 +39,15 @@ public static partial class CudaDriver
     [LibraryImport(L, EntryPoint = "cuMemcpyDtoHAsync_v2")] public static unsafe partial CuResult MemcpyDtoHAsync(void* dst, ulong src, nuint bytes, nint stream);
     [LibraryImport(L, EntryPoint = "cuMemcpyDtoDAsync_v2")] public static partial CuResult MemcpyDtoDAsync(ulong dst, ulong src, nuint bytes, nint stream);
     [LibraryImport(L, EntryPoint = "cuMemsetD8Async")] public static partial CuResult MemsetD8Async(ulong dst, byte value, nuint count, nint stream);
+    [LibraryImport(L, EntryPoint = "cuMemHostAlloc")] public static partial CuResult MemHostAlloc(out nint pointer, nuint bytes, uint flags);
+    [LibraryImport(L, EntryPoint = "cuMemFreeHost")] public static partial CuResult MemFreeHost(nint pointer);
+    /// <summary>mode: CU_STREAM_CAPTURE_MODE_THREAD_LOCAL (1) refuses unsafe calls (syncs, allocations) from this thread while capturing.</summary>
+    [LibraryImport(L, EntryPoint = "cuStreamBeginCapture_v2")] public static partial CuResult StreamBeginCapture(nint stream, int mode);
+    [LibraryImport(L, EntryPoint = "cuStreamEndCapture")] public static partial CuResult StreamEndCapture(nint stream, out nint graph);
+    [LibraryImport(L, EntryPoint = "cuGraphInstantiateWithFlags")] public static partial CuResult GraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+    [LibraryImport(L, EntryPoint = "cuGraphDestroy")] public static partial CuResult GraphDestroy(nint graph);
+    [LibraryImport(L, EntryPoint = "cuGraphExecDestroy")] public static partial CuResult GraphExecDestroy(nint graphExec);
+    [LibraryImport(L, EntryPoint = "cuGraphLaunch")] public static partial CuResult GraphLaunch(nint graphExec, nint stream);
     [LibraryImport(L, EntryPoint = "cuStreamCreate")] public static partial CuResult StreamCreate(out nint stream, uint flags);
     [LibraryImport(L, EntryPoint = "cuStreamDestroy_v2")] public static partial CuResult StreamDestroy(nint stream);
     [LibraryImport(L, EntryPoint = "cuStreamSynchronize")] public static partial CuResult StreamSynchronize(nint stream);
