@@ -26,6 +26,8 @@
 //       torch.optim.AdamW (decoupled weight decay, bias-corrected, eps outside the sqrt)
 //   sgd_update(const ParamSlot* slots, int count, i64 chunk, const SgdConfig* cfg, const float* clip_state, const int* nonfinite)
 //       torch.optim.SGD (L2 weight decay into the gradient, momentum buffer in slot.m, keep = 1 - dampening, nesterov)
+//   ema_update(const EmaSlot* slots, int count, i64 chunk, const float* one_minus_decay, const int* nonfinite)
+//       diffusers' EMAModel.step: shadow -= (1 - decay) * (shadow - param), after an applied update
 //   loss_scale_update(UpdateState* s, int growth_interval, float growth, float backoff) grid 1, block 32
 //       torch.cuda.amp.GradScaler.update: overflow halves S and resets the tracker; growth_interval good updates double it
 // clip_state and nonfinite may be null. g = grad * cfg.grad_scale * clip coefficient.
@@ -44,6 +46,13 @@ struct AccumulateSlot
 {
     float* acc;
     const float* grad;
+    i64 n;
+};
+
+struct EmaSlot
+{
+    float* shadow;
+    const float* param;
     i64 n;
 };
 
@@ -176,6 +185,16 @@ __global__ void sgd_update(const ParamSlot* __restrict__ slots, int count, i64 c
     }
 }
 
+__global__ void ema_update(const EmaSlot* __restrict__ slots, int count, i64 chunk, const float* __restrict__ one_minus_decay,
+                           const int* __restrict__ nonfinite)
+{
+    if (nonfinite && *nonfinite) return;
+    const EmaSlot e = slots[blockIdx.y];
+    const float k = *one_minus_decay;
+    const i64 begin = (i64)blockIdx.x * chunk, end = min(e.n, begin + chunk);
+    for (i64 i = begin + threadIdx.x; i < end; i += blockDim.x) e.shadow[i] -= k * (e.shadow[i] - e.param[i]);
+}
+
 __global__ void loss_scale_update(UpdateState* s, int growth_interval, float growth, float backoff)
 {
     if (threadIdx.x != 0) return;
@@ -200,4 +219,5 @@ CD_EXPORT(grad_norm_partial, grad_norm_partial)
 CD_EXPORT(grad_norm_finalize, grad_norm_finalize)
 CD_EXPORT(adamw_update, adamw_update)
 CD_EXPORT(sgd_update, sgd_update)
+CD_EXPORT(ema_update, ema_update)
 CD_EXPORT(loss_scale_update, loss_scale_update)

@@ -30,30 +30,48 @@ public sealed class BenchCommand : ICommand
     [Option("engine", Default = "auto", HelpText = "Sampling engine: auto, ort, cudadream.")]
     public string Engine { get; set; } = "auto";
 
-    [Option("backend", Default = "cpu", HelpText = "cpu.")]
+    [Option("backend", Default = "cpu", HelpText = "Where the training update runs: cpu (forward and backward), emu or cuda[:N] (the trainer's whole device-resident update, with the device's counters).")]
     public string Backend { get; set; } = "cpu";
+
+    [Option("dtype", Default = "fp32", HelpText = "Compute type of a device training update: fp32, bf16, fp16 (mixed precision, fp32 masters).")]
+    public string DType { get; set; } = "fp32";
+
+    [Option("updates", Default = 5, HelpText = "Timed training updates on a device backend (after one warm-up that captures the graph).")]
+    public int Updates { get; set; } = 5;
 
     [Option("json", HelpText = "Print JSON.")]
     public bool Json { get; set; }
 
     public int Run()
     {
-        Backends.Require(Backend);
+        var backend = Backends.Require(Backend);
+        var dtype = ParseDType.Compute(DType);
         var model = Model ?? Path.Combine(AppContext.BaseDirectory, "..", "models", "tiny-sd");
         if (!Directory.Exists(model)) throw new CudaDreamException($"model folder '{model}' not found (give --model, or run ./build.sh to import the tiny model)");
         var parts = Size.ToLowerInvariant().Split('x');
         if (!int.TryParse(parts[0], out int w) || !int.TryParse(parts[^1], out int h) || w <= 0 || h <= 0) throw new CudaDreamException($"--size '{Size}' is not N or WxH");
-        if (Batch < 1 || Repeats < 1 || Steps < 1) throw new CudaDreamException("--batch, --repeats and --steps must be at least 1");
+        if (Batch < 1 || Repeats < 1 || Steps < 1 || Updates < 1) throw new CudaDreamException("--batch, --repeats, --steps and --updates must be at least 1");
+        if (backend.Kind == ExecutionBackend.BackendKind.Cpu && dtype != CudaDream.Engine.Tensors.DType.F32) throw new CudaDreamException($"--dtype {DType}: the cpu backend computes in fp32 (the reference); use --backend emu or cuda");
         var what = What.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         foreach (var x in what) if (x is not ("kernels" or "forward" or "train" or "sample")) throw new CudaDreamException($"--what: unknown measurement '{x}'");
         var options = new BenchmarkOptions
         {
             Model = model, Batch = Batch, Width = w, Height = h, Repeats = Repeats, SampleSteps = Steps,
-            SampleEngine = EngineSelection.Parse(Engine), What = what,
+            SampleEngine = EngineSelection.Parse(Engine), What = what, Backend = backend, Updates = Updates,
+            MixedPrecision = dtype == CudaDream.Engine.Tensors.DType.F32 ? "no" : ParseDType.Name(dtype),
         };
         if (!Json) Console.WriteLine($"machine: {Benchmark.Machine()}");
         var report = Benchmark.Run(options, Json ? null : Console.WriteLine);
-        if (Json) Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+        if (!Json)
+        {
+            Console.WriteLine($"backend: {report.Backend}");
+            foreach (var r in report.Results.Where(r => r.Device != null))
+                foreach (var (check, verdict) in r.Device!.Checks) Console.WriteLine($"  {check}: {verdict}");
+        }
+        if (Json) Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions
+        {
+            WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        }));
         return 0;
     }
 }

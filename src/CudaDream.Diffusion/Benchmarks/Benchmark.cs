@@ -2,12 +2,15 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using CudaDream.Diffusion.Models;
 using CudaDream.Diffusion.Sampling;
+using CudaDream.Diffusion.Training;
 using CudaDream.Engine;
+using CudaDream.Engine.Backends;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 using CudaDream.Engine.Training;
 using CudaDream.Engine.Training.Lora;
+using CudaDream.Engine.Training.Optimizers;
 
 namespace CudaDream.Diffusion.Benchmarks;
 
@@ -24,12 +27,46 @@ public sealed record BenchmarkOptions
     public SamplerEngine SampleEngine { get; init; } = SamplerEngine.Auto;
     /// <summary>Any of: kernels, forward, train, sample.</summary>
     public IReadOnlyList<string> What { get; init; } = new[] { "kernels", "forward", "train", "sample" };
+    /// <summary>Where the training update runs: cpu (forward and backward only), or a kernel device (the trainer's whole update).</summary>
+    public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
+    /// <summary>Mixed precision of a device training update: no, bf16, fp16.</summary>
+    public string MixedPrecision { get; init; } = "no";
+    /// <summary>Timed training updates on a kernel device (after one warm-up update that captures the graph).</summary>
+    public int Updates { get; init; } = 5;
+}
+
+/// <summary>
+/// What one device-resident training update asked of the device, averaged over the timed updates, and the device memory:
+/// the frozen and trained weights resident once, every executor's planned memory, the optimizer's buffers, the peak.
+/// </summary>
+public sealed record DeviceUpdateCounters(
+    DeviceCounts PerUpdate, long BatchBytes, long ParameterUploads, long ResidentWeightBytes, long ExecutorBytes, long OptimizerBytes,
+    long PeakDeviceBytes, bool GraphReplay)
+{
+    /// <summary>[G1]'s acceptance for the update, each with the numbers it compares.</summary>
+    public IReadOnlyDictionary<string, string> Checks => new Dictionary<string, string>
+    {
+        ["host_syncs_per_update<=1"] = Verdict(PerUpdate.Synchronizations <= 1, $"{PerUpdate.Synchronizations}"),
+        ["h2d_bytes<=batch+4KiB"] = Verdict(PerUpdate.HostToDeviceBytes <= BatchBytes + 4096, $"{PerUpdate.HostToDeviceBytes} vs {BatchBytes} + 4096"),
+        ["d2h_bytes<=64"] = Verdict(PerUpdate.DeviceToHostBytes <= 64, $"{PerUpdate.DeviceToHostBytes}"),
+        ["parameter_uploads==0"] = Verdict(ParameterUploads == 0, $"{ParameterUploads}"),
+        ["peak<=weights+planned+10%"] = Verdict(PeakDeviceBytes <= 1.1 * (ResidentWeightBytes + ExecutorBytes + OptimizerBytes),
+            $"{PeakDeviceBytes} vs 1.1 × ({ResidentWeightBytes} + {ExecutorBytes} + {OptimizerBytes})"),
+        ["graph_replays_per_update==1"] = Verdict(PerUpdate.GraphReplays == 1, $"{PerUpdate.GraphReplays}"),
+    };
+
+    private static string Verdict(bool ok, string numbers) => (ok ? "pass: " : "FAIL: ") + numbers;
 }
 
 /// <summary>One measurement: what, its median time, and a rate or size where one applies.</summary>
-public sealed record BenchmarkResult(string Name, double MedianSeconds, double? GflopsPerSecond, long? PlannedBytes, string Detail);
+public sealed record BenchmarkResult(string Name, double MedianSeconds, double? GflopsPerSecond, long? PlannedBytes, string Detail)
+{
+    /// <summary>A device training update's counters (null elsewhere).</summary>
+    public DeviceUpdateCounters? Device { get; init; }
+}
 
-public sealed record BenchmarkReport(string Machine, IReadOnlyList<BenchmarkResult> Results);
+/// <param name="Backend">Where the training update ran, in words (a GPU's name, or that emu is no GPU measurement).</param>
+public sealed record BenchmarkReport(string Machine, string Backend, IReadOnlyList<BenchmarkResult> Results);
 
 /// <summary>
 /// <c>cudadream bench</c>: speed and memory measured on this machine (DESIGN.md: benchmarks, never timed unit
@@ -46,13 +83,14 @@ public static class Benchmark
         var model = ModelFolder.Open(o.Model);
         model.CheckImageSize(o.Width, o.Height);
         if (o.What.Contains("forward")) Add(Forward(o, model));
-        if (o.What.Contains("train"))
+        if (o.What.Contains("train") && o.Backend.Kind != ExecutionBackend.BackendKind.Cpu) Add(DeviceTrainUpdate(o, model));
+        else if (o.What.Contains("train"))
         {
             Add(TrainStep(o, model, checkpointing: false));
             Add(TrainStep(o, model, checkpointing: true));
         }
         if (o.What.Contains("sample")) Add(Sample(o, model));
-        return new BenchmarkReport(Machine(), results);
+        return new BenchmarkReport(Machine(), BackendLine(o.Backend, results), results);
     }
 
     public static string Format(BenchmarkResult r) =>
@@ -69,8 +107,15 @@ public static class Benchmark
                 cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
         }
         catch (IOException) { }
-        return $"{cpu}, {Environment.ProcessorCount} logical cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, CPU backend (no GPU measurement)";
+        return $"{cpu}, {Environment.ProcessorCount} logical cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}";
     }
+
+    private static string BackendLine(ExecutionBackend b, IReadOnlyList<BenchmarkResult> results) => b.Kind switch
+    {
+        ExecutionBackend.BackendKind.Cpu => "cpu (no GPU measurement)",
+        ExecutionBackend.BackendKind.Emu => $"{b.Name}: the CUDA kernels on the CPU emulator (counts are the GPU's; times are not a GPU measurement)",
+        _ => results.Select(r => r.Name).FirstOrDefault(n => n.Contains("cuda sm_", StringComparison.Ordinal)) is { } n ? n[(n.IndexOf("(cuda", StringComparison.Ordinal) + 1)..].TrimEnd(')') : b.Name,
+    };
 
     private static double Median(int repeats, Action run)
     {
@@ -142,6 +187,56 @@ public static class Benchmark
         double t = Median(o.Repeats, () => session.Run(inputs));
         return new BenchmarkResult($"lora train step b{o.Batch} {o.Width}x{o.Height}{(checkpointing ? " ckpt" : "")}", t, flops / t / 1e9, session.Plan.ArenaBytes,
             $"rank-4 attention LoRA, {flops / 1e9:F2} GFLOP per step ({(double)flops / forwardFlops:F2}× the forward)");
+    }
+
+    /// <summary>
+    /// The trainer's whole update on a kernel device, as <c>train</c> runs it (rank-4 LoRA on the attention projections,
+    /// AdamW, clipping at 1): one warm-up update (kernel loads, graph capture), then <see cref="BenchmarkOptions.Updates"/>
+    /// timed ones on fresh random batches, each ending with the report read; the device's counters per update beside the time.
+    /// </summary>
+    private static BenchmarkResult DeviceTrainUpdate(BenchmarkOptions o, ModelFolder m)
+    {
+        var options = new DreamBoothOptions
+        {
+            Model = m.Root, LoraRank = 4, LoraTargets = ["attention"], MixedPrecision = o.MixedPrecision, MaxGradNorm = 1.0, Seed = 1,
+        };
+        int lh = o.Height / m.VaeScaleFactor, lw = o.Width / m.VaeScaleFactor;
+        using var nets = TrainingNetworks.Build(options, m, o.Backend, o.Batch, lh, lw, _ => { });
+        var optimizer = new AdamW([new ParameterGroup("unet", nets.OptimizerParameters("unet"), 1e-4, 1e-2)]);
+        var line = nets.UseDeviceUpdate(optimizer, _ => { });
+        if (!nets.DeviceResident) throw new CudaDreamException(line);
+        var device = nets.Device!;
+        var shapes = UNetShapes(o, m);
+        TrainingBatch Batch(ulong seed)
+        {
+            var inputs = shapes.ToDictionary(kv => kv.Key, kv => kv.Key == "timestep"
+                ? Tensor.FromArray(Enumerable.Repeat(500f, (int)Shapes.Numel(kv.Value)).ToArray(), kv.Value)
+                : Tensor.FromArray(Random((int)Shapes.Numel(kv.Value), seed++), kv.Value));
+            inputs[TrainingGraph.TargetInput] = Tensor.FromArray(Random((int)Shapes.Numel(shapes["sample"]), seed), shapes["sample"]);
+            inputs[TrainingGraph.WeightsInput] = Tensor.FromArray(Enumerable.Repeat(1f, o.Batch).ToArray(), o.Batch);
+            return new TrainingBatch(inputs, Tensor.FromArray(new long[o.Batch * 77], o.Batch, 77), Enumerable.Repeat(1f, o.Batch).ToArray());
+        }
+        long batchBytes = Batch(0).UNet.Values.Sum(t => t.ByteLength);
+        nets.DeviceStep([Batch(100)], 1, 0, false); // warm-up: kernels load, the graph is captured
+        var before = device.Counters.Counts;
+        long uploads = nets.Context!.ParameterUploads;
+        var times = new List<double>();
+        for (int u = 0; u < o.Updates; u++)
+        {
+            var batch = Batch(200 + (ulong)u * 10); // made before the clock starts: the data loader's work, not the update's
+            var sw = Stopwatch.StartNew();
+            nets.DeviceStep([batch], 1, u + 1, false);
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        var per = (device.Counters.Counts - before).Per(o.Updates);
+        times.Sort();
+        double t = times[times.Count / 2];
+        long executors = nets.ExecutorDeviceBytes;
+        var counters = new DeviceUpdateCounters(per, batchBytes, nets.Context.ParameterUploads - uploads, nets.Context.ResidentBytes, executors,
+            nets.OptimizerDeviceBytes, device.Counters.PeakAllocatedBytes, per.GraphReplays > 0);
+        return new BenchmarkResult($"train update b{o.Batch} {o.Width}x{o.Height} {o.MixedPrecision} ({device.Name})", t, null, executors,
+            $"rank-4 attention LoRA, AdamW; per update {per.Launches} kernels, {per.Gemms} GEMMs, {per.GraphReplays} replay(s), {per.Synchronizations} sync(s), " +
+            $"H2D {per.HostToDeviceBytes} B (batch {batchBytes} B), D2H {per.DeviceToHostBytes} B; device peak {device.Counters.PeakAllocatedBytes / (1024.0 * 1024):F1} MiB") { Device = counters };
     }
 
     private static BenchmarkResult Sample(BenchmarkOptions o, ModelFolder m)

@@ -97,6 +97,7 @@ public sealed class DreamBoothTrainer
         nets.SamplerWeights(out var unsampled);
         if (unsampled.Count > 0) Say($"warning: sample grids show these tuned weights untrained (no initializer of the stored UNet holds them): {string.Join(", ", unsampled.Take(5))}{(unsampled.Count > 5 ? ", …" : "")}");
         var optimizer = MakeOptimizer(nets);
+        Say(nets.UseDeviceUpdate(optimizer, Say));
         long adamWBytes = nets.TrainableCount * 2 * sizeof(float);
         Say($"optimizer: {_o.Optimizer}, state {optimizer.StateBytes / (1024.0 * 1024):F2} MiB ({(double)optimizer.StateBytes / Math.Max(1, adamWBytes):P0} of fp32 AdamW's {adamWBytes / (1024.0 * 1024):F2} MiB)" +
             (nets.Ema != null ? $"; EMA {nets.TrainableCount * sizeof(float) / (1024.0 * 1024):F2} MiB (decay {_o.EmaDecay})" : ""));
@@ -131,6 +132,7 @@ public sealed class DreamBoothTrainer
                 nets.Scaler.Load(optState.TryGetValue(LossScaler.StateKey, out var scaler) ? scaler : throw new InvalidFileException(latest, $"the checkpoint has no '{LossScaler.StateKey}' (it was not an fp16 run)"), latest);
             if (nets.Ema != null)
                 nets.Ema.Load(emaState ?? throw new InvalidFileException(latest, "the checkpoint has no EMA state (it was made without use_ema)"), Path.Combine(latest, TrainingCheckpoints.EmaFile));
+            nets.StateLoaded();
             start = state.Update;
             log.TruncateAfter(start);
             Say($"resumed from {latest} at update {start}");
@@ -236,6 +238,7 @@ public sealed class DreamBoothTrainer
     /// </summary>
     private double OneUpdate(TrainingNetworks nets, BatchMaker batches, Optimizer optimizer, double lrMultiplier, int update, TrainingCheckpoints checkpoints)
     {
+        if (nets.DeviceResident) return OneDeviceUpdate(nets, batches, optimizer, lrMultiplier, update, checkpoints);
         nets.ZeroGradients();
         double loss = 0;
         int micros = _o.GradientAccumulationSteps;
@@ -262,6 +265,26 @@ public sealed class DreamBoothTrainer
         nets.ParametersUpdated();
         nets.Ema?.Update();
         return loss;
+    }
+
+    /// <summary>
+    /// The same update kept on the device (<see cref="TrainingNetworks.UseDeviceUpdate"/>): the micro-steps' batches go in,
+    /// the report comes back; the checks are the host path's, on the reported loss and norm.
+    /// </summary>
+    private double OneDeviceUpdate(TrainingNetworks nets, BatchMaker batches, Optimizer optimizer, double lrMultiplier, int update, TrainingCheckpoints checkpoints)
+    {
+        int micros = _o.GradientAccumulationSteps;
+        var micro = Enumerable.Range(0, micros).Select(i => batches.Make((long)update * micros + i)).ToList();
+        optimizer.SetLearningRateMultiplier(lrMultiplier);
+        var r = nets.DeviceStep(micro, (ulong)_o.Seed, (long)update * micros, FaultInjection.NanGradientAt(update + 1));
+        if (!double.IsFinite(r.Loss))
+            throw new TrainingStoppedException($"the loss became {r.Loss} at update {update + 1}; stopping. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}; lower learning_rate or raise max_grad_norm clipping");
+        // fp16: an overflow skipped the update on the device and halved the scale; otherwise a NaN gradient stops the run
+        // (the device left the weights untouched).
+        if (!r.Applied && nets.Scaler == null)
+            throw new TrainingStoppedException($"the gradient norm became {r.GradNorm} at update {update + 1}; stopping before it reaches the weights. The last good checkpoint is {checkpoints.Latest() ?? "(none)"}" +
+                (checkpoints.Latest() != null ? " (continue with --resume, e.g. with a lower learning_rate or max_grad_norm clipping)" : ""));
+        return r.Loss;
     }
 
     private static ClipResult GradientNorm(Optimizer optimizer)
@@ -370,6 +393,7 @@ public sealed class DreamBoothTrainer
     /// <summary>The optimizer's state and, in fp16, the loss scaler's (checkpoints hold both).</summary>
     private static IReadOnlyDictionary<string, Tensor> OptimizerState(Optimizer optimizer, TrainingNetworks nets)
     {
+        nets.SyncHost();
         if (nets.Scaler == null) return optimizer.State();
         var state = new Dictionary<string, Tensor>(optimizer.State(), StringComparer.Ordinal) { [LossScaler.StateKey] = nets.Scaler.State() };
         return state;

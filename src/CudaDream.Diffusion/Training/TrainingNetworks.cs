@@ -46,6 +46,11 @@ internal sealed class TrainingNetworks : IDisposable
     private Value? _textHidden;
     private readonly ModelFolder _model;
     private readonly DreamBoothOptions _o;
+    /// <summary>On kernel devices: the one device every executor of the run shares, with the weights resident once.</summary>
+    private readonly DeviceContext? _context;
+    private DeviceUpdate? _device;
+    /// <summary>The device updated the trained tensors since the host copies were last brought back.</summary>
+    private bool _hostStale;
 
     /// <summary>
     /// The element type activations and frozen weights are stored in: fp32, or bf16/fp16 with mixed_precision on a kernel
@@ -70,6 +75,8 @@ internal sealed class TrainingNetworks : IDisposable
         if (Compute == DType.F16) Scaler = new LossScaler();
     }
 
+    private TrainingNetworks(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, DeviceContext? context) : this(o, model, backend) => _context = context;
+
     /// <summary>mixed_precision on a kernel device; fp32 on the CPU.</summary>
     public static DType ComputeType(DreamBoothOptions o, ExecutionBackend backend) =>
         backend.Kind == ExecutionBackend.BackendKind.Cpu ? DType.F32 : o.MixedPrecision switch { "bf16" => DType.BF16, "fp16" => DType.F16, _ => DType.F32 };
@@ -87,7 +94,7 @@ internal sealed class TrainingNetworks : IDisposable
     /// <summary>Networks for every latent size in <paramref name="latentShapes"/> (the first defines the trainable tensors).</summary>
     public static TrainingNetworks Build(DreamBoothOptions o, ModelFolder model, ExecutionBackend backend, int batch, IReadOnlyList<(int Height, int Width)> latentShapes, Action<string> say)
     {
-        var n = new TrainingNetworks(o, model, backend);
+        var n = new TrainingNetworks(o, model, backend, backend.OpenContext());
         try
         {
             foreach (var (h, w) in latentShapes) n.BuildUNet(batch, h, w, say);
@@ -167,7 +174,7 @@ internal sealed class TrainingNetworks : IDisposable
             GradientCheckpointing = _o.GradientCheckpointing,
             LossScale = Scaler != null,
         });
-        var session = new TrainingSession(tg, _backend);
+        var session = new TrainingSession(tg, _backend, _context);
         PlannedBytes += session.Plan.ArenaBytes;
         if (first)
             foreach (var p in tg.Parameters)
@@ -177,7 +184,7 @@ internal sealed class TrainingNetworks : IDisposable
         var eg = Load(ModelFolder.UNet, shapes);
         var shared = ShareTrainables(eg);
         ApplyPrecision(eg, shared);
-        var eval = _backend.CreateExecutor(ExecutionPlan.Create(eg));
+        var eval = _backend.CreateExecutor(ExecutionPlan.Create(eg), context: _context);
         _sharers.Add((eval, shared));
         _unets[(h, w)] = new UNetStep(session, tg.Parameters, eval, eg.Outputs[0]);
     }
@@ -195,7 +202,7 @@ internal sealed class TrainingNetworks : IDisposable
         // Its upstream gradient comes from the UNet's backward, already multiplied by fp16's loss scale.
         var tg = TrainingGraph.Build(g, _textLoras.SelectMany(a => new[] { a.Down, a.Up }).ToList(),
             new TrainingGraphOptions { Prediction = hidden, UpstreamGradient = true, GradientCheckpointing = _o.GradientCheckpointing });
-        _text = new TrainingSession(tg, _backend);
+        _text = new TrainingSession(tg, _backend, _context);
         PlannedBytes += _text.Plan.ArenaBytes;
         foreach (var p in tg.Parameters)
             _params.Add(new Trainable(ParamName("text_encoder", p.Value), "text_encoder", p.Value, new float[p.Value.Numel], p));
@@ -204,7 +211,7 @@ internal sealed class TrainingNetworks : IDisposable
         var shared = AttachShared(fg, _textLoras);
         ApplyPrecision(fg, shared);
         _textHidden = fg.Outputs[0];
-        _textForward = _backend.CreateExecutor(ExecutionPlan.Create(fg));
+        _textForward = _backend.CreateExecutor(ExecutionPlan.Create(fg), context: _context);
         _sharers.Add((_textForward, shared));
         say($"text encoder: LoRA on {_textLoras.Count} modules, lr {_o.TextEncoderLr ?? _o.LearningRate}");
     }
@@ -224,6 +231,12 @@ internal sealed class TrainingNetworks : IDisposable
     /// <summary>After the optimizer changed the host buffers: kernel devices upload them again (the CPU reads them in place).</summary>
     public void ParametersUpdated()
     {
+        if (_context != null)
+        {
+            // One shared copy per tensor serves every executor.
+            foreach (var p in _params) _context.Refresh(p.Value.Constant!);
+            return;
+        }
         foreach (var u in _unets.Values) u.Session.ParametersUpdated();
         _text?.ParametersUpdated();
         foreach (var (executor, shared) in _sharers)
@@ -401,7 +414,11 @@ internal sealed class TrainingNetworks : IDisposable
         }
     }
 
-    public Dictionary<string, Tensor> ParameterTensors() => _params.ToDictionary(p => p.Name, p => p.Value.Constant!.Clone());
+    public Dictionary<string, Tensor> ParameterTensors()
+    {
+        SyncHost();
+        return _params.ToDictionary(p => p.Name, p => p.Value.Constant!.Clone());
+    }
 
     public void LoadParameters(IReadOnlyDictionary<string, Tensor> tensors, string source)
     {
@@ -416,6 +433,7 @@ internal sealed class TrainingNetworks : IDisposable
     /// <summary>A trained value as it stands (raw), or its moving average when <paramref name="ema"/> (and use_ema).</summary>
     private Tensor Current(Value v, bool ema)
     {
+        SyncHost();
         var raw = v.Constant!.Clone();
         if (!ema || Ema == null) return raw;
         var name = _params.First(p => ReferenceEquals(p.Value.Constant, v.Constant)).Name;
@@ -427,7 +445,11 @@ internal sealed class TrainingNetworks : IDisposable
         loras.Select(a => a.Adapter with { Down = Current(a.Down, ema), Up = Current(a.Up, ema) });
 
     /// <summary>The EMA tensors for a checkpoint (null without use_ema).</summary>
-    public Dictionary<string, Tensor>? EmaTensors() => Ema?.State();
+    public Dictionary<string, Tensor>? EmaTensors()
+    {
+        SyncHost();
+        return Ema?.State();
+    }
 
     public IReadOnlyList<LoraSource> SamplerLoras(bool ema = false)
     {
@@ -497,6 +519,7 @@ internal sealed class TrainingNetworks : IDisposable
 
     public void Dispose()
     {
+        _device?.Dispose();
         foreach (var u in _unets.Values)
         {
             u.Session.Dispose();
@@ -504,5 +527,77 @@ internal sealed class TrainingNetworks : IDisposable
         }
         _text?.Dispose();
         _textForward?.Dispose();
+        _context?.Dispose();
+    }
+
+    // ---- the update on the device ----
+
+    /// <summary>The update runs on the device (<see cref="UseDeviceUpdate"/> succeeded).</summary>
+    public bool DeviceResident => _device != null;
+
+    /// <summary>What one device update counts (launches, bytes, syncs, replays) and its memory: null on the CPU.</summary>
+    public IKernelDevice? Device => _context?.Device;
+    public DeviceContext? Context => _context;
+
+    /// <summary>
+    /// Keeps the update on the device when the backend is a kernel device and the optimizer has device kernels (AdamW,
+    /// SGD): gradients accumulate in device buffers, clipping, the optimizer, EMA and fp16's loss scale run as kernels,
+    /// and the host reads one report per update. Returns the line saying where the update runs.
+    /// </summary>
+    public string UseDeviceUpdate(Optimizer optimizer, Action<string> say)
+    {
+        if (_context == null) return "update: on the host (cpu backend)";
+        if (!DeviceOptimizer.Supports(optimizer))
+            return $"update: on the host ({_o.Optimizer} has no device kernels yet; gradients are downloaded and parameters uploaded every update)";
+        var unetMap = UNetParams.Select((_, k) => (0, k)).ToList();
+        var nets = new DeviceNetworks(
+            _unets.ToDictionary(kv => kv.Key, kv => (kv.Value.Session, (IReadOnlyList<(int, int)>)unetMap)),
+            _text != null ? (_text, _params.Where(p => p.TextParameter != null).Select((_, k) => (1, k)).ToList()) : null,
+            _textForward is DeviceExecutor f ? (f, _textHidden!) : null);
+        var tensors = optimizer.Groups.Select(g => (IReadOnlyList<Tensor>)_params.Where(p => p.Group == g.Name).Select(p => p.Value.Constant!).ToList()).ToList();
+        _device = new DeviceUpdate(_context, nets, optimizer, tensors, new DeviceUpdateOptions(_o.GradientAccumulationSteps, _o.MaxGradNorm, Scaler != null), Ema, say);
+        if (Scaler != null) _device.Optimizer.SetLossScale(Scaler.Scale, Scaler.GoodSteps, Scaler.SkippedUpdates);
+        return $"update: on the device ({optimizer.GetType().Name}{(Ema != null ? ", EMA" : "")}{(Scaler != null ? ", loss scale" : "")}; " +
+            "accumulation, clipping and the step as kernels, captured once and replayed; one report read per update)";
+    }
+
+    /// <summary>Device memory of every executor of the run (arenas, run state, scratch): 0 on the CPU.</summary>
+    public long ExecutorDeviceBytes
+    {
+        get
+        {
+            var all = _unets.Values.SelectMany(u => new[] { u.Session.Executor, u.Eval }).Append(_text?.Executor).Append(_textForward);
+            return all.OfType<DeviceExecutor>().Sum(e => e.Memory.TotalBytes);
+        }
+    }
+
+    /// <summary>The device update's own memory (accumulators, moments, EMA, tables): 0 when the update is on the host.</summary>
+    public long OptimizerDeviceBytes => _device?.Optimizer.DeviceBytes ?? 0;
+
+    /// <summary>One update on the device over its micro-steps' batches (see <see cref="DeviceUpdate.Run"/>).</summary>
+    public UpdateReport DeviceStep(IReadOnlyList<TrainingBatch> batches, ulong seed, long firstStep, bool injectNaN)
+    {
+        var d = _device ?? throw new InvalidOperationException("the update is not on the device");
+        _hostStale = true;
+        var report = d.Run(batches, seed, firstStep, injectNaN);
+        Scaler?.Mirror(report.LossScale, report.GoodSteps, report.Skipped);
+        return report;
+    }
+
+    /// <summary>Brings the device's parameters, moments and EMA back to the host copies (before checkpoints, outputs and samples).</summary>
+    public void SyncHost()
+    {
+        if (!_hostStale || _device == null) return;
+        _device.Optimizer.Download();
+        _hostStale = false;
+    }
+
+    /// <summary>After a resume loaded the host copies (parameters, optimizer, loss scale, EMA): the device takes them.</summary>
+    public void StateLoaded()
+    {
+        if (_device == null) return;
+        _device.Optimizer.Upload();
+        if (Scaler != null) _device.Optimizer.SetLossScale(Scaler.Scale, Scaler.GoodSteps, Scaler.SkippedUpdates);
+        _hostStale = false;
     }
 }

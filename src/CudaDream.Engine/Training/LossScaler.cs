@@ -36,6 +36,9 @@ public sealed class LossScaler
         return true;
     }
 
+    /// <summary>Takes the state a device-resident update reported (the device runs the same rule, in float).</summary>
+    public void Mirror(double scale, int goodSteps, int skippedUpdates) => (Scale, GoodSteps, SkippedUpdates) = (scale, goodSteps, skippedUpdates);
+
     /// <summary>The scale as the graph's <c>loss_scale</c> input.</summary>
     public Tensor Input() => Tensor.FromArray([(float)Scale], 1);
 

@@ -48,6 +48,7 @@ public sealed unsafe class CudaDevice : KernelDevice
         _stream = new CudaStreamHandle();
         _cublas = new CublasHandle(_stream.DangerousGetHandle());
         _cublasWorkspace = AllocateCore(CublasWorkspaceBytes);
+        Counters.Allocated(_cublasWorkspace, CublasWorkspaceBytes); // device memory like any other: counted in the peak
         CudaErrors.Check(CuBlas.SetWorkspace(_cublas.DangerousGetHandle(), _cublasWorkspace.Address, (nuint)CublasWorkspaceBytes), "cublasSetWorkspace_v2");
         (_arch, _ptx) = KernelCompiler.TargetFor(ComputeCapability);
         _cacheDir = cacheDir;

@@ -27,7 +27,7 @@ public readonly record struct UpdateReport(double Loss, double GradNorm, bool Ap
 /// </summary>
 public sealed class DeviceOptimizer : IDisposable
 {
-    private sealed record Parameter(int Group, OptimizerParameter Host, Tensor Tensor, DevicePtr Value, long Accumulator, long M, long V);
+    private sealed record Parameter(int Group, OptimizerParameter Host, Tensor Tensor, DevicePtr Value, long Accumulator, long M, long V, long Shadow);
 
     private readonly DeviceContext _context;
     private readonly Optimizer _optimizer;
@@ -35,7 +35,9 @@ public sealed class DeviceOptimizer : IDisposable
     private readonly List<Parameter> _params = new();
     private readonly DeviceBuffer _memory;
     private readonly HostBuffer _staging;
-    private readonly long _state, _partials, _configs, _allTable;
+    private readonly long _state, _partials, _configs, _allTable, _emaTable, _emaDecay;
+    private readonly ExponentialMovingAverage? _ema;
+    private long _emaUpdates;
     private readonly long[] _groupTables;
     private readonly int _chunks, _configBytes;
     private readonly List<(DeviceBuffer Table, int Count)> _sources = new();
@@ -47,7 +49,8 @@ public sealed class DeviceOptimizer : IDisposable
     public static bool Supports(Optimizer optimizer) => optimizer is AdamW or Sgd;
 
     /// <param name="tensors">Per group of <paramref name="optimizer"/>, per parameter, the host tensor of its value: resident and mutable in the context.</param>
-    public DeviceOptimizer(DeviceContext context, Optimizer optimizer, IReadOnlyList<IReadOnlyList<Tensor>> tensors, DeviceUpdateOptions options)
+    /// <param name="ema">A moving average of the parameters (by their optimizer names) to keep on the device too.</param>
+    public DeviceOptimizer(DeviceContext context, Optimizer optimizer, IReadOnlyList<IReadOnlyList<Tensor>> tensors, DeviceUpdateOptions options, ExponentialMovingAverage? ema = null)
     {
         if (!Supports(optimizer)) throw new NotSupportedException($"{optimizer.GetType().Name} has no device kernels (AdamW and SGD do)");
         if (options.MicroSteps < 1) throw new ArgumentOutOfRangeException(nameof(options), "micro-steps must be at least 1");
@@ -55,12 +58,14 @@ public sealed class DeviceOptimizer : IDisposable
         _optimizer = optimizer;
         _options = options;
         _configBytes = optimizer is AdamW ? Marshal.SizeOf<AdamWConfig>() : Marshal.SizeOf<SgdConfig>();
+        _ema = ema;
+        _emaUpdates = ema?.Updates ?? 0;
 
         // Layout of the one allocation: state | configs | partials | per parameter accumulator, m, v | slot tables.
         long at = 0;
         long Take(long bytes) { long a = at; at = (at + bytes + 255) / 256 * 256; return a; }
         _state = Take(UpdateState.Bytes);
-        _configs = Take((long)_configBytes * optimizer.Groups.Count);
+        _configs = Take((long)_configBytes * optimizer.Groups.Count + 16); // the groups' configs, then EMA's 1 − decay
         for (int g = 0; g < optimizer.Groups.Count; g++)
         {
             var group = optimizer.Groups[g];
@@ -73,7 +78,7 @@ public sealed class DeviceOptimizer : IDisposable
                 if (!context.IsMutable(t)) throw new ArgumentException($"parameter '{host.Name}' is not marked mutable in the device context");
                 var ptr = context.Find(t) ?? throw new CudaDreamException($"parameter '{host.Name}' is not resident on the device (no executor reads it)");
                 long bytes = (long)host.Length * 4;
-                _params.Add(new Parameter(g, host, t, ptr, Take(bytes), Take(bytes), Take(bytes)));
+                _params.Add(new Parameter(g, host, t, ptr, Take(bytes), Take(bytes), Take(bytes), ema != null ? Take(bytes) : -1));
             }
         }
         _chunks = OptimizerKernels.OptimizerChunks(_params.Select(p => (long)p.Host.Length));
@@ -81,15 +86,23 @@ public sealed class DeviceOptimizer : IDisposable
         int slot = Marshal.SizeOf<ParamSlot>();
         _allTable = Take((long)_params.Count * slot);
         _groupTables = optimizer.Groups.Select((_, g) => Take((long)_params.Count(p => p.Group == g) * slot)).ToArray();
+        _emaTable = ema != null ? Take((long)_params.Count * Marshal.SizeOf<EmaSlot>()) : -1;
+        _emaDecay = _configs + (long)_configBytes * optimizer.Groups.Count;
 
         _memory = D.Allocate(at);
-        _staging = D.AllocateHost(_configBytes * optimizer.Groups.Count + UpdateState.Bytes);
+        _staging = D.AllocateHost(StagedConfigBytes + UpdateState.Bytes);
         try
         {
             D.Memset(_memory.Ptr, 0, at);
             WriteTable(_allTable, _params);
             for (int g = 0; g < optimizer.Groups.Count; g++) WriteTable(_groupTables[g], _params.Where(p => p.Group == g).ToList());
             SetLossScale(1, 0, 0);
+            if (ema != null)
+            {
+                var emaSlots = _params.Select(p => new EmaSlot { Shadow = At(p.Shadow), Param = p.Value, Count = p.Host.Length }).ToArray();
+                D.CopyToDevice(At(_emaTable), MemoryMarshal.AsBytes(emaSlots.AsSpan()));
+                UploadEma();
+            }
         }
         catch
         {
@@ -99,6 +112,12 @@ public sealed class DeviceOptimizer : IDisposable
     }
 
     private DevicePtr At(long offset) => _memory.Ptr + offset;
+
+    /// <summary>Device memory of the update: accumulators, moments, EMA, state, slot tables.</summary>
+    public long DeviceBytes => _memory.Bytes + _sources.Sum(s => s.Table.Bytes);
+
+    /// <summary>Staged per update: the groups' configs and EMA's 1 − decay.</summary>
+    private long StagedConfigBytes => (long)_configBytes * _optimizer.Groups.Count + 16;
 
     private void WriteTable(long offset, IReadOnlyList<Parameter> ps)
     {
@@ -155,12 +174,14 @@ public sealed class DeviceOptimizer : IDisposable
                     break;
             }
         }
+        _staging.Span<float>((long)_configBytes * _optimizer.Groups.Count, 1)[0] =
+            _ema != null ? (float)(1 - ExponentialMovingAverage.DecayAt(_emaUpdates + 1, _ema.Decay)) : 0f;
     }
 
     /// <summary>Enqueues the start of an update: the staged scalars are copied in, the report is cleared.</summary>
     public void BeginUpdate()
     {
-        D.CopyToDeviceAsync(At(_configs), _staging, 0, _configBytes * (long)_optimizer.Groups.Count);
+        D.CopyToDeviceAsync(At(_configs), _staging, 0, StagedConfigBytes);
         OptimizerKernels.UpdateBegin(D, At(_state), 1f / _options.MicroSteps);
     }
 
@@ -195,9 +216,17 @@ public sealed class DeviceOptimizer : IDisposable
             if (_optimizer is AdamW) OptimizerKernels.AdamWUpdate(D, At(_groupTables[g]), count, _chunks, config, clip, nonfinite);
             else OptimizerKernels.SgdUpdate(D, At(_groupTables[g]), count, _chunks, config, clip, nonfinite);
         }
+        if (_ema != null) OptimizerKernels.EmaUpdate(D, At(_emaTable), _params.Count, _chunks, At(_emaDecay), nonfinite);
         if (_options.LossScaling)
             OptimizerKernels.LossScaleUpdate(D, At(_state), LossScaler.GrowthInterval, (float)LossScaler.GrowthFactor, (float)LossScaler.BackoffFactor);
-        D.CopyToHostAsync(_staging, _configBytes * (long)_optimizer.Groups.Count, At(_state), UpdateState.Bytes);
+        D.CopyToHostAsync(_staging, StagedConfigBytes, At(_state), UpdateState.Bytes);
+    }
+
+    /// <summary>Makes the first parameter's accumulated gradient NaN (fault tests; a pageable copy, so not in a captured update).</summary>
+    public void InjectNaNGradient()
+    {
+        float nan = float.NaN;
+        D.CopyToDevice(At(_params[0].Accumulator), MemoryMarshal.AsBytes(new ReadOnlySpan<float>(in nan)));
     }
 
     /// <summary>
@@ -207,7 +236,7 @@ public sealed class DeviceOptimizer : IDisposable
     public UpdateReport Complete()
     {
         D.Synchronize();
-        var s = MemoryMarshal.Read<UpdateState>(_staging.Span(_configBytes * (long)_optimizer.Groups.Count, UpdateState.Bytes));
+        var s = MemoryMarshal.Read<UpdateState>(_staging.Span(StagedConfigBytes, UpdateState.Bytes));
         if (s.ErrorFlag != 0)
         {
             int tag = (s.ErrorFlag - 1) / FlagTagStride, index = (s.ErrorFlag - 1) % FlagTagStride;
@@ -215,7 +244,10 @@ public sealed class DeviceOptimizer : IDisposable
         }
         bool applied = s.Nonfinite == 0;
         if (applied)
+        {
             foreach (var g in _optimizer.Groups) g.StepCount++;
+            if (_ema != null) _emaUpdates++;
+        }
         return new UpdateReport(s.Loss, s.GradNorm, applied, s.LossScale, s.GoodSteps, s.Skipped);
     }
 
@@ -247,6 +279,17 @@ public sealed class DeviceOptimizer : IDisposable
             }
         }
         _optimizer.Load(state);
+        if (_ema != null)
+        {
+            var ema = new Dictionary<string, Tensor>(StringComparer.Ordinal) { ["ema.updates"] = Tensor.FromArray(new[] { _emaUpdates }, 1) };
+            foreach (var p in _params)
+            {
+                var shadow = Tensor.Zeros(DType.F32, p.Host.Length);
+                D.CopyToHost(shadow.Data.Span, At(p.Shadow));
+                ema[p.Host.Name] = shadow;
+            }
+            _ema.Load(ema, "device");
+        }
     }
 
     /// <summary>Copies the host tensors and the host optimizer's moments to the device (after a resume, or host-side edits).</summary>
@@ -261,6 +304,16 @@ public sealed class DeviceOptimizer : IDisposable
             D.CopyToDevice(At(p.M), state[prefix + slots[0]].Data.Span);
             if (slots.Length > 1) D.CopyToDevice(At(p.V), state[prefix + slots[1]].Data.Span);
         }
+        UploadEma();
+    }
+
+    private void UploadEma()
+    {
+        if (_ema == null) return;
+        var state = _ema.State();
+        _emaUpdates = _ema.Updates;
+        foreach (var p in _params)
+            D.CopyToDevice(At(p.Shadow), (state.TryGetValue(p.Host.Name, out var t) ? t : throw new ArgumentException($"the EMA has no '{p.Host.Name}'")).Data.Span);
     }
 
     private string[] SlotNames() => _optimizer is AdamW ? ["exp_avg", "exp_avg_sq"] : ["momentum_buffer"];

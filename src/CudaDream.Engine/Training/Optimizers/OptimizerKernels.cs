@@ -22,6 +22,14 @@ public struct AccumulateSlot
     public long Count;
 }
 
+/// <summary>optimizer.cu EmaSlot: a moving average and the parameter it follows.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct EmaSlot
+{
+    public DevicePtr Shadow, Param;
+    public long Count;
+}
+
 /// <summary>optimizer.cu UpdateState: the device's per-update scalars, read back as the update's report (48 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct UpdateState
@@ -97,6 +105,10 @@ public static class OptimizerKernels
     public static void SgdUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr config, DevicePtr clipState, DevicePtr nonfinite) =>
         d.Launch("sgd_update", new Dim3((uint)chunks, (uint)count), Block256, 0,
             new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Ptr(config).Ptr(clipState).Ptr(nonfinite));
+
+    public static void EmaUpdate(IKernelDevice d, DevicePtr slots, int count, int chunks, DevicePtr oneMinusDecay, DevicePtr nonfinite) =>
+        d.Launch("ema_update", new Dim3((uint)chunks, (uint)count), Block256, 0,
+            new KernelArgs().Ptr(slots).I32(count).I64(OptimizerChunk).Ptr(oneMinusDecay).Ptr(nonfinite));
 
     public static void LossScaleUpdate(IKernelDevice d, DevicePtr state, int growthInterval, float growth, float backoff) =>
         d.Launch("loss_scale_update", new Dim3(1), OneWarp, 0, new KernelArgs().Ptr(state).I32(growthInterval).F32(growth).F32(backoff));
