@@ -1,6 +1,7 @@
 using System.Text.Json;
 using CommandLine;
 using CudaDream.Diffusion.Benchmarks;
+using CudaDream.Diffusion.Models;
 using CudaDream.Diffusion.Sampling;
 using CudaDream.Engine;
 
@@ -12,8 +13,11 @@ public sealed class BenchCommand : ICommand
     [Option("model", HelpText = "Model folder (default: the embedded tiny model, artifacts/models/tiny-sd).")]
     public string? Model { get; set; }
 
-    [Option("batch", Default = 1, HelpText = "Batch size.")]
-    public int Batch { get; set; } = 1;
+    [Option("batch", Default = "1", HelpText = "Batch size, or a comma list (1,4): each is measured.")]
+    public string Batch { get; set; } = "1";
+
+    [Option("sd15", HelpText = "Bench the SD 1.5 architecture with seeded random weights (built once into artifacts/models/sd15-random-seed1, ~2 GB) instead of a model folder.")]
+    public bool Sd15 { get; set; }
 
     [Option("size", Default = "128", HelpText = "Image size: N or WxH (latents are 1/8).")]
     public string Size { get; set; } = "128";
@@ -46,22 +50,32 @@ public sealed class BenchCommand : ICommand
     {
         var backend = Backends.Require(Backend);
         var dtype = ParseDType.Compute(DType);
-        var model = Model ?? Path.Combine(AppContext.BaseDirectory, "..", "models", "tiny-sd");
+        if (Sd15 && Model != null) throw new CudaDreamException("--sd15 and --model exclude each other");
+        var batches = Batch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(b => int.TryParse(b, out var n) && n >= 1 ? n : throw new CudaDreamException($"--batch '{Batch}' is not a positive number or a comma list of them")).ToList();
+        var models = Path.Combine(AppContext.BaseDirectory, "..", "models");
+        var model = Model ?? (Sd15 ? RandomWeights.Sd15Folder(models, progress: Json ? null : Console.WriteLine) : Path.Combine(models, "tiny-sd"));
         if (!Directory.Exists(model)) throw new CudaDreamException($"model folder '{model}' not found (give --model, or run ./build.sh to import the tiny model)");
         var parts = Size.ToLowerInvariant().Split('x');
         if (!int.TryParse(parts[0], out int w) || !int.TryParse(parts[^1], out int h) || w <= 0 || h <= 0) throw new CudaDreamException($"--size '{Size}' is not N or WxH");
-        if (Batch < 1 || Repeats < 1 || Steps < 1 || Updates < 1) throw new CudaDreamException("--batch, --repeats, --steps and --updates must be at least 1");
+        if (batches.Count == 0 || Repeats < 1 || Steps < 1 || Updates < 1) throw new CudaDreamException("--batch, --repeats, --steps and --updates must be at least 1");
         if (backend.Kind == ExecutionBackend.BackendKind.Cpu && dtype != CudaDream.Engine.Tensors.DType.F32) throw new CudaDreamException($"--dtype {DType}: the cpu backend computes in fp32 (the reference); use --backend emu or cuda");
         var what = What.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         foreach (var x in what) if (x is not ("kernels" or "forward" or "train" or "sample")) throw new CudaDreamException($"--what: unknown measurement '{x}'");
         var options = new BenchmarkOptions
         {
-            Model = model, Batch = Batch, Width = w, Height = h, Repeats = Repeats, SampleSteps = Steps,
+            Model = model, Batch = batches[0], Width = w, Height = h, Repeats = Repeats, SampleSteps = Steps,
             SampleEngine = EngineSelection.Parse(Engine), What = what, Backend = backend, Updates = Updates,
             MixedPrecision = dtype == CudaDream.Engine.Tensors.DType.F32 ? "no" : ParseDType.Name(dtype),
         };
         if (!Json) Console.WriteLine($"machine: {Benchmark.Machine()}");
         var report = Benchmark.Run(options, Json ? null : Console.WriteLine);
+        // Further batch sizes: the same measurements but the per-kernel ones (they do not depend on the batch).
+        foreach (var b in batches.Skip(1))
+        {
+            var more = Benchmark.Run(options with { Batch = b, What = what.Where(x => x != "kernels").ToList() }, Json ? null : Console.WriteLine);
+            report = report with { Results = report.Results.Concat(more.Results).ToList() };
+        }
         if (!Json)
         {
             Console.WriteLine($"backend: {report.Backend}");

@@ -126,8 +126,9 @@ public sealed class SampleCommand : ICommand
         };
 
         var watch = Stopwatch.StartNew();
-        using var sampler = Sampler.Create(Model, options);
+        // Listening before the model loads: a signal during the load (which prints the engine line) stops the run as one later does.
         using var interrupt = new CliInterrupt("stopping (no images of this run are written; Ctrl-C again to abort)...");
+        using var sampler = Sampler.Create(Model, options);
         var result = Generate(sampler, request, interrupt.Token);
         var written = Write(result, request);
         double seconds = watch.Elapsed.TotalSeconds;

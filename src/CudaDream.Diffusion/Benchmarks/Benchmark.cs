@@ -164,11 +164,13 @@ public static class Benchmark
     private static BenchmarkResult Forward(BenchmarkOptions o, ModelFolder m)
     {
         var shapes = UNetShapes(o, m);
-        using var s = GraphSession.Create(m.ModelPath(ModelFolder.UNet), shapes);
+        var compute = o.MixedPrecision == "no" ? DType.F32 : ParseDType.Compute(o.MixedPrecision);
+        using var s = GraphSession.Create(m.ModelPath(ModelFolder.UNet), shapes, new GraphSessionOptions { Backend = o.Backend, Compute = compute });
         long flops = 2 * s.Graph.Nodes.Sum(OpRegistry.MultiplyAdds);
         var inputs = RandomInputs(shapes);
         double t = Median(o.Repeats, () => s.Run(inputs));
-        return new BenchmarkResult($"unet forward b{o.Batch} {o.Width}x{o.Height}", t, flops / t / 1e9, s.Plan.ArenaBytes, $"{flops / 1e9:F2} GFLOP per forward");
+        return new BenchmarkResult($"unet forward b{o.Batch} {o.Width}x{o.Height} {ParseDType.Name(compute)} ({s.BackendName})", t, flops / t / 1e9, s.Plan.ArenaBytes,
+            $"{flops / 1e9:F2} GFLOP per forward (inputs uploaded and the output read back in each timed run)");
     }
 
     private static BenchmarkResult TrainStep(BenchmarkOptions o, ModelFolder m, bool checkpointing)

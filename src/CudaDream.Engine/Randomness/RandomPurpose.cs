@@ -43,4 +43,6 @@ public enum RandomPurpose : uint
     BucketOrder = 17,
     /// <summary>Order of an epoch's batches across the buckets.</summary>
     BucketBatchOrder = 18,
+    /// <summary>Seeded random weights of a model built without a checkpoint (bench --sd15); one stream per tensor.</summary>
+    ArchitectureWeights = 30,
 }

@@ -1,0 +1,71 @@
+using CudaDream.Engine;
+using CudaDream.Engine.Backends;
+using CudaDream.Engine.Backends.Device;
+using CudaDream.Engine.Graph;
+using CudaDream.Engine.Tensors;
+using CudaDream.Engine.Training;
+using CudaDream.Engine.Training.Lora;
+using CudaDream.TestSupport;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace CudaDream.Diffusion.Tests.Training;
+
+/// <summary>
+/// [G1] a bf16 LoRA training step of the full SD 1.5 UNet at 512 px (the sd15-structure graph, its absent weights as
+/// constants) planned and issued on a <see cref="RecordingDevice"/>: every GEMM of the step — the convolutions' im2col
+/// GEMMs, the linears, the LoRA products and all their backward GEMMs — takes the tensor-core path (bf16 operands, fp32
+/// accumulation in cuBLAS), and no convolution loops over the images of the batch.
+/// </summary>
+public class TensorCoreLaunchTests(ITestOutputHelper output)
+{
+    private static List<RecordedLaunch> Sd15TrainingStep(int batch, DType compute)
+    {
+        var g = OnnxImporter.Load(Fixtures.Path("sd15-structure/unet/model.onnx"), loadExternalData: false);
+        var shapes = new Dictionary<string, int[]>
+        {
+            ["sample"] = [batch, 4, 64, 64], ["timestep"] = [batch], ["encoder_hidden_states"] = [batch, 77, 768],
+        };
+        GraphPasses.Prepare(g, shapes, fuse: true);
+        // The fixture's weights were deleted: equal constants stand in (what runs does not depend on their values).
+        foreach (var v in g.Nodes.SelectMany(n => n.Inputs).OfType<Value>().Where(v => v.IsWeight && v.Constant == null && v.Splat == null).Distinct().ToList())
+            v.Splat = 0.01;
+        var targets = LoraTargetSelector.Select(GraphLora.Targets(g, LoraComponents.UNet), ["attention"]);
+        var attached = GraphLora.Attach(g, GraphLora.Initialize(targets, 4, 4, 1));
+        var trainable = attached.SelectMany(a => new[] { a.Down, a.Up }).ToList();
+        if (compute != DType.F32) MixedPrecision.Apply(g, compute, trainable);
+        var tg = TrainingGraph.Build(g, trainable, new TrainingGraphOptions { PerSampleWeights = true });
+        using var device = new RecordingDevice(90);
+        using var executor = new DeviceExecutor(ExecutionPlan.Create(tg.Graph), device);
+        device.Launches.Clear(); // the constants' fills
+        var inputs = tg.Graph.Inputs.ToDictionary(i => i.Name, i => Tensor.Zeros(i.DType, i.Shape!));
+        executor.Run(inputs, [tg.Loss]);
+        return device.Launches;
+    }
+
+    [Fact]
+    public void Every_gemm_of_a_bf16_sd15_training_step_runs_on_tensor_cores()
+    {
+        var launches = Sd15TrainingStep(batch: 2, DType.BF16);
+        var gemms = launches.Where(l => l.IsGemm).Select(l => l.Gemm!.Value).ToList();
+        double flops = gemms.Sum(x => 2.0 * x.M * x.N * x.K * x.Batch);
+        output.WriteLine($"{launches.Count} launches, {gemms.Count} GEMMs ({flops / 1e12:F2} TFLOP), {launches.Count(l => l.Kernel.StartsWith("im2col", StringComparison.Ordinal))} im2col");
+        foreach (var group in launches.Where(l => !l.IsGemm).GroupBy(l => l.Kernel).OrderByDescending(x => x.Count()).Take(12))
+            output.WriteLine($"  {group.Key}: {group.Count()}");
+        Assert.True(gemms.Count > 500, $"{gemms.Count} GEMMs");
+        var fp32 = gemms.Where(x => x.Type is not (DType.BF16 or DType.F16)).ToList();
+        Assert.True(fp32.Count == 0, $"{fp32.Count} GEMMs are not on tensor cores, e.g. {string.Join("; ", fp32.Take(3))}");
+        // A convolution is one batched im2col and one GEMM over the whole batch (its weight gradient may loop).
+        var conv = launches.Where(l => l.Kernel.StartsWith("im2col", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(conv);
+        var fp32Kernels = launches.Where(l => !l.IsGemm && l.Kernel.EndsWith("_f32", StringComparison.Ordinal) && l.Kernel.StartsWith("im2col", StringComparison.Ordinal)).ToList();
+        Assert.Empty(fp32Kernels);
+    }
+
+    [Fact]
+    public void The_fp32_reference_step_stays_in_fp32()
+    {
+        var gemms = Sd15TrainingStep(batch: 1, DType.F32).Where(l => l.IsGemm).Select(l => l.Gemm!.Value).ToList();
+        Assert.All(gemms, x => Assert.Equal(DType.F32, x.Type));
+    }
+}
