@@ -12,10 +12,10 @@ namespace CudaDream.Cli.Commands;
 
 /// <summary>
 /// `cudadream kernels build`: compiles every kernels/*.cu with NVRTC for the given architectures
-/// (no GPU needed) and prints registers, shared memory and spills per kernel; `--emu` builds the
+/// (no GPU needed) and prints registers, shared memory, spills and mma (tensor-core) instructions per kernel; `--emu` builds the
 /// emulator libraries instead. Exit code 1 on any compile error.
 /// </summary>
-[Verb("kernels build", HelpText = "Compile all CUDA kernels with NVRTC (no GPU needed) and report registers, shared memory and spills.")]
+[Verb("kernels build", HelpText = "Compile all CUDA kernels with NVRTC (no GPU needed) and report registers, shared memory, spills and tensor-core (mma) instructions.")]
 public sealed class KernelsBuildCommand : ICommand
 {
     [Option("arch", Separator = ',', Default = new[] { "sm_75", "sm_80", "sm_86", "sm_89", "sm_90" },
@@ -72,13 +72,18 @@ public sealed class KernelsBuildCommand : ICommand
                 {
                     Console.WriteLine($"{arch} {file.Name}: {c.Image.Length} bytes {(c.IsPtx ? "PTX" : "CUBIN")}, {c.Seconds:F2} s{(c.FromCache ? " (cached)" : "")}");
                     foreach (var u in c.Usage.OrderBy(u => u.Alias, StringComparer.Ordinal))
-                        Console.WriteLine($"    {u.Alias,-34} {u.Registers,3} registers {u.SharedBytes,6} B smem {u.StackBytes,5} B stack {u.SpillStoreBytes,4} B spill stores {u.SpillLoadBytes,4} B spill loads");
+                        Console.WriteLine($"    {u.Alias,-34} {u.Registers,3} registers {u.SharedBytes,6} B smem {u.StackBytes,5} B stack {u.SpillStoreBytes,4} B spill stores {u.SpillLoadBytes,4} B spill loads {u.MmaInstructions,4} mma");
                 }
                 report.Add(new { arch, file = file.Name, bytes = c.Image.Length, ptx = c.IsPtx, seconds = c.Seconds, cached = c.FromCache, kernels = c.Usage });
             }
         }
         if (Json) Console.WriteLine(JsonSerializer.Serialize(new { nvrtc = $"{major}.{minor}", failures, results = report }, new JsonSerializerOptions { WriteIndented = true }));
-        else Console.WriteLine($"{(failures == 0 ? "ok" : $"{failures} file(s) failed")}: {archs.Count} architecture(s) in {total.Elapsed.TotalSeconds:F1} s");
+        else
+        {
+            var tensorCore = report.Cast<dynamic>().SelectMany(r => (IEnumerable<KernelResourceUsage>)r.kernels).Where(u => u.MmaInstructions > 0).Select(u => u.Alias).Distinct().ToList();
+            Console.WriteLine($"tensor-core kernels (mma in their PTX): {(tensorCore.Count == 0 ? "none" : string.Join(", ", tensorCore))}");
+            Console.WriteLine($"{(failures == 0 ? "ok" : $"{failures} file(s) failed")}: {archs.Count} architecture(s) in {total.Elapsed.TotalSeconds:F1} s");
+        }
         return failures == 0 ? 0 : 1;
     }
 }

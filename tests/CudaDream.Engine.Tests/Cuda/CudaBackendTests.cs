@@ -53,6 +53,37 @@ public class CudaBackendTests
         Assert.Equal(new KernelResourceUsage("fill_f32", "_Z4fillIfEvPT_xf", 10, 0, 0, 0, 0), usage[1]);
     }
 
+    [Fact]
+    public void Tensor_core_instructions_are_counted_per_kernel_entry_of_the_ptx()
+    {
+        const string ptx = """
+            .version 7.8
+            .target sm_80
+            .visible .entry _Z5plainPf(
+            	.param .u64 _Z5plainPf_param_0
+            )
+            {
+            	fma.rn.f32 	%f3, %f1, %f2, %f3;
+            	// mma.sync in a comment is no instruction
+            }
+            .visible .entry _Z5tiledPf(
+            )
+            {
+            	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+            	ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r1, %r2, %r3, %r4}, [%r9];
+            	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f5, %f6, %f7, %f8}, {%r1, %r2, %r3, %r4}, {%r7, %r8}, {%f5, %f6, %f7, %f8};
+            }
+            .entry _Z6hopperPf()
+            {
+            	wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%f1}, %rd1, %rd2, 1, 1, 1, 0, 0;
+            }
+            """;
+        var counts = KernelCompiler.CountMma(ptx);
+        Assert.Equal(0, counts["_Z5plainPf"]);
+        Assert.Equal(2, counts["_Z5tiledPf"]);
+        Assert.Equal(1, counts["_Z6hopperPf"]);
+    }
+
     /// <summary>With NVRTC present (CI unpacks Debian's), a real compile and a compile error that names file and line.</summary>
     [FactWhen(Requirement.NoNvrtc)]
     public void Without_nvrtc_compiling_is_an_error_naming_nvrtc()

@@ -7,7 +7,9 @@ using CudaDream.Engine.Formats;
 namespace CudaDream.Engine.Backends.Cuda;
 
 /// <summary>Registers, shared memory and spills of one kernel, as ptxas reports them.</summary>
-public sealed record KernelResourceUsage(string Alias, string LoweredName, int Registers, int SharedBytes, int StackBytes, int SpillStoreBytes, int SpillLoadBytes);
+/// <param name="MmaInstructions">Tensor-core instructions (mma.sync, wgmma) in the kernel's PTX.</param>
+public sealed record KernelResourceUsage(string Alias, string LoweredName, int Registers, int SharedBytes, int StackBytes, int SpillStoreBytes, int SpillLoadBytes,
+    int MmaInstructions = 0);
 
 /// <summary>One compiled kernels/*.cu: a CUBIN (or PTX for an architecture newer than NVRTC knows) and its kernels.</summary>
 public sealed record CompiledKernelFile(string File, string Target, bool IsPtx, byte[] Image,
@@ -44,7 +46,7 @@ public static partial class KernelCompiler
         var (major, minor) = NvrtcApi.GetVersion();
         var options = new List<string> { $"-arch={arch}", "-std=c++14", "-default-device", "-lineinfo" };
         if (!ptx) options.Add("--ptxas-options=-v");
-        var key = KernelSources.Hash(KernelSources.Headers.Append(new(file.Name, file.Text)), string.Join(" ", options), $"nvrtc {major}.{minor}");
+        var key = KernelSources.Hash(KernelSources.Headers.Append(new(file.Name, file.Text)), string.Join(" ", options), $"nvrtc {major}.{minor} report 2");
         var dir = Path.Combine(cacheDir ?? KernelSources.DefaultCacheDir(), "nvrtc");
         var cached = TryReadCache(dir, key, file.Name, arch, ptx);
         if (cached != null) return cached with { Seconds = sw.Elapsed.TotalSeconds };
@@ -57,11 +59,33 @@ public static partial class KernelCompiler
             throw new CudaDreamException($"NVRTC {major}.{minor} could not compile kernels/{file.Name} for {arch}:\n{log.Trim()}");
         var lowered = file.Exports.ToDictionary(e => e.Alias, e => program.LoweredName(e.NameExpression));
         var image = ptx ? program.Ptx() : program.Cubin();
-        var usage = ParseUsage(log, lowered);
+        var text = System.Text.Encoding.UTF8.GetString(ptx ? image : program.Ptx());
+        var mma = CountMma(text);
+        var usage = ParseUsage(log, lowered).Select(u => u with { MmaInstructions = mma.GetValueOrDefault(u.LoweredName) }).ToList();
+        if (ptx) usage = lowered.Select(kv => new KernelResourceUsage(kv.Key, kv.Value, 0, 0, 0, 0, 0, mma.GetValueOrDefault(kv.Value))).ToList();
         var result = new CompiledKernelFile(file.Name, arch, ptx, image, lowered, usage, false, sw.Elapsed.TotalSeconds);
         WriteCache(dir, key, result);
         return result;
     }
+
+    /// <summary>Tensor-core instructions per kernel entry of a PTX module: mma.sync (Ampere and later) and wgmma (Hopper).</summary>
+    public static Dictionary<string, int> CountMma(string ptx)
+    {
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        string? entry = null;
+        foreach (var raw in ptx.Split('\n'))
+        {
+            var line = raw.Trim();
+            var m = PtxEntry().Match(line);
+            if (m.Success) { entry = m.Groups[1].Value; counts[entry] = 0; continue; }
+            if (entry != null && (line.StartsWith("mma.sync", StringComparison.Ordinal) || line.StartsWith("wgmma.mma_async", StringComparison.Ordinal)))
+                counts[entry]++;
+        }
+        return counts;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\.(?:visible\s+)?\.entry\s+([A-Za-z0-9_$]+)")]
+    private static partial System.Text.RegularExpressions.Regex PtxEntry();
 
     /// <summary>Reads ptxas's -v report (NVRTC puts it into the program log).</summary>
     public static IReadOnlyList<KernelResourceUsage> ParseUsage(string log, IReadOnlyDictionary<string, string> loweredByAlias)
