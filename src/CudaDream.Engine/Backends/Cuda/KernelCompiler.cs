@@ -84,7 +84,7 @@ public static partial class KernelCompiler
         return counts;
     }
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"^\.(?:visible\s+)?\.entry\s+([A-Za-z0-9_$]+)")]
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(?:\.(?:visible|weak)\s+)?\.entry\s+([A-Za-z0-9_$]+)")]
     private static partial System.Text.RegularExpressions.Regex PtxEntry();
 
     /// <summary>Reads ptxas's -v report (NVRTC puts it into the program log).</summary>
