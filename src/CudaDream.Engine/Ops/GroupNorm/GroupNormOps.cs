@@ -143,7 +143,8 @@ public static class GroupNormOps
         var t = s.InType(0);
         var (mean, rstd) = (s.OutOrScratch(1, (long)n * groups * 4), s.OutOrScratch(2, (long)n * groups * 4));
         var (x, gamma, beta, y) = (s.In(0), s.In(1), s.In(2), s.Out());
-        return () => GroupNormKernels.Forward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, n, c, spatial, groups, eps, silu, t);
+        var scratch = s.Scratch(GroupNormKernels.ScratchBytes(n, c, spatial, groups));
+        return () => GroupNormKernels.Forward(s.Device, x.Ptr, gamma.Ptr, beta.Ptr, y.Ptr, mean.Ptr, rstd.Ptr, scratch.Ptr, n, c, spatial, groups, eps, silu, t);
     }
 
     /// <summary>GroupNormGrad(x, gamma?, beta?, mean, rstd, dy) → dx, dgamma, dbeta; unread parameter gradients are not computed.</summary>
@@ -157,8 +158,9 @@ public static class GroupNormOps
         var t = s.InType(0);
         var (x, gamma, beta, mean, rstd, dy) = (s.In(0), s.In(1), s.In(2), s.In(3), s.In(4), s.In(5));
         var (dx, dgamma, dbeta) = (s.Out(0), s.IsUsed(1) ? s.Out(1) : DeviceAddress.Null, s.IsUsed(2) ? s.Out(2) : DeviceAddress.Null);
+        var scratch = s.Scratch(GroupNormKernels.ScratchBytes(n, c, spatial, groups));
         return () => GroupNormKernels.Backward(s.Device, x.Ptr, dy.Ptr, gamma.Ptr, beta.Ptr, mean.Ptr, rstd.Ptr, dx.Ptr, dgamma.Ptr, dbeta.Ptr,
-            n, c, spatial, groups, silu, t);
+            scratch.Ptr, n, c, spatial, groups, silu, t);
     }
 
     // ------------------------------------------------------------------ conformance
@@ -182,25 +184,61 @@ public static class GroupNormOps
     }
 }
 
-/// <summary>Launchers of kernels/groupnorm.cu (the element type a parameter; fp32 instantiated today).</summary>
+/// <summary>
+/// Launchers of kernels/groupnorm.cu. Every pass splits each group into <see cref="Chunks"/> slices (a two-stage
+/// reduction) so a batch of one with 32 groups still fills the GPU; the element-wise parts run over the whole tensor.
+/// </summary>
 public static class GroupNormKernels
 {
+    /// <summary>Blocks the statistics passes aim for (a few per SM of the largest GPUs).</summary>
+    private const int TargetBlocks = 1024;
+    /// <summary>Elements a slice holds at least (below that the second stage costs more than it saves).</summary>
+    private const long MinSlice = 1024;
+
+    /// <summary>Slices per group for <paramref name="groups"/> groups (N·G) of <paramref name="count"/> elements each.</summary>
+    public static int Chunks(long groups, long count) =>
+        (int)Math.Clamp(Math.Min((TargetBlocks + groups - 1) / Math.Max(1, groups), count / MinSlice), 1, 65535);
+
+    /// <summary>Workspace bytes of <see cref="Forward"/> and <see cref="Backward"/> for x [N, C, S] in G groups.</summary>
+    public static long ScratchBytes(int N, int C, long S, int G)
+    {
+        long groups = (long)N * G;
+        return (groups * Chunks(groups, C / G * S) * 3 + groups * 2) * sizeof(float);
+    }
+
     /// <summary>x [N, C, S] → y = silu?(GroupNorm(x)·gamma + beta); mean, rstd [N, G] fp32 saved for the backward.</summary>
     public static void Forward(IKernelDevice d, DevicePtr x, DevicePtr gamma, DevicePtr beta, DevicePtr y, DevicePtr mean, DevicePtr rstd,
-        int N, int C, long S, int G, float eps, bool silu, DType t = DType.F32)
+        DevicePtr scratch, int N, int C, long S, int G, float eps, bool silu, DType t = DType.F32)
     {
         if (C % G != 0) throw new ArgumentException($"{C} channels are not divisible into {G} groups");
-        d.Launch(KernelName("groupnorm_forward", t), new Dim3((uint)(N * G)), Block256, 0,
-            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(y).Ptr(mean).Ptr(rstd).I32(N).I32(C).I64(S).I32(G).F32(eps).I32(silu ? 1 : 0));
+        int groups = N * G, chunks = Chunks(groups, C / G * S);
+        d.Launch(KernelName("groupnorm_stats_partial", t), new Dim3((uint)chunks, (uint)groups), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(scratch).I32(C).I64(S).I32(G).I32(chunks));
+        d.Launch("groupnorm_stats_finalize", Grid1D(groups), Block256, 0,
+            new KernelArgs().Ptr(scratch).Ptr(mean).Ptr(rstd).I32(groups).I32(chunks).F32(eps));
+        long total = (long)N * C * S;
+        d.Launch(KernelName("groupnorm_apply", t), Grid1D(total), Block256, 0,
+            new KernelArgs().Ptr(x).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(y).I32(C).I64(S).I32(G).I32(silu ? 1 : 0).I64(total));
     }
 
     /// <summary>dx, dgamma and dbeta of <see cref="Forward"/>; each may be null (not computed).</summary>
     public static void Backward(IKernelDevice d, DevicePtr x, DevicePtr dy, DevicePtr gamma, DevicePtr beta, DevicePtr mean, DevicePtr rstd,
-        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, int N, int C, long S, int G, bool silu, DType t = DType.F32)
+        DevicePtr dx, DevicePtr dgamma, DevicePtr dbeta, DevicePtr scratch, int N, int C, long S, int G, bool silu, DType t = DType.F32)
     {
+        int groups = N * G;
+        long count = C / G * S;
+        int chunks = Chunks(groups, count);
         if (!dx.IsNull)
-            d.Launch(KernelName("groupnorm_backward_dx", t), new Dim3((uint)(N * G)), Block256, 0,
-                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dx).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
+        {
+            var moments = scratch + (long)groups * chunks * 3 * sizeof(float);
+            d.Launch(KernelName("groupnorm_backward_partial", t), new Dim3((uint)chunks, (uint)groups), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(scratch).I32(C).I64(S).I32(G).I32(silu ? 1 : 0).I32(chunks));
+            d.Launch("groupnorm_backward_finalize", Grid1D(groups), Block256, 0,
+                new KernelArgs().Ptr(scratch).Ptr(moments).I32(groups).I32(chunks).I64(count));
+            long total = (long)N * C * S;
+            d.Launch(KernelName("groupnorm_backward_apply", t), Grid1D(total), Block256, 0,
+                new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(moments).Ptr(dx).I32(C).I64(S).I32(G).I32(silu ? 1 : 0).I64(total));
+        }
         if (!dgamma.IsNull || !dbeta.IsNull)
             d.Launch(KernelName("groupnorm_backward_affine", t), new Dim3((uint)C), Block256, 0,
                 new KernelArgs().Ptr(x).Ptr(dy).Ptr(gamma).Ptr(beta).Ptr(mean).Ptr(rstd).Ptr(dgamma).Ptr(dbeta).I32(N).I32(C).I64(S).I32(G).I32(silu ? 1 : 0));
