@@ -20,6 +20,8 @@ public sealed record GraphSessionOptions
     public ExecutionBackend Backend { get; init; } = ExecutionBackend.Cpu;
     /// <summary>Compute type: fp32, or bf16/fp16 mixed precision (kernel devices only; see <see cref="MixedPrecision"/>).</summary>
     public DType Compute { get; init; } = DType.F32;
+    /// <summary>On a kernel device: the context to run in (shared with other sessions, weights resident once); null = a device of its own.</summary>
+    public DeviceContext? Context { get; init; }
 }
 
 /// <summary>
@@ -40,7 +42,7 @@ public sealed class GraphSession : IDisposable
         Specialization = report;
         _extra = extra;
         Plan = ExecutionPlan.Create(g);
-        _executor = options.Backend.CreateExecutor(Plan, options.Seed, options.UseFastKernels);
+        _executor = options.Backend.CreateExecutor(Plan, options.Seed, options.UseFastKernels, options.Context);
     }
 
     public static GraphSession Create(string modelPath, IReadOnlyDictionary<string, int[]> inputShapes, GraphSessionOptions? options = null)

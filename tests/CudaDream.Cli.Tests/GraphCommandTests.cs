@@ -171,7 +171,7 @@ public class BenchCommandTests
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
         var results = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
-        Assert.Equal(new[] { "unet forward b1 64x64", "lora train step b1 64x64", "lora train step b1 64x64 ckpt" }, results.Select(r => r.GetProperty("name").GetString()));
+        Assert.Equal(new[] { "unet forward b1 64x64 fp32 (cpu)", "lora train step b1 64x64", "lora train step b1 64x64 ckpt" }, results.Select(r => r.GetProperty("name").GetString()));
         Assert.All(results, r => Assert.True(r.GetProperty("median_seconds").GetDouble() > 0));
         Assert.All(results, r => Assert.True(r.GetProperty("planned_bytes").GetInt64() > 0));
         // Checkpointing trades time for memory: its planned arena is smaller.

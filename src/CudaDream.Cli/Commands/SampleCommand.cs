@@ -67,6 +67,12 @@ public sealed class SampleCommand : ICommand
     [Option("engine", Default = "auto", HelpText = "auto (ONNX Runtime CUDA, else CudaDream CUDA, else ONNX Runtime CPU), ort or cudadream.")]
     public string Engine { get; set; } = "auto";
 
+    [Option("backend", HelpText = "Where CudaDream's engine runs: cpu, emu (checking only: slow), cuda[:N]. Default: CUDA when a GPU opens, else the CPU.")]
+    public string? Backend { get; set; }
+
+    [Option("dtype", Default = "fp32", HelpText = "CudaDream's engine on a GPU: fp32, bf16 or fp16 activations and weights (norms and softmax stay fp32).")]
+    public string DType { get; set; } = "fp32";
+
     [Option("threads", Default = 0, HelpText = "ONNX Runtime CPU threads (0: its default).")]
     public int Threads { get; set; }
 
@@ -98,6 +104,10 @@ public sealed class SampleCommand : ICommand
                 [("--latents", Latents), ("--init-image", InitImage), ("--model", Model), .. Loras.Select(l => ("--lora", (string?)Diffusion.Models.Export.LoraSpec.Parse(l).Path))]);
         if (Strength != null && InitImage == null) throw new CudaDreamException("--strength applies to img2img only; give --init-image too");
         var engine = EngineSelection.Parse(Engine);
+        var backend = Backend == null ? null : Backends.Require(Backend);
+        var compute = ParseDType.Compute(DType);
+        if (compute != CudaDream.Engine.Tensors.DType.F32 && backend?.Kind == ExecutionBackend.BackendKind.Cpu)
+            throw new CudaDreamException($"--dtype {DType}: the cpu backend computes in fp32 (the reference); use --backend emu or cuda");
         if (Scheduler != null && !SchedulerFactory.Names.Contains(Scheduler.ToLowerInvariant()))
             throw new CudaDreamException($"--scheduler {Scheduler}: choose one of {string.Join(", ", SchedulerFactory.Names)}");
         var request = new GenerationRequest
@@ -122,6 +132,8 @@ public sealed class SampleCommand : ICommand
             Engine = engine,
             Loras = Loras.Select(LoraSource.Parse).ToList(),
             Threads = Threads,
+            Backend = backend,
+            Compute = compute,
             Log = line => Console.Error.WriteLine(line),
         };
 

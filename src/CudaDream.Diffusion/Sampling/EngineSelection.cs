@@ -5,12 +5,12 @@ namespace CudaDream.Diffusion.Sampling;
 
 /// <summary>
 /// Resolves <see cref="SamplerEngine"/> to an engine and says which in one line. <c>auto</c> prefers ONNX Runtime
-/// on CUDA, then CudaDream's engine on CUDA (its CUDA backend is not part of this build), then ONNX Runtime on
-/// the CPU.
+/// on CUDA, then CudaDream's engine on CUDA, then ONNX Runtime on the CPU.
 /// </summary>
 public static class EngineSelection
 {
     private static readonly Dictionary<int, string?> CudaProbe = new();
+    private static readonly Dictionary<int, string?> DeviceProbe = new();
 
     /// <summary>Null when ONNX Runtime's CUDA execution provider works on this device (probed once per process), else why not.</summary>
     public static string? OrtCudaUnavailableReason(int device)
@@ -22,8 +22,34 @@ public static class EngineSelection
         }
     }
 
-    /// <summary>The CudaDream backend for CUDA when one is built in; null now.</summary>
-    public static IGraphBackend? CudaDreamCudaBackend() => null;
+    /// <summary>Null when CudaDream's CUDA backend opens GPU <paramref name="device"/> (driver, NVRTC, cuBLAS; probed once), else why not.</summary>
+    public static string? CudaDreamCudaUnavailableReason(int device)
+    {
+        lock (DeviceProbe)
+        {
+            if (DeviceProbe.TryGetValue(device, out var known)) return known;
+            string? reason = null;
+            try { using var d = ExecutionBackend.Parse(device == 0 ? "cuda" : $"cuda:{device}").OpenDevice(); }
+            catch (CudaDreamException e) { reason = e.Message.Split('\n')[0]; }
+            catch (DllNotFoundException e) { reason = e.Message.Split('\n')[0]; }
+            return DeviceProbe[device] = reason;
+        }
+    }
+
+    /// <summary>
+    /// CudaDream's engine where <paramref name="options"/> says (<see cref="SamplerOptions.Backend"/>), else on CUDA when it
+    /// opens; null when neither (the CPU then).
+    /// </summary>
+    private static IGraphBackend? DeviceBackend(SamplerOptions options, out string? why)
+    {
+        why = null;
+        if (options.Backend is { } b)
+            return b.Kind == ExecutionBackend.BackendKind.Cpu ? null : new DeviceGraphBackend(b, options.Compute, options.Context);
+        why = CudaDreamCudaUnavailableReason(options.CudaDevice);
+        if (why != null) return null;
+        var cuda = ExecutionBackend.Parse(options.CudaDevice == 0 ? "cuda" : $"cuda:{options.CudaDevice}");
+        return new DeviceGraphBackend(cuda, options.Compute, options.Context);
+    }
 
     /// <summary>A factory for the chosen engine (an engine is made per round) and the line that says which it is and why.</summary>
     public static (Func<PipelinePlan, IPipelineEngine> Create, string Line) Choose(SamplerOptions options)
@@ -32,7 +58,7 @@ public static class EngineSelection
         {
             case SamplerEngine.CudaDream:
                 {
-                    var backend = CudaDreamCudaBackend() ?? new CpuGraphBackend();
+                    IGraphBackend backend = DeviceBackend(options, out _) ?? new CpuGraphBackend();
                     return (plan => new GraphPipelineEngine(plan, backend), $"engine: CudaDream engine, {backend.Name} backend");
                 }
             case SamplerEngine.Ort:
@@ -48,10 +74,13 @@ public static class EngineSelection
                     var reason = OrtCudaUnavailableReason(options.CudaDevice);
                     if (reason == null)
                         return (plan => new OrtPipelineEngine(plan, options.CudaDevice, options.Threads), $"engine: ONNX Runtime, CUDA execution provider (device {options.CudaDevice})");
-                    if (CudaDreamCudaBackend() is { } cuda)
+                    // auto never picks the emulator (a checking tool) nor the CPU engine over ONNX Runtime's CPU one.
+                    var cuda = options.Backend is { Kind: ExecutionBackend.BackendKind.Emu or ExecutionBackend.BackendKind.Cpu } ? null : DeviceBackend(options, out var why);
+                    if (cuda != null)
                         return (plan => new GraphPipelineEngine(plan, cuda), $"engine: CudaDream engine, {cuda.Name} backend (ONNX Runtime CUDA unavailable: {reason})");
                     return (plan => new OrtPipelineEngine(plan, null, options.Threads),
-                        $"engine: ONNX Runtime, CPU execution provider (no GPU engine available: ONNX Runtime CUDA: {reason}; CudaDream CUDA backend: not in this build)");
+                        $"engine: ONNX Runtime, CPU execution provider (no GPU engine available: ONNX Runtime CUDA: {reason}" +
+                        (options.Backend == null ? $"; CudaDream CUDA: {CudaDreamCudaUnavailableReason(options.CudaDevice)})" : ")"));
                 }
             default:
                 throw new CudaDreamException($"unknown engine {options.Engine}");

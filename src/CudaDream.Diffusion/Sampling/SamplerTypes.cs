@@ -1,5 +1,7 @@
 using CudaDream.Diffusion.Images;
 using CudaDream.Diffusion.Tokenizers;
+using CudaDream.Engine;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Randomness;
 using CudaDream.Engine.Tensors;
 
@@ -8,11 +10,11 @@ namespace CudaDream.Diffusion.Sampling;
 /// <summary>Which engine runs the networks (<c>--engine</c>).</summary>
 public enum SamplerEngine
 {
-    /// <summary>ONNX Runtime with CUDA when it loads, else CudaDream on CUDA (when built), else ONNX Runtime on the CPU.</summary>
+    /// <summary>ONNX Runtime with CUDA when it loads, else CudaDream on CUDA when a GPU opens, else ONNX Runtime on the CPU.</summary>
     Auto,
     /// <summary>ONNX Runtime: CUDA execution provider when it loads, else the CPU one.</summary>
     Ort,
-    /// <summary>CudaDream's own engine (CPU backend in this build).</summary>
+    /// <summary>CudaDream's own engine: on <see cref="SamplerOptions.Backend"/>, else on CUDA when a GPU opens, else on the CPU.</summary>
     CudaDream,
 }
 
@@ -28,6 +30,12 @@ public sealed record SamplerOptions
     public TextCleaning TextCleaning { get; init; } = TextCleaning.FixText;
     /// <summary>CUDA device for ONNX Runtime's CUDA execution provider.</summary>
     public int CudaDevice { get; init; }
+    /// <summary>Where CudaDream's engine runs (cpu, emu, cuda[:N]); null = CUDA when a GPU opens, else the CPU.</summary>
+    public ExecutionBackend? Backend { get; init; }
+    /// <summary>CudaDream's engine on a kernel device: fp32, or bf16/fp16 activations and weights (norms and softmax in fp32).</summary>
+    public DType Compute { get; init; } = DType.F32;
+    /// <summary>CudaDream's engine on a kernel device: a context to share (a training run's, its weights resident once).</summary>
+    public DeviceContext? Context { get; init; }
     /// <summary>ONNX Runtime intra-op threads on the CPU; 0 = its default.</summary>
     public int Threads { get; init; }
     /// <summary>Keep sessions loaded after <see cref="Sampler.Generate"/> returns (the CLI's several calls); by default

@@ -465,7 +465,15 @@ public sealed class DreamBoothTrainer
     {
         if (_o.Concepts.All(c => c.NSaveSample == 0)) return null;
         var (width, height) = _o.SampleResolution != null && DreamBoothConfig.TryParseResolution(_o.SampleResolution, out var sw, out var sh) ? (sw, sh) : ClassImages.Resolution(_o);
-        using var sampler = Sampler.Create(model, new SamplerOptions { Engine = engine, Loras = nets.SamplerLoras(ema: _o.UseEma), Weights = nets.SamplerWeights(out _, ema: _o.UseEma) });
+        // On a GPU, CudaDream's engine samples in the training run's device context and precision (the frozen weights stay
+        // resident once); on emu and the CPU it samples on the CPU (the emulator is for checking, not for speed).
+        bool gpu = nets.Device is { } d && d.Name.StartsWith("cuda", StringComparison.Ordinal);
+        using var sampler = Sampler.Create(model, new SamplerOptions
+        {
+            Engine = engine, Loras = nets.SamplerLoras(ema: _o.UseEma), Weights = nets.SamplerWeights(out _, ema: _o.UseEma),
+            Backend = gpu ? ExecutionBackend.Parse(_o.Backend == "auto" ? "cuda" : _o.Backend) : ExecutionBackend.Cpu,
+            Context = gpu ? nets.Context : null, Compute = gpu ? nets.Compute : DType.F32,
+        });
         var images = new List<RgbImage>();
         var labels = new List<string>();
         int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));

@@ -1,11 +1,12 @@
 using CudaDream.Diffusion.Models;
 using CudaDream.Engine;
+using CudaDream.Engine.Backends.Device;
 using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 
 namespace CudaDream.Diffusion.Sampling.Engines;
 
-/// <summary>Where CudaDream's engine executes a specialised graph. The CPU backend exists now; a CUDA backend implements the same two members.</summary>
+/// <summary>Where CudaDream's engine executes a specialised graph: the CPU, or a kernel device (<see cref="DeviceGraphBackend"/>).</summary>
 public interface IGraphBackend
 {
     /// <summary>E.g. "CPU".</summary>
@@ -20,6 +21,24 @@ public interface IGraphRunner : IDisposable
 {
     /// <summary>Graph outputs by name.</summary>
     IReadOnlyDictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs);
+}
+
+/// <summary>
+/// CudaDream's engine on a kernel device (cuda, or emu for checking), in <paramref name="compute"/> precision: each graph in
+/// <paramref name="context"/> when given (a training run's: its weights resident once for both), else on a device of its own.
+/// </summary>
+public sealed class DeviceGraphBackend(ExecutionBackend backend, DType compute = DType.F32, DeviceContext? context = null) : IGraphBackend
+{
+    public string Name => $"{context?.Device.Name ?? backend.Name}{(compute == DType.F32 ? "" : " " + ParseDType.Name(compute))}";
+
+    public IGraphRunner Create(ComputeGraph graph, IReadOnlyDictionary<string, int[]> inputShapes) =>
+        new SessionRunner(GraphSession.Create(graph, inputShapes, new GraphSessionOptions { Backend = backend, Compute = compute, Context = context }));
+
+    private sealed class SessionRunner(GraphSession session) : IGraphRunner
+    {
+        public IReadOnlyDictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs) => session.Run(inputs);
+        public void Dispose() => session.Dispose();
+    }
 }
 
 /// <summary>The engine's CPU backend (<see cref="GraphSession"/>): the reference every other backend is checked against.</summary>
