@@ -37,6 +37,17 @@ function Invoke-Tests {
         dotnet @args
         if ($LASTEXITCODE -ne 0) { $rc = 1 }
     }
+    # The ISA matrix (as build.sh): the CPU kernel tests with AVX-512, then AVX2, switched off in the runtime.
+    foreach ($isa in @("AVX512", "AVX2")) {
+        Write-Host "== CudaDream.Engine.Tests (CPU kernels, DOTNET_Enable$isa=0)"
+        $cpuFilter = "FullyQualifiedName~CudaDream.Engine.Tests.Cpu."
+        if ($filter) { $cpuFilter += "&$filter" }
+        [Environment]::SetEnvironmentVariable("DOTNET_Enable$isa", "0")
+        dotnet test tests/CudaDream.Engine.Tests/CudaDream.Engine.Tests.csproj -c Release --no-build -nologo --filter $cpuFilter `
+            --logger "trx;LogFileName=CudaDream.Engine.Tests.no-$isa.trx" --results-directory $results
+        if ($LASTEXITCODE -ne 0) { $rc = 1 }
+        [Environment]::SetEnvironmentVariable("DOTNET_Enable$isa", $null)
+    }
     $p = 0; $f = 0; $s = 0
     foreach ($trx in Get-ChildItem "$results/*.trx") {
         [xml]$x = Get-Content $trx

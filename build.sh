@@ -2,6 +2,7 @@
 # CudaDream build entry point (Linux/macOS). Windows: build.ps1 does the same.
 #   ./build.sh                 restore, build Release, leave the CLI at artifacts/cudadream
 #   ./build.sh test [--slow]   build, run every test project, end with "N passed, N failed, N skipped"
+#                              (the CPU kernel tests run twice more: DOTNET_EnableAVX512=0, DOTNET_EnableAVX2=0)
 #                              (--slow also runs the suites tagged Category=Slow)
 #   ./build.sh kernels         fetch Debian's NVRTC 11.8 and 12 into artifacts/nvrtc (no GPU needed) and
 #                              compile every kernel: sm_75..sm_90 with NVRTC 11.8, sm_90a with NVRTC 12;
@@ -51,6 +52,15 @@ run_tests() {
     echo "== $name"
     dotnet test "$proj" -c Release --no-build -nologo ${filter:+--filter "$filter"} \
       --logger "trx;LogFileName=$name.trx" --logger "console;verbosity=minimal" \
+      --results-directory "$results" || rc=1
+  done
+  # The ISA matrix: the CPU kernel tests again with the runtime's AVX-512, then AVX2, switched off, so the 256-bit and
+  # the 128-bit (ARM64-like) kernels stay checked against the references on a machine that would pick a wider one.
+  for isa in AVX512 AVX2; do
+    echo "== CudaDream.Engine.Tests (CPU kernels, DOTNET_Enable$isa=0)"
+    env "DOTNET_Enable$isa=0" dotnet test tests/CudaDream.Engine.Tests/CudaDream.Engine.Tests.csproj -c Release --no-build -nologo \
+      --filter "FullyQualifiedName~CudaDream.Engine.Tests.Cpu.${filter:+&$filter}" \
+      --logger "trx;LogFileName=CudaDream.Engine.Tests.no-$isa.trx" --logger "console;verbosity=minimal" \
       --results-directory "$results" || rc=1
   done
   local passed=0 failed=0 skipped=0

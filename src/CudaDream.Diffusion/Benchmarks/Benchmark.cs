@@ -107,7 +107,7 @@ public static class Benchmark
                 cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
         }
         catch (IOException) { }
-        return $"{cpu}, {Environment.ProcessorCount} logical cores, {RuntimeInformation.OSDescription}, .NET {Environment.Version}";
+        return $"{cpu}, {Environment.ProcessorCount} logical cores, CPU kernels {CudaDream.Engine.Backends.Cpu.Kernels.CpuSimd.Description}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}";
     }
 
     private static string BackendLine(ExecutionBackend b, IReadOnlyList<BenchmarkResult> results) => b.Kind switch

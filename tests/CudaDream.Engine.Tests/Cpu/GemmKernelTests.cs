@@ -51,6 +51,7 @@ public class GemmKernelTests(ITestOutputHelper output)
     [InlineData(6, 16, 256)]
     [InlineData(70, 300, 260)] // op(B) over 64 Ki floats: the packed path
     [InlineData(13, 1030, 70)]
+    [InlineData(9, 4100, 40)] // packed, and wider than one packed slab of B (NC columns)
     public void Fast_matches_reference_with_leading_dimensions_alpha_beta(int m, int n, int k)
     {
         foreach (bool ta in new[] { false, true })

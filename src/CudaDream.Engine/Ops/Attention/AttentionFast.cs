@@ -376,6 +376,15 @@ public static unsafe class AttentionFast
             var vShift = Vector256.Create(shift);
             for (; j + 8 <= visible; j += 8) Avx.Store(row + j, FloatExp.Exp(Fma.MultiplyAdd(Avx.LoadVector256(row + j), vScale, vShift)));
         }
+        else
+        {
+            // TensorPrimitives vectorises on every ISA (AdvSimd included).
+            var all = new Span<float>(row + j, visible - j);
+            TensorPrimitives.Multiply(all, scale, all);
+            TensorPrimitives.Add(all, shift, all);
+            TensorPrimitives.Exp(all, all);
+            j = visible;
+        }
         for (; j < visible; j++) row[j] = MathF.Exp(row[j] * scale + shift);
         for (; j < count; j++) row[j] = 0f;
     }

@@ -10,7 +10,8 @@ namespace CudaDream.Engine.Ops;
 /// 64×d output tile), without packing. A is addressed through two strides — A(i,p) = a[i·rowStride +
 /// p·colStride] — so Aᵀ costs nothing (rowStride 1, colStride lda); B and C are row-major with ldb/ldc.
 /// Register tiles of 6 rows × 16 columns (12 ymm accumulators: 2 loads of B and 6 broadcasts of A per
-/// 12 FMAs), then 4-row, 8-column and scalar tails.
+/// 12 FMAs), then 4-row, 8-column and scalar tails. Without AVX2/FMA (ARM64 AdvSimd, x64 with AVX switched off)
+/// 4-row × 8-column tiles of 128-bit vectors (8 accumulators), then one-row and scalar tails.
 /// </summary>
 internal static unsafe class AttentionTileGemm
 {
@@ -18,13 +19,7 @@ internal static unsafe class AttentionTileGemm
     {
         if (!Fma.IsSupported || !Avx.IsSupported)
         {
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++)
-                {
-                    float sum = accumulate ? c[(long)i * ldc + j] : 0f;
-                    for (int p = 0; p < k; p++) sum += a[i * aRowStride + p * aColStride] * b[(long)p * ldb + j];
-                    c[(long)i * ldc + j] = sum;
-                }
+            MultiplyNarrowVectors(m, n, k, a, aRowStride, aColStride, b, ldb, c, ldc, accumulate);
             return;
         }
         int row = 0;
@@ -161,6 +156,75 @@ internal static unsafe class AttentionTileGemm
             Avx.Store(c + j, x);
         }
         for (; j < n; j++)
+        {
+            float s = accumulate ? c[j] : 0f;
+            for (int p = 0; p < k; p++) s += a[p * cs] * b[(long)p * ldb + j];
+            c[j] = s;
+        }
+    }
+
+    /// <summary>The 128-bit path: 4 rows × 8 columns in 8 accumulators (x64 SSE has 16 registers), then one-row and scalar tails.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MultiplyNarrowVectors(int m, int n, int k, float* a, long rs, long cs, float* b, int ldb, float* c, int ldc, bool accumulate)
+    {
+        int row = 0, wide = Vector128.IsHardwareAccelerated ? n / 8 * 8 : 0;
+        for (; row + 4 <= m && wide > 0; row += 4)
+        {
+            float* a4 = a + row * rs;
+            float* c0 = c + (long)row * ldc, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+            for (int j = 0; j < wide; j += 8)
+            {
+                Vector128<float> x00 = Start128(c0 + j, accumulate), x01 = Start128(c0 + j + 4, accumulate);
+                Vector128<float> x10 = Start128(c1 + j, accumulate), x11 = Start128(c1 + j + 4, accumulate);
+                Vector128<float> x20 = Start128(c2 + j, accumulate), x21 = Start128(c2 + j + 4, accumulate);
+                Vector128<float> x30 = Start128(c3 + j, accumulate), x31 = Start128(c3 + j + 4, accumulate);
+                float* bp = b + j;
+                float* ap = a4;
+                for (int p = 0; p < k; p++, bp += ldb, ap += cs)
+                {
+                    Vector128<float> b0 = Vector128.Load(bp), b1 = Vector128.Load(bp + 4);
+                    Vector128<float> s = Vector128.Create(ap[0]);
+                    x00 = Vector128.MultiplyAddEstimate(s, b0, x00); x01 = Vector128.MultiplyAddEstimate(s, b1, x01);
+                    s = Vector128.Create(ap[rs]);
+                    x10 = Vector128.MultiplyAddEstimate(s, b0, x10); x11 = Vector128.MultiplyAddEstimate(s, b1, x11);
+                    s = Vector128.Create(ap[2 * rs]);
+                    x20 = Vector128.MultiplyAddEstimate(s, b0, x20); x21 = Vector128.MultiplyAddEstimate(s, b1, x21);
+                    s = Vector128.Create(ap[3 * rs]);
+                    x30 = Vector128.MultiplyAddEstimate(s, b0, x30); x31 = Vector128.MultiplyAddEstimate(s, b1, x31);
+                }
+                x00.Store(c0 + j); x01.Store(c0 + j + 4);
+                x10.Store(c1 + j); x11.Store(c1 + j + 4);
+                x20.Store(c2 + j); x21.Store(c2 + j + 4);
+                x30.Store(c3 + j); x31.Store(c3 + j + 4);
+            }
+            for (int r = 0; r < 4; r++) ScalarRow(wide, n, k, a4 + r * rs, cs, b, ldb, c + (long)(row + r) * ldc, accumulate);
+        }
+        for (; row < m; row++)
+        {
+            float* ar = a + row * rs, cr = c + (long)row * ldc;
+            for (int j = 0; j < wide; j += 8)
+            {
+                Vector128<float> x0 = Start128(cr + j, accumulate), x1 = Start128(cr + j + 4, accumulate);
+                float* bp = b + j;
+                for (int p = 0; p < k; p++, bp += ldb)
+                {
+                    Vector128<float> s = Vector128.Create(ar[p * cs]);
+                    x0 = Vector128.MultiplyAddEstimate(s, Vector128.Load(bp), x0);
+                    x1 = Vector128.MultiplyAddEstimate(s, Vector128.Load(bp + 4), x1);
+                }
+                x0.Store(cr + j); x1.Store(cr + j + 4);
+            }
+            ScalarRow(wide, n, k, ar, cs, b, ldb, cr, accumulate);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Start128(float* c, bool accumulate) => accumulate ? Vector128.Load(c) : Vector128<float>.Zero;
+
+    /// <summary>Columns [from, n) of one row, scalar.</summary>
+    private static void ScalarRow(int from, int n, int k, float* a, long cs, float* b, int ldb, float* c, bool accumulate)
+    {
+        for (int j = from; j < n; j++)
         {
             float s = accumulate ? c[j] : 0f;
             for (int p = 0; p < k; p++) s += a[p * cs] * b[(long)p * ldb + j];

@@ -11,14 +11,21 @@ namespace CudaDream.Engine.Ops;
 /// in Goto &amp; van de Geijn, "Anatomy of High-Performance Matrix Multiplication" (ACM TOMS 2008) /
 /// BLIS: C is cut into NC-column and KC-deep slabs; the KC×NC slab of op(B) is packed once into
 /// NR-column panels, each MC×KC block of op(A) into MR-row panels (alpha folded in), and an MR×NR
-/// register-blocked micro-kernel (6×16 with AVX2 FMA: 12 accumulators) walks them. Blocks of C are
+/// register-blocked micro-kernel walks them, as wide as <see cref="CpuSimd.Width"/> allows: 6×32 in 12 zmm
+/// accumulators with AVX-512, 6×16 in 12 ymm with AVX2/FMA, 6×16 in 24 128-bit registers on ARM64 AdvSimd (which has 32
+/// of them; x64 SSE-only machines spill a few), scalar otherwise — all on the same packed panels. Blocks of C are
 /// independent, so (row block × column chunk) tasks run in parallel on
-/// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. Without AVX2/FMA a scalar
-/// micro-kernel runs on the same packed panels. When op(B) fits in L2, <see cref="GemmUnpacked"/> multiplies without packing.
+/// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. When op(B) fits in L2, <see cref="GemmUnpacked"/> multiplies without packing.
 /// </summary>
 public static unsafe class GemmFast
 {
-    internal const int MR = 6, NR = 16, KC = 256, MC = 144, NC = 4080;
+    internal const int MR = 6, KC = 256, MC = 144;
+
+    /// <summary>Columns of a B panel: two vectors of the chosen width (32 with AVX-512, else 16).</summary>
+    internal static readonly int NR = CpuSimd.Width == SimdWidth.V512 ? 32 : 16;
+
+    /// <summary>Columns of a packed B slab (about 4,000, a multiple of <see cref="NR"/>).</summary>
+    private static readonly int NC = 4080 / NR * NR;
 
     /// <summary>Work below this many multiply-adds is not worth waking a second thread for.</summary>
     private const long ParallelThreshold = 1 << 18;
@@ -194,7 +201,7 @@ public static unsafe class GemmFast
                 long depth = pc + p;
                 if (!transB && nr == NR)
                 {
-                    Unsafe.CopyBlockUnaligned(row, src + depth * ldb + jc + jr, NR * sizeof(float));
+                    Unsafe.CopyBlockUnaligned(row, src + depth * ldb + jc + jr, (uint)(NR * sizeof(float)));
                     continue;
                 }
                 for (int j = 0; j < nr; j++)
@@ -219,7 +226,7 @@ public static unsafe class GemmFast
             MicroKernel(kc, aPanel, bPanel, c, ldc);
             return;
         }
-        float* scratch = stackalloc float[MR * NR];
+        float* scratch = stackalloc float[MR * 32];
         new Span<float>(scratch, MR * NR).Clear();
         MicroKernel(kc, aPanel, bPanel, scratch, NR);
         for (int i = 0; i < mr; i++)
@@ -229,8 +236,103 @@ public static unsafe class GemmFast
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MicroKernel(int kc, float* a, float* b, float* c, int ldc)
     {
-        if (Fma.IsSupported && Avx.IsSupported) MicroKernelFma(kc, a, b, c, ldc);
-        else MicroKernelScalar(kc, a, b, c, ldc);
+        switch (CpuSimd.Width)
+        {
+            case SimdWidth.V512: MicroKernel512(kc, a, b, c, ldc); break;
+            case SimdWidth.V256: MicroKernelFma(kc, a, b, c, ldc); break;
+            case SimdWidth.V128: MicroKernel128(kc, a, b, c, ldc); break;
+            default: MicroKernelScalar(kc, a, b, c, ldc); break;
+        }
+    }
+
+    /// <summary>6×32 tile in 12 zmm accumulators; per depth step 2 loads of B, 6 broadcasts of A, 12 FMAs of 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernel512(int kc, float* a, float* b, float* c, int ldc)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> ai = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(ai, b0, c00); c01 = Avx512F.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(ai, b0, c10); c11 = Avx512F.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(ai, b0, c20); c21 = Avx512F.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(ai, b0, c30); c31 = Avx512F.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(ai, b0, c40); c41 = Avx512F.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(ai, b0, c50); c51 = Avx512F.FusedMultiplyAdd(ai, b1, c51);
+            a += MR;
+            b += 32;
+        }
+        AddRow512(c, c00, c01);
+        AddRow512(c + ldc, c10, c11);
+        AddRow512(c + 2L * ldc, c20, c21);
+        AddRow512(c + 3L * ldc, c30, c31);
+        AddRow512(c + 4L * ldc, c40, c41);
+        AddRow512(c + 5L * ldc, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow512(float* row, Vector512<float> left, Vector512<float> right)
+    {
+        (Vector512.Load(row) + left).Store(row);
+        (Vector512.Load(row + 16) + right).Store(row + 16);
+    }
+
+    /// <summary>
+    /// 6×16 tile in 24 128-bit accumulators; per depth step 4 loads of B, 6 broadcasts of A, 24 multiply-adds
+    /// (fused where the CPU has FMA: always on ARM64).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernel128(int kc, float* a, float* b, float* c, int ldc)
+    {
+        Vector128<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector128<float> c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
+        Vector128<float> c40 = default, c41 = default, c42 = default, c43 = default, c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector128<float> b0 = Vector128.Load(b), b1 = Vector128.Load(b + 4), b2 = Vector128.Load(b + 8), b3 = Vector128.Load(b + 12);
+            Vector128<float> ai = Vector128.Create(a[0]);
+            c00 = Vector128.MultiplyAddEstimate(ai, b0, c00); c01 = Vector128.MultiplyAddEstimate(ai, b1, c01);
+            c02 = Vector128.MultiplyAddEstimate(ai, b2, c02); c03 = Vector128.MultiplyAddEstimate(ai, b3, c03);
+            ai = Vector128.Create(a[1]);
+            c10 = Vector128.MultiplyAddEstimate(ai, b0, c10); c11 = Vector128.MultiplyAddEstimate(ai, b1, c11);
+            c12 = Vector128.MultiplyAddEstimate(ai, b2, c12); c13 = Vector128.MultiplyAddEstimate(ai, b3, c13);
+            ai = Vector128.Create(a[2]);
+            c20 = Vector128.MultiplyAddEstimate(ai, b0, c20); c21 = Vector128.MultiplyAddEstimate(ai, b1, c21);
+            c22 = Vector128.MultiplyAddEstimate(ai, b2, c22); c23 = Vector128.MultiplyAddEstimate(ai, b3, c23);
+            ai = Vector128.Create(a[3]);
+            c30 = Vector128.MultiplyAddEstimate(ai, b0, c30); c31 = Vector128.MultiplyAddEstimate(ai, b1, c31);
+            c32 = Vector128.MultiplyAddEstimate(ai, b2, c32); c33 = Vector128.MultiplyAddEstimate(ai, b3, c33);
+            ai = Vector128.Create(a[4]);
+            c40 = Vector128.MultiplyAddEstimate(ai, b0, c40); c41 = Vector128.MultiplyAddEstimate(ai, b1, c41);
+            c42 = Vector128.MultiplyAddEstimate(ai, b2, c42); c43 = Vector128.MultiplyAddEstimate(ai, b3, c43);
+            ai = Vector128.Create(a[5]);
+            c50 = Vector128.MultiplyAddEstimate(ai, b0, c50); c51 = Vector128.MultiplyAddEstimate(ai, b1, c51);
+            c52 = Vector128.MultiplyAddEstimate(ai, b2, c52); c53 = Vector128.MultiplyAddEstimate(ai, b3, c53);
+            a += MR;
+            b += 16;
+        }
+        AddRow128(c, c00, c01, c02, c03);
+        AddRow128(c + ldc, c10, c11, c12, c13);
+        AddRow128(c + 2L * ldc, c20, c21, c22, c23);
+        AddRow128(c + 3L * ldc, c30, c31, c32, c33);
+        AddRow128(c + 4L * ldc, c40, c41, c42, c43);
+        AddRow128(c + 5L * ldc, c50, c51, c52, c53);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow128(float* row, Vector128<float> x0, Vector128<float> x1, Vector128<float> x2, Vector128<float> x3)
+    {
+        (Vector128.Load(row) + x0).Store(row);
+        (Vector128.Load(row + 4) + x1).Store(row + 4);
+        (Vector128.Load(row + 8) + x2).Store(row + 8);
+        (Vector128.Load(row + 12) + x3).Store(row + 12);
     }
 
     /// <summary>6×16 tile in 12 ymm accumulators; per depth step 2 loads of B, 6 broadcasts of A, 12 FMAs.</summary>
@@ -255,7 +357,7 @@ public static unsafe class GemmFast
             ai = Avx.BroadcastScalarToVector256(a + 5);
             c50 = Fma.MultiplyAdd(ai, b0, c50); c51 = Fma.MultiplyAdd(ai, b1, c51);
             a += MR;
-            b += NR;
+            b += 16;
         }
         AddRow(c, c00, c01);
         AddRow(c + ldc, c10, c11);
@@ -274,7 +376,7 @@ public static unsafe class GemmFast
 
     private static void MicroKernelScalar(int kc, float* a, float* b, float* c, int ldc)
     {
-        float* acc = stackalloc float[MR * NR];
+        float* acc = stackalloc float[MR * 32];
         new Span<float>(acc, MR * NR).Clear();
         for (int p = 0; p < kc; p++, a += MR, b += NR)
             for (int i = 0; i < MR; i++)
