@@ -186,3 +186,36 @@ public class BenchCommandTests
         Assert.Contains("unknown measurement 'everything'", stderr);
     }
 }
+
+[Collection("Console")]
+public class BenchCompareTests
+{
+    /// <summary>
+    /// bench --compare times the same forward in CudaDream and ONNX Runtime (values are the machine's; only their presence and the
+    /// ratio's definition are checked), says how to get the PyTorch rows when they are not built, and writes the JSON and the chart.
+    /// </summary>
+    [Fact]
+    public void Compare_times_cudadream_and_onnx_runtime_on_the_same_graph_and_writes_json_and_chart()
+    {
+        using var dir = Fixtures.TempDir();
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--compare", "--model", Fixtures.SdTiny(), "--what", "forward,train", "--repeats", "1",
+            "--size", "64", "--out", dir.FullName, "--json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
+        JsonElement Row(string measurement, string library) =>
+            rows.Single(r => r.GetProperty("measurement").GetString() == measurement && r.GetProperty("library").GetString()!.StartsWith(library, StringComparison.Ordinal));
+        var ours = Row("unet forward b1 64x64", "CudaDream");
+        var ort = Row("unet forward b1 64x64", "ONNX Runtime");
+        Assert.Equal(1.0, ours.GetProperty("ratio_to_cuda_dream").GetDouble());
+        Assert.True(ort.GetProperty("median_seconds").GetDouble() > 0);
+        Assert.Equal(ort.GetProperty("median_seconds").GetDouble() / ours.GetProperty("median_seconds").GetDouble(), ort.GetProperty("ratio_to_cuda_dream").GetDouble(), 9);
+        Assert.True(Row("lora train step b1 64x64", "CudaDream").GetProperty("median_seconds").GetDouble() > 0);
+        var torch = Row("lora train step b1 64x64", "PyTorch");
+        if (torch.GetProperty("median_seconds").ValueKind == JsonValueKind.Null)
+            Assert.Contains("./build.sh bench-compare", torch.GetProperty("note").GetString());
+        Assert.True(File.Exists(dir.File("compare.json")));
+        var png = File.ReadAllBytes(dir.File("compare.png"));
+        Assert.True(png.Length > 1000 && png[1] == (byte)'P' && png[2] == (byte)'N' && png[3] == (byte)'G');
+    }
+}

@@ -43,6 +43,12 @@ public sealed class BenchCommand : ICommand
     [Option("updates", Default = 5, HelpText = "Timed training updates on a device backend (after one warm-up that captures the graph).")]
     public int Updates { get; set; } = 5;
 
+    [Option("compare", HelpText = "Time the same UNet forward, LoRA step and sampling in CudaDream, ONNX Runtime and PyTorch (libtorch via ./build.sh bench-compare); writes compare.json and compare.png into --out.")]
+    public bool Compare { get; set; }
+
+    [Option("out", HelpText = "Folder for --compare's compare.json and compare.png (default: artifacts/bench).")]
+    public string? Out { get; set; }
+
     [Option("json", HelpText = "Print JSON.")]
     public bool Json { get; set; }
 
@@ -69,6 +75,7 @@ public sealed class BenchCommand : ICommand
             MixedPrecision = dtype == CudaDream.Engine.Tensors.DType.F32 ? "no" : ParseDType.Name(dtype),
         };
         if (!Json) Console.WriteLine($"machine: {Benchmark.Machine()}");
+        if (Compare) return RunComparison(options, batches);
         var report = Benchmark.Run(options, Json ? null : Console.WriteLine);
         // Further batch sizes: the same measurements but the per-kernel ones (they do not depend on the batch).
         foreach (var b in batches.Skip(1))
@@ -86,6 +93,26 @@ public sealed class BenchCommand : ICommand
         {
             WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
         }));
+        return 0;
+    }
+
+    private int RunComparison(BenchmarkOptions options, IReadOnlyList<int> batches)
+    {
+        var bin = AppContext.BaseDirectory;
+        string torchBench = Path.GetFullPath(Path.Combine(bin, "..", "torchbench", "cudadream-torchbench.dll"));
+        string folder = Out ?? Path.GetFullPath(Path.Combine(bin, "..", "bench"));
+        if (!Json) Console.WriteLine(BenchmarkComparison.Header);
+        var rows = new List<ComparisonRow>();
+        ComparisonReport? report = null;
+        foreach (var b in batches)
+        {
+            report = BenchmarkComparison.Run(options with { Batch = b }, torchBench, Json ? null : Console.WriteLine);
+            rows.AddRange(report.Rows);
+        }
+        report = report! with { Rows = rows };
+        BenchmarkComparison.Write(report, folder);
+        if (Json) Console.WriteLine(File.ReadAllText(Path.Combine(folder, "compare.json")));
+        else Console.WriteLine($"versions: {string.Join(", ", report.Versions.Select(kv => $"{kv.Key} {kv.Value}"))}; wrote {Path.Combine(folder, "compare.json")} and compare.png");
         return 0;
     }
 }

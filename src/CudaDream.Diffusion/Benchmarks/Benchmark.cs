@@ -117,7 +117,7 @@ public static class Benchmark
         _ => results.Select(r => r.Name).FirstOrDefault(n => n.Contains("cuda sm_", StringComparison.Ordinal)) is { } n ? n[(n.IndexOf("(cuda", StringComparison.Ordinal) + 1)..].TrimEnd(')') : b.Name,
     };
 
-    private static double Median(int repeats, Action run)
+    internal static double Median(int repeats, Action run)
     {
         run(); // warm-up: JIT, first-touch of the arena
         var t = new List<double>();
@@ -142,7 +142,7 @@ public static class Benchmark
     private static IEnumerable<BenchmarkResult> Kernels(int repeats) =>
         OpBenchmarks.Run(ExecutionBackend.Cpu, repeats).Select(t => new BenchmarkResult("kernel " + t.Name, t.MedianSeconds, t.GflopsPerSecond, null, t.Detail));
 
-    private static Dictionary<string, int[]> UNetShapes(BenchmarkOptions o, ModelFolder m)
+    internal static Dictionary<string, int[]> UNetShapes(BenchmarkOptions o, ModelFolder m)
     {
         var ehs = m.UNetGraph.Input("encoder_hidden_states")!.Dims;
         return new()
@@ -153,7 +153,7 @@ public static class Benchmark
         };
     }
 
-    private static Dictionary<string, Tensor> RandomInputs(Dictionary<string, int[]> shapes)
+    internal static Dictionary<string, Tensor> RandomInputs(Dictionary<string, int[]> shapes)
     {
         ulong seed = 10;
         return shapes.ToDictionary(kv => kv.Key, kv => kv.Key == "timestep"
@@ -161,7 +161,7 @@ public static class Benchmark
             : Tensor.FromArray(Random((int)Shapes.Numel(kv.Value), seed++), kv.Value));
     }
 
-    private static BenchmarkResult Forward(BenchmarkOptions o, ModelFolder m)
+    internal static BenchmarkResult Forward(BenchmarkOptions o, ModelFolder m)
     {
         var shapes = UNetShapes(o, m);
         var compute = o.MixedPrecision == "no" ? DType.F32 : ParseDType.Compute(o.MixedPrecision);
@@ -173,7 +173,7 @@ public static class Benchmark
             $"{flops / 1e9:F2} GFLOP per forward (inputs uploaded and the output read back in each timed run)");
     }
 
-    private static BenchmarkResult TrainStep(BenchmarkOptions o, ModelFolder m, bool checkpointing)
+    internal static BenchmarkResult TrainStep(BenchmarkOptions o, ModelFolder m, bool checkpointing)
     {
         var shapes = UNetShapes(o, m);
         var g = OnnxImporter.Load(m.ModelPath(ModelFolder.UNet));
@@ -241,7 +241,7 @@ public static class Benchmark
             $"H2D {per.HostToDeviceBytes} B (batch {batchBytes} B), D2H {per.DeviceToHostBytes} B; device peak {device.Counters.PeakAllocatedBytes / (1024.0 * 1024):F1} MiB") { Device = counters };
     }
 
-    private static BenchmarkResult Sample(BenchmarkOptions o, ModelFolder m)
+    internal static BenchmarkResult Sample(BenchmarkOptions o, ModelFolder m)
     {
         using var sampler = Sampler.Create(m, new SamplerOptions { Engine = o.SampleEngine, KeepSessionsLoaded = true });
         var request = new GenerationRequest { Prompt = "a photo of a cat", Steps = o.SampleSteps, Width = o.Width, Height = o.Height, Scheduler = "euler-a", Seed = 1 };
