@@ -289,7 +289,7 @@ internal sealed class TrainingNetworks : IDisposable
     }
 
     /// <summary>The weights <see cref="SelectLayers"/> would train, with their diffusers names; the graph is not changed.</summary>
-    private static List<(Value Weight, string Name, bool Transposed)> MatchLayers(ComputeGraph g, IReadOnlyList<string> globs)
+    internal static List<(Value Weight, string Name, bool Transposed)> MatchLayers(ComputeGraph g, IReadOnlyList<string> globs)
     {
         var regexes = globs.Select(LoraTargetSelector.Glob).ToList();
         var result = new List<(Value, string, bool)>();

@@ -45,4 +45,8 @@ public enum RandomPurpose : uint
     BucketBatchOrder = 18,
     /// <summary>Seeded random weights of a model built without a checkpoint (bench --sd15); one stream per tensor.</summary>
     ArchitectureWeights = 30,
+    /// <summary>Procedural pretraining scenes (pretrain-tiny): shape, colours, size and position of scene i.</summary>
+    PretrainScenes = 31,
+    /// <summary>Pretraining noise and order of the tiny model's autoencoder.</summary>
+    PretrainAutoencoder = 32,
 }

@@ -23,29 +23,27 @@ public sealed class VaeGraphs : GraphLayers
     public static BuiltGraph BuildDecoder(VaeConfig config, IWeightSource? weights, GraphBuildOptions? options = null) =>
         new VaeGraphs("vae_decoder", config, weights, options ?? new GraphBuildOptions()).Decoder();
 
+    /// <summary>
+    /// Encoder and decoder in one graph, <c>sample</c> → the posterior mean → <c>reconstruction</c>: what an autoencoder is
+    /// trained as (pretrain-tiny). Its weight keys are the two halves' keys, so the trained tensors drop into either graph.
+    /// </summary>
+    public static BuiltGraph BuildAutoencoder(VaeConfig config, IWeightSource? weights, GraphBuildOptions? options = null) =>
+        new VaeGraphs("vae_autoencoder", config, weights, options ?? new GraphBuildOptions()).Autoencoder();
+
+    private BuiltGraph Autoencoder()
+    {
+        G.AddInput("sample", F, "batch", "channels", "height", "width");
+        var moments = EncodeMoments("sample");
+        string mean;
+        using (Scope("latent_dist")) mean = G.Op("Slice", moments, Ints(0), Ints(_c.LatentChannels), Ints(1));
+        G.AddOutput("reconstruction", Decode(mean), F, "batch", _c.OutChannels, "image_height", "image_width");
+        return Finish("VAE autoencoder");
+    }
+
     private BuiltGraph Encoder()
     {
         G.AddInput("sample", F, "batch", "channels", "height", "width");
-        var ch = _c.BlockOutChannels;
-        string x;
-        using (Scope("encoder"))
-        {
-            x = Conv("sample", "conv_in", _c.InChannels, ch[0], 3);
-            int channels = ch[0];
-            for (int i = 0; i < ch.Length; i++)
-            {
-                using var _ = Scope($"down_blocks.{i}");
-                for (int j = 0; j < _c.LayersPerBlock; j++)
-                    x = Resnet(x, $"resnets.{j}", j == 0 ? channels : ch[i], ch[i]);
-                channels = ch[i];
-                if (i < ch.Length - 1) x = Downsample(x, "downsamplers.0", channels);
-            }
-            x = MidBlock(x, channels);
-            x = GroupNorm(x, "conv_norm_out", channels, _c.NormGroups, VaeConfig.NormEps);
-            x = SiLU(x, "conv_act");
-            x = Conv(x, "conv_out", channels, 2 * _c.LatentChannels, 3);
-        }
-        var moments = Conv(x, "quant_conv", 2 * _c.LatentChannels, 2 * _c.LatentChannels, 1);
+        var moments = EncodeMoments("sample");
 
         // DiagonalGaussianDistribution(moments).sample()
         string latent;
@@ -64,11 +62,43 @@ public sealed class VaeGraphs : GraphLayers
         return Finish("VAE encoder");
     }
 
+    /// <summary>encoder.* and quant_conv: image → moments [B, 2·latent, h, w].</summary>
+    private string EncodeMoments(string input)
+    {
+        var ch = _c.BlockOutChannels;
+        string x;
+        using (Scope("encoder"))
+        {
+            x = Conv(input, "conv_in", _c.InChannels, ch[0], 3);
+            int channels = ch[0];
+            for (int i = 0; i < ch.Length; i++)
+            {
+                using var _ = Scope($"down_blocks.{i}");
+                for (int j = 0; j < _c.LayersPerBlock; j++)
+                    x = Resnet(x, $"resnets.{j}", j == 0 ? channels : ch[i], ch[i]);
+                channels = ch[i];
+                if (i < ch.Length - 1) x = Downsample(x, "downsamplers.0", channels);
+            }
+            x = MidBlock(x, channels);
+            x = GroupNorm(x, "conv_norm_out", channels, _c.NormGroups, VaeConfig.NormEps);
+            x = SiLU(x, "conv_act");
+            x = Conv(x, "conv_out", channels, 2 * _c.LatentChannels, 3);
+        }
+        return Conv(x, "quant_conv", 2 * _c.LatentChannels, 2 * _c.LatentChannels, 1);
+    }
+
     private BuiltGraph Decoder()
     {
         G.AddInput("latent_sample", F, "batch", "channels", "height", "width");
+        G.AddOutput("sample", Decode("latent_sample"), F, "batch", _c.OutChannels, "image_height", "image_width");
+        return Finish("VAE decoder");
+    }
+
+    /// <summary>post_quant_conv and decoder.*: latent → image.</summary>
+    private string Decode(string latent)
+    {
         var ch = _c.BlockOutChannels;
-        var x = Conv("latent_sample", "post_quant_conv", _c.LatentChannels, _c.LatentChannels, 1);
+        var x = Conv(latent, "post_quant_conv", _c.LatentChannels, _c.LatentChannels, 1);
         using (Scope("decoder"))
         {
             int channels = ch[^1];
@@ -87,8 +117,7 @@ public sealed class VaeGraphs : GraphLayers
             x = SiLU(x, "conv_act");
             x = Conv(x, "conv_out", channels, _c.OutChannels, 3);
         }
-        G.AddOutput("sample", x, F, "batch", _c.OutChannels, "image_height", "image_width");
-        return Finish("VAE decoder");
+        return x;
     }
 
     /// <summary>UNetMidBlock2D: resnet → single-head self-attention with group norm → resnet.</summary>
