@@ -12,6 +12,9 @@ namespace CudaDream.TorchBench.Model;
 /// </summary>
 public sealed class UNetDownBlock : nn.Module
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly ModuleList<ResnetBlock2D> _resnets = nn.ModuleList<ResnetBlock2D>();
     private readonly ModuleList<Transformer2DModel>? _attentions;
     private readonly Downsample2D? _downsampler;
@@ -55,6 +58,9 @@ public sealed class UNetDownBlock : nn.Module
 /// <summary>diffusers <c>UNetMidBlock2DCrossAttn</c>: resnet, transformer, resnet.</summary>
 public sealed class UNetMidBlock : nn.Module
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly ModuleList<ResnetBlock2D> _resnets;
     private readonly Transformer2DModel _attention;
 
@@ -84,6 +90,9 @@ public sealed class UNetMidBlock : nn.Module
 /// </summary>
 public sealed class UNetUpBlock : nn.Module
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly ModuleList<ResnetBlock2D> _resnets = nn.ModuleList<ResnetBlock2D>();
     private readonly ModuleList<Transformer2DModel>? _attentions;
     private readonly Upsample2D? _upsampler;
@@ -141,6 +150,9 @@ public sealed class UNetUpBlock : nn.Module
 /// </summary>
 public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly UNetConfig _config;
     private readonly TimestepEmbedding _timeEmbedding;
     private readonly Conv2d _convIn;

@@ -13,6 +13,9 @@ namespace CudaDream.TorchBench.Model;
 /// <summary>diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU → linear_2.</summary>
 public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly AdaptableLinear _linear1;
     private readonly AdaptableLinear _linear2;
 
@@ -34,6 +37,9 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly GroupNorm _norm1;
     private readonly Conv2d _conv1;
     private readonly AdaptableLinear _timeEmbProj;
@@ -78,6 +84,9 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor, Tensor>
 /// </summary>
 public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly long _heads;
     private readonly AdaptableLinear _toQ;
     private readonly AdaptableLinear _toK;
@@ -116,6 +125,9 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
 /// <summary>diffusers <c>GEGLU</c>: one projection to twice the width, split into (hidden, gate), hidden · GELU(gate) (exact, erf).</summary>
 public sealed class Geglu : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly AdaptableLinear _proj;
 
     public Geglu(long dim, long innerDim) : base(nameof(Geglu))
@@ -134,6 +146,9 @@ public sealed class Geglu : nn.Module<Tensor, Tensor>
 /// <summary>diffusers <c>BasicTransformerBlock</c> (layer_norm): x += attn1(norm1(x)); x += attn2(norm2(x), context); x += ff(norm3(x)).</summary>
 public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly LayerNorm _norm1, _norm2, _norm3;
     private readonly Attention _attn1, _attn2;
     private readonly ModuleList<nn.Module<Tensor, Tensor>> _ff;
@@ -168,6 +183,9 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>diffusers' <c>FeedForward</c> holds its layers in a list named <c>net</c>.</summary>
     private sealed class FeedForwardContainer : nn.Module
     {
+        /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+        protected override void RegisterComponents() { }
+
         public FeedForwardContainer(ModuleList<nn.Module<Tensor, Tensor>> net) : base("FeedForward") => register_module("net", net);
     }
 }
@@ -179,6 +197,9 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
 /// </summary>
 public sealed class Transformer2DModel : nn.Module<Tensor, Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly bool _linearProjection;
     private readonly GroupNorm _norm;
     private readonly nn.Module<Tensor, Tensor> _projIn, _projOut;
@@ -214,6 +235,9 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor, Tensor>
 /// <summary>diffusers <c>Downsample2D</c> with a conv: 3×3, stride 2, padding <c>downsample_padding</c>.</summary>
 public sealed class Downsample2D : nn.Module<Tensor, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly Conv2d _conv;
 
     public Downsample2D(long channels, long padding) : base(nameof(Downsample2D))
@@ -231,6 +255,9 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
 {
+    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
+    protected override void RegisterComponents() { }
+
     private readonly Conv2d _conv;
 
     public Upsample2D(long channels) : base(nameof(Upsample2D))
