@@ -41,25 +41,37 @@ public sealed class ReferenceUNet : IDisposable
         var model = new UNet2DConditionModel(config);
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
         // The module tree and CudaDream's parameter table must name the same parameters: a difference is a bug here.
-        var missing = weights.Keys.Except(parameters.Keys).ToList();
-        var extra = parameters.Keys.Except(weights.Keys).ToList();
-        if (missing.Count > 0 || extra.Count > 0)
-            throw new InvalidOperationException($"the TorchSharp UNet's parameters differ from the diffusers table: " +
-                $"not in the module: {string.Join(", ", missing.Take(5))}; not in the table: {string.Join(", ", extra.Take(5))}");
+        var differences = DifferencesFromTable(model, weights.Select(w => (w.Key, w.Value.Shape)));
+        if (differences.Count > 0)
+            throw new InvalidOperationException($"the TorchSharp UNet's parameters differ from the diffusers table: {string.Join("; ", differences.Take(5))}");
         using (no_grad())
         {
             foreach (var (name, p) in parameters)
             {
-                var (data, shape) = weights[name];
-                if (!p.shape.SequenceEqual(shape.Select(d => (long)d)))
-                    throw new InvalidOperationException($"{name}: module shape [{string.Join(",", p.shape)}], table shape [{string.Join(",", shape)}]");
-                using var t = tensor(data, p.shape);
+                using var t = tensor(weights[name].Data, p.shape);
                 p.copy_(t);
                 p.requires_grad = false;
             }
         }
         model.eval();
         return new ReferenceUNet(model, source);
+    }
+
+    /// <summary>
+    /// How the module's parameters differ from a table of (diffusers key, shape): keys missing on either side and
+    /// shapes that disagree; empty when they name the same parameters with the same shapes.
+    /// </summary>
+    public static List<string> DifferencesFromTable(UNet2DConditionModel model, IEnumerable<(string Name, int[] Shape)> table)
+    {
+        var mine = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape, StringComparer.Ordinal);
+        var theirs = table.ToDictionary(t => t.Name, t => t.Shape.Select(d => (long)d).ToArray(), StringComparer.Ordinal);
+        var differences = new List<string>();
+        differences.AddRange(theirs.Keys.Except(mine.Keys).Select(k => $"{k}: not in the module"));
+        differences.AddRange(mine.Keys.Except(theirs.Keys).Select(k => $"{k}: not in the table"));
+        foreach (var (name, shape) in theirs)
+            if (mine.TryGetValue(name, out var moduleShape) && !moduleShape.SequenceEqual(shape))
+                differences.Add($"{name}: module [{string.Join(",", moduleShape)}], table [{string.Join(",", shape)}]");
+        return differences;
     }
 
     /// <summary>Every linear layer of the tree as a LoRA target (module path, [out, in]).</summary>
