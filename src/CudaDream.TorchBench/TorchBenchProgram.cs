@@ -54,6 +54,14 @@ public static class TorchBenchProgram
             stderr.WriteLine($"cudadream-torchbench: {e.Message.ReplaceLineEndings(" ")}");
             return 1;
         }
+        catch (TypeInitializationException e) when (e.TypeName == typeof(torch).FullName)
+        {
+            // TorchSharp's loader explains itself over many lines; its first says what is missing.
+            var why = (e.InnerException?.Message ?? e.Message).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault();
+            stderr.WriteLine($"cudadream-torchbench: libtorch could not be loaded from {AppContext.BaseDirectory} ({why}); " +
+                "on Linux with a libstdc++ older than GCC 13's, build with ./build.sh bench-compare (needs patchelf)");
+            return 1;
+        }
     }
 
     /// <summary>"libtorch 2.10.0 (TorchSharp 0.107.0)", from the loaded libraries.</summary>
