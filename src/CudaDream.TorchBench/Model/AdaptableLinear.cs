@@ -12,8 +12,7 @@ namespace CudaDream.TorchBench.Model;
 /// </summary>
 public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see UNetBlocks.cs: children are registered by hand
 
     private readonly Parameter _weight;
     private readonly Parameter? _bias;

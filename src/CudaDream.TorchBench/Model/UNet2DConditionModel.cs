@@ -12,8 +12,7 @@ namespace CudaDream.TorchBench.Model;
 /// </summary>
 public sealed class UNetDownBlock : nn.Module
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see UNetBlocks.cs: children are registered by hand
 
     private readonly ModuleList<ResnetBlock2D> _resnets = nn.ModuleList<ResnetBlock2D>();
     private readonly ModuleList<Transformer2DModel>? _attentions;
@@ -58,8 +57,7 @@ public sealed class UNetDownBlock : nn.Module
 /// <summary>diffusers <c>UNetMidBlock2DCrossAttn</c>: resnet, transformer, resnet.</summary>
 public sealed class UNetMidBlock : nn.Module
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see UNetBlocks.cs: children are registered by hand
 
     private readonly ModuleList<ResnetBlock2D> _resnets;
     private readonly Transformer2DModel _attention;
@@ -90,8 +88,7 @@ public sealed class UNetMidBlock : nn.Module
 /// </summary>
 public sealed class UNetUpBlock : nn.Module
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see UNetBlocks.cs: children are registered by hand
 
     private readonly ModuleList<ResnetBlock2D> _resnets = nn.ModuleList<ResnetBlock2D>();
     private readonly ModuleList<Transformer2DModel>? _attentions;
@@ -150,8 +147,7 @@ public sealed class UNetUpBlock : nn.Module
 /// </summary>
 public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see UNetBlocks.cs: children are registered by hand
 
     private readonly UNetConfig _config;
     private readonly TimestepEmbedding _timeEmbedding;

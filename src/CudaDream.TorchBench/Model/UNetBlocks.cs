@@ -8,13 +8,14 @@ namespace CudaDream.TorchBench.Model;
 // The building blocks of diffusers' UNet2DConditionModel for the SD 1.x family, written from the architecture.
 // Every module registers its children under the attribute names diffusers uses, so that named_parameters()
 // yields exactly the diffusers state-dict keys (down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight, …)
-// and weights load by key.
+// and weights load by key. Each module registers its children itself, under those names, and turns TorchSharp's
+// RegisterComponents off: that reflection over fields would register every child a second time under its C# field
+// name (and it runs on every module passed to register_module).
 
 /// <summary>diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU → linear_2.</summary>
 public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly AdaptableLinear _linear1;
     private readonly AdaptableLinear _linear2;
@@ -37,8 +38,7 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly GroupNorm _norm1;
     private readonly Conv2d _conv1;
@@ -84,8 +84,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor, Tensor>
 /// </summary>
 public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly long _heads;
     private readonly AdaptableLinear _toQ;
@@ -125,8 +124,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
 /// <summary>diffusers <c>GEGLU</c>: one projection to twice the width, split into (hidden, gate), hidden · GELU(gate) (exact, erf).</summary>
 public sealed class Geglu : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly AdaptableLinear _proj;
 
@@ -146,8 +144,7 @@ public sealed class Geglu : nn.Module<Tensor, Tensor>
 /// <summary>diffusers <c>BasicTransformerBlock</c> (layer_norm): x += attn1(norm1(x)); x += attn2(norm2(x), context); x += ff(norm3(x)).</summary>
 public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly LayerNorm _norm1, _norm2, _norm3;
     private readonly Attention _attn1, _attn2;
@@ -183,8 +180,7 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>diffusers' <c>FeedForward</c> holds its layers in a list named <c>net</c>.</summary>
     private sealed class FeedForwardContainer : nn.Module
     {
-        /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-        protected override void RegisterComponents() { }
+        protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
         public FeedForwardContainer(ModuleList<nn.Module<Tensor, Tensor>> net) : base("FeedForward") => register_module("net", net);
     }
@@ -197,8 +193,7 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor, Tensor>
 /// </summary>
 public sealed class Transformer2DModel : nn.Module<Tensor, Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly bool _linearProjection;
     private readonly GroupNorm _norm;
@@ -235,8 +230,7 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor, Tensor>
 /// <summary>diffusers <c>Downsample2D</c> with a conv: 3×3, stride 2, padding <c>downsample_padding</c>.</summary>
 public sealed class Downsample2D : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly Conv2d _conv;
 
@@ -255,8 +249,7 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
 {
-    /// <summary>Children are registered by hand under diffusers' names; TorchSharp's field scan would add them again under the C# field names.</summary>
-    protected override void RegisterComponents() { }
+    protected override void RegisterComponents() { } // see the file header: children are registered by hand
 
     private readonly Conv2d _conv;
 
