@@ -1,6 +1,8 @@
 # CudaDream build entry point on Windows; does what build.sh does.
 #   .\build.ps1                 restore, build Release, leave the CLI at artifacts\cudadream.cmd
 #   .\build.ps1 test [-Slow]    build, run every test project, end with "N passed, N failed, N skipped"
+#   .\build.ps1 bench-compare   build, publish the PyTorch side of `cudadream bench --compare` (bench-only, libtorch CPU)
+#                               to artifacts\torchbench\cudadream-torchbench.dll and run its checks (tests\CudaDream.TorchBench.Check)
 param([string]$Command = "build", [switch]$Slow)
 $ErrorActionPreference = "Stop"
 Set-Location $PSScriptRoot
@@ -58,8 +60,17 @@ function Invoke-Tests {
     if ($f -ne 0 -or $rc -ne 0) { exit 1 }
 }
 
+function Invoke-BenchCompare {
+    dotnet publish src/CudaDream.TorchBench/CudaDream.TorchBench.csproj -c Release -nologo -v q -o (Join-Path $Art "torchbench")
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    dotnet test tests/CudaDream.TorchBench.Check/CudaDream.TorchBench.Check.csproj -c Release -nologo
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    Write-Host "built: $Art\torchbench\cudadream-torchbench.dll"
+}
+
 switch ($Command) {
     "build" { Invoke-Build }
     "test" { Invoke-Build; Invoke-Tests }
-    default { Write-Error "usage: .\build.ps1 [build|test [-Slow]]"; exit 2 }
+    "bench-compare" { Invoke-Build; Invoke-BenchCompare }
+    default { Write-Error "usage: .\build.ps1 [build|test [-Slow]|bench-compare]"; exit 2 }
 }

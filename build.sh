@@ -16,6 +16,8 @@
 #                              self-contained linux-x64 CLI (no .NET, no ONNX Runtime natives), the sd-tiny
 #                              fixtures and device-check.sh, the CUDA test matrix for a bare GPU machine;
 #                              then dry-run it here with --backend emu (not a GPU result).
+#   ./build.sh bench-compare   build, publish the PyTorch side of `cudadream bench --compare` (bench-only, libtorch CPU)
+#                              to artifacts/torchbench/cudadream-torchbench.dll and run its checks (tests/CudaDream.TorchBench.Check).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -151,14 +153,24 @@ README
   fi
 }
 
+# TorchSharp's native library needs GCC 13's libstdc++; on an older one it is patched at build time, with patchelf
+# (src/CudaDream.TorchBench/Native/patch-libtorchsharp.sh).
+bench_compare() {
+  command -v patchelf > /dev/null || { [ "$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q patchelf; } || true
+  dotnet publish src/CudaDream.TorchBench/CudaDream.TorchBench.csproj -c Release -nologo -v q -o "$ART/torchbench"
+  dotnet test tests/CudaDream.TorchBench.Check/CudaDream.TorchBench.Check.csproj -c Release -nologo --logger "console;verbosity=minimal"
+  echo "built: $ART/torchbench/cudadream-torchbench.dll (run: dotnet $ART/torchbench/cudadream-torchbench.dll --help)"
+}
+
 cmd="${1:-build}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   build) build ;;
   test) build; run_tests "$@" ;;
   kernels) build; build_kernels ;;
   device-check) device_check "$@" ;;
+  bench-compare) build; bench_compare ;;
   fuzz) build; minutes=10; rest=()
         while [ $# -gt 0 ]; do case "$1" in --minutes) minutes="$2"; shift 2 ;; *) rest+=("$1"); shift ;; esac; done
         dotnet "tests/CudaDream.Fuzz/bin/Release/net10.0/cudadream-fuzz.dll" --minutes "$minutes" --out "$ART/fuzz" "${rest[@]}" ;;
-  *) echo "usage: ./build.sh [build|test [--slow]|kernels|device-check [--no-dry-run]|fuzz [--minutes N]]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [build|test [--slow]|kernels|device-check [--no-dry-run]|fuzz [--minutes N]|bench-compare]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,3 @@
+using CudaDream.TorchBench;
+
+return TorchBenchProgram.Run(args, Console.Out, Console.Error);
