@@ -18,6 +18,21 @@ public sealed record ImageGridOptions
 /// </summary>
 public static class ImageGrid
 {
+    /// <summary>The image <paramref name="factor"/> times larger, each pixel a factor×factor block (nearest neighbour: no invented detail).</summary>
+    public static RgbImage Enlarge(RgbImage image, int factor)
+    {
+        if (factor <= 1) return image;
+        int w = image.Width * factor, h = image.Height * factor;
+        var rgb = new byte[checked(w * h * 3)];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                int src = ((y / factor) * image.Width + x / factor) * 3, dst = (y * w + x) * 3;
+                rgb[dst] = image.Rgb[src]; rgb[dst + 1] = image.Rgb[src + 1]; rgb[dst + 2] = image.Rgb[src + 2];
+            }
+        return new RgbImage(w, h, rgb);
+    }
+
     public static RgbImage Compose(IReadOnlyList<RgbImage> images, int columns, IReadOnlyList<string>? rowLabels = null, ImageGridOptions? options = null)
     {
         if (images.Count == 0) throw new ArgumentException("a grid needs at least one image", nameof(images));

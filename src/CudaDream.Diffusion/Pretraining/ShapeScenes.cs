@@ -14,7 +14,7 @@ public sealed record SceneColour(string Name, byte R, byte G, byte B);
 /// </summary>
 public sealed record Scene(SceneShape Shape, SceneColour Colour, SceneColour Background, float CenterX, float CenterY, float Radius)
 {
-    public string Caption => $"a {Colour.Name} {ShapeScenes.Name(Shape)} on a {Background.Name} background";
+    public string Caption => $"{ShapeScenes.Article(Colour.Name)} {Colour.Name} {ShapeScenes.Name(Shape)} on {ShapeScenes.Article(Background.Name)} {Background.Name} background";
 }
 
 /// <summary>The look a scene is drawn in: the plain flat look the tiny model learns, or the style concept's.</summary>
@@ -46,9 +46,12 @@ public static class ShapeScenes
 
     public static string Name(SceneShape s) => s.ToString().ToLowerInvariant();
 
+    /// <summary>"an" before a vowel ("an orange circle"), else "a".</summary>
+    public static string Article(string word) => "aeiou".Contains(word[0]) ? "an" : "a";
+
     /// <summary>Every word the captions use (for the tokenizer's vocabulary).</summary>
     public static IEnumerable<string> CaptionWords() =>
-        new[] { "a", "on", "background" }.Concat(Palette.Select(c => c.Name)).Concat(Shapes.Select(Name));
+        new[] { "a", "an", "on", "background" }.Concat(Palette.Select(c => c.Name)).Concat(Shapes.Select(Name));
 
     /// <summary>Scene <paramref name="index"/> of <paramref name="seed"/>, for an image of <paramref name="size"/> pixels.</summary>
     public static Scene Draw(ulong seed, long index, int size)

@@ -52,7 +52,7 @@ public static class TinyPretraining
             UpBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
             LayersPerBlock = 1, AttentionHeads = [2, 2, 2], CrossAttentionDim = 64, NormGroups = 8,
         },
-        new VaeConfig { BlockOutChannels = [16, 32, 64, 64], LayersPerBlock = 1, NormGroups = 8, SampleSize = imageSize },
+        new VaeConfig { BlockOutChannels = [8, 16, 32, 64], LayersPerBlock = 1, NormGroups = 8, SampleSize = imageSize },
         new ClipTextConfig
         {
             VocabSize = vocabSize, HiddenSize = 64, IntermediateSize = 128, NumLayers = 2, NumHeads = 2, ProjectionDim = 64,
@@ -115,6 +115,22 @@ public static class TinyPretraining
         }
         Directory.Delete(partial, true);
         log($"pretraining done in {clock.Elapsed:h\\:mm\\:ss}: {Path.GetFullPath(o.OutDir)} (last UNet loss {unetResult.LastLoss:F4})");
+    }
+
+    /// <summary>
+    /// The quick start's style concept: <paramref name="count"/> toon-styled scenes (a look the UNet never saw) with their
+    /// plain captions, as image_i.png + image_i.txt. Seeded apart from the pretraining scenes.
+    /// </summary>
+    public static void WriteStyleExamples(string dir, int count = 12, int size = 64, ulong seed = 424242)
+    {
+        Directory.CreateDirectory(dir);
+        for (int i = 0; i < count; i++)
+        {
+            var scene = ShapeScenes.Draw(seed, i, size);
+            string png = Path.Combine(dir, $"image_{i:D2}.png");
+            AtomicFile.WriteAllText(Path.ChangeExtension(png, ".txt"), scene.Caption);
+            PngFile.Write(png, ShapeScenes.Render(scene, size, SceneStyle.Toon));
+        }
     }
 
     /// <summary>Scene i's image in [−1, 1], [3, S, S]; every fourth autoencoder scene is toon-styled.</summary>

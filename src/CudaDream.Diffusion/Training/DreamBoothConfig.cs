@@ -336,6 +336,7 @@ public static class DreamBoothConfig
         Check(o.Name.Length > 0 && o.Name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0, $"name: '{o.Name}' is not a valid file name");
         if (!TryParseResolution(o.Resolution, out _, out _)) p.Add($"resolution: '{o.Resolution}' is not a positive multiple of 8 (N or WxH)");
         if (o.SampleResolution != null && !TryParseResolution(o.SampleResolution, out _, out _)) p.Add($"sample_resolution: '{o.SampleResolution}' is not a positive multiple of 8 (N or WxH)");
+        if (o.SampleCellSize < 1 || o.SampleCellSize > 2048) p.Add($"sample_cell_size: {o.SampleCellSize} is not between 1 and 2048 pixels");
         Check(o.LatentSampling is "mean" or "sample", $"latent_sampling: '{o.LatentSampling}' is not mean or sample");
         Check(o.Concepts.Count > 0, "concepts: at least one concept is required (instance_data_dir, instance_prompt, ...)");
         for (int i = 0; i < o.Concepts.Count; i++)
@@ -350,6 +351,7 @@ public static class DreamBoothConfig
             Check(c.ClassGuidanceScale >= 0 && c.SaveGuidanceScale >= 0, $"{at}: guidance scales must not be negative");
             Check(c.ClassInferSteps >= 1 && c.SaveInferSteps >= 1, $"{at}: class_infer_steps and save_infer_steps must be at least 1");
             Check(c.NSaveSample >= 0, $"{at}: n_save_sample must not be negative");
+            Check(c.SaveSamplePrompts.All(s => s.Length > 0), $"{at}: save_sample_prompts must not hold an empty prompt");
             if (checkPaths && o.OutputDir.Length > 0) p.AddRange(OutputOverlap(o.OutputDir, c, at));
         }
         Check(o.TrainBatchSize >= 1, "train_batch_size: must be at least 1");

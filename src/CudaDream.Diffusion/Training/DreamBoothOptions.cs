@@ -24,6 +24,7 @@ public sealed record ConceptOptions
     [Setting("Guidance scale when generating class images.")] public double ClassGuidanceScale { get; init; } = 7.5;
     [Setting("Sampling steps when generating class images.")] public int ClassInferSteps { get; init; } = 20;
     [Setting("Prompt of the sample images written during training (default: the instance prompt).")] public string SaveSamplePrompt { get; init; } = "";
+    [Setting("More sample prompts, one grid row each after save_sample_prompt (e.g. the same scene with and without the token).")] public IReadOnlyList<string> SaveSamplePrompts { get; init; } = Array.Empty<string>();
     [Setting("Negative prompt of the sample images.")] public string SaveSampleNegativePrompt { get; init; } = "";
     [Setting("Number of sample images per sampling round for this concept.")] public int NSaveSample { get; init; } = 1;
     [Setting("Seed of the sample images (-1 = the run seed).")] public long SampleSeed { get; init; } = -1;
@@ -130,5 +131,7 @@ public sealed record DreamBoothOptions
     [Setting("Resume from the latest checkpoint in output_dir.")] public bool Resume { get; init; }
     [Setting("Start afresh in an output_dir that holds an earlier run: its checkpoints, samples and LoRA files are deleted (caches and class images are kept). Without it (or resume) such an output_dir is refused.")] public bool Overwrite { get; init; }
     [Setting("Width and height of sample images (default: the training resolution).")] public string? SampleResolution { get; init; }
+    [Setting("Sample grids draw every prompt with the base model too, in the row above the trained one, to compare.")] public bool SampleBaseRows { get; init; }
+    [Setting("Smallest side of a sample grid cell in pixels: smaller samples are enlarged (nearest neighbour, pixels kept visible).")] public int SampleCellSize { get; init; } = 128;
     [Setting("Scheduler of sample and class images: ddim, pndm, euler, euler-a, lms, heun, dpmpp-2m-karras, unipc.")] public string SampleScheduler { get; init; } = "ddim";
 }

@@ -474,23 +474,38 @@ public sealed class DreamBoothTrainer
             Backend = gpu ? ExecutionBackend.Parse(_o.Backend == "auto" ? "cuda" : _o.Backend) : ExecutionBackend.Cpu,
             Context = gpu ? nets.Context : null, Compute = gpu ? nets.Compute : DType.F32,
         });
+        // The base model (no LoRA, no tuned layers) draws the same prompts and seeds in the row above, when asked.
+        using var baseSampler = _o.SampleBaseRows ? Sampler.Create(model, new SamplerOptions
+        {
+            Engine = engine, Backend = gpu ? ExecutionBackend.Parse(_o.Backend == "auto" ? "cuda" : _o.Backend) : ExecutionBackend.Cpu,
+            Context = gpu ? nets.Context : null, Compute = gpu ? nets.Compute : DType.F32,
+        }) : null;
         var images = new List<RgbImage>();
         var labels = new List<string>();
         int columns = Math.Max(1, _o.Concepts.Max(c => c.NSaveSample));
-        for (int c = 0; c < _o.Concepts.Count; c++)
+        int scale = Math.Max(1, (_o.SampleCellSize + Math.Min(width, height) - 1) / Math.Min(width, height));
+        void Row(Sampler s, ConceptOptions concept, string prompt, string label)
         {
-            var concept = _o.Concepts[c];
-            if (concept.NSaveSample == 0) continue;
-            var prompt = concept.SaveSamplePrompt.Length > 0 ? concept.SaveSamplePrompt : TrainingData.InstancePrompt(concept, TrainingData.Caption(batches.FirstImage(c)));
-            var result = sampler.Generate(new GenerationRequest
+            var result = s.Generate(new GenerationRequest
             {
                 Prompt = prompt, NegativePrompt = concept.SaveSampleNegativePrompt, Steps = concept.SaveInferSteps, CfgScale = concept.SaveGuidanceScale,
                 Scheduler = _o.SampleScheduler, Seed = concept.SampleSeed >= 0 ? concept.SampleSeed : _o.Seed, Width = width, Height = height,
                 BatchSize = concept.NSaveSample, ClipSkip = _o.ClipSkip,
             }, cancellation: cancellation);
-            images.AddRange(result.Images.Select(i => i.Image));
-            for (int k = result.Images.Count; k < columns; k++) images.Add(RgbImage.Filled(width, height, 255, 255, 255));
-            labels.Add(prompt);
+            images.AddRange(result.Images.Select(i => ImageGrid.Enlarge(i.Image, scale)));
+            for (int k = result.Images.Count; k < columns; k++) images.Add(RgbImage.Filled(width * scale, height * scale, 255, 255, 255));
+            labels.Add(label);
+        }
+        for (int c = 0; c < _o.Concepts.Count; c++)
+        {
+            var concept = _o.Concepts[c];
+            if (concept.NSaveSample == 0) continue;
+            var first = concept.SaveSamplePrompt.Length > 0 ? concept.SaveSamplePrompt : TrainingData.InstancePrompt(concept, TrainingData.Caption(batches.FirstImage(c)));
+            foreach (var prompt in concept.SaveSamplePrompts.Prepend(first))
+            {
+                if (baseSampler != null) Row(baseSampler, concept, prompt, $"base model: {prompt}");
+                Row(sampler, concept, prompt, baseSampler != null ? $"step {step}: {prompt}" : prompt);
+            }
         }
         var path = Path.Combine(_o.OutputDir, "samples", $"step-{step:D6}.png");
         FaultInjection.At("sample-grid");
