@@ -15,13 +15,11 @@ function Invoke-Build {
     dotnet publish src/CudaDream.Cli/CudaDream.Cli.csproj -c Release --no-build -nologo -v q -o (Join-Path $Art "bin")
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
     Set-Content -Path (Join-Path $Art "cudadream.cmd") -Value "@dotnet `"%~dp0bin\cudadream.dll`" %*"
-    # The embedded default model: the sd-tiny checkpoint imported into CudaDream's own graphs (models/tiny-sd/README.md).
+    # The embedded default model, pretrained by `cudadream pretrain-tiny` and kept in the repository (models/tiny-sd/README.md).
     $tiny = Join-Path $Art "models/tiny-sd"
-    if (-not (Test-Path (Join-Path $tiny "model_index.json"))) {
-        dotnet (Join-Path $Art "bin/cudadream.dll") import tests/fixtures/sd-tiny/checkpoint.safetensors --out $tiny `
-            --config tests/fixtures/sd-tiny/configs --tokenizer tests/fixtures/sd-tiny/tokenizer | Out-Null
-        if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
-    }
+    if (Test-Path $tiny) { Remove-Item -Recurse -Force $tiny }
+    New-Item -ItemType Directory -Force (Join-Path $Art "models") | Out-Null
+    Copy-Item -Recurse models/tiny-sd $tiny
     Write-Host "built: $Art\cudadream.cmd"
 }
 

@@ -33,11 +33,10 @@ here="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
 exec dotnet "$here/bin/cudadream.dll" "$@"
 LAUNCH
   chmod +x "$ART/cudadream"
-  # The embedded default model: the sd-tiny checkpoint imported into CudaDream's own graphs (models/tiny-sd/README.md).
-  if [ ! -f "$ART/models/tiny-sd/model_index.json" ]; then
-    "$ART/cudadream" import tests/fixtures/sd-tiny/checkpoint.safetensors --out "$ART/models/tiny-sd" \
-      --config tests/fixtures/sd-tiny/configs --tokenizer tests/fixtures/sd-tiny/tokenizer > /dev/null
-  fi
+  # The embedded default model, pretrained by `cudadream pretrain-tiny` and kept in the repository (models/tiny-sd/README.md):
+  # the CLI's default model folder is a copy of it, refreshed on every build.
+  rm -rf "$ART/models/tiny-sd"; mkdir -p "$ART/models"
+  cp -r models/tiny-sd "$ART/models/tiny-sd"
   echo "built: $ART/cudadream"
 }
 

@@ -17,6 +17,9 @@ public static class Fixtures
 
     public static string SdTiny(string relative = "") => Path(System.IO.Path.Combine("sd-tiny", relative));
 
+    /// <summary>The embedded default model, pretrained by pretrain-tiny (models/tiny-sd).</summary>
+    public static string EmbeddedModel => System.IO.Path.Combine(Root.Value, "models", "tiny-sd");
+
     /// <summary>A fresh temporary folder that is deleted when disposed.</summary>
     public static TempDir TempDir() => new();
 }

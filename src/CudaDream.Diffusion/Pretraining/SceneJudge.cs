@@ -42,12 +42,12 @@ public static class SceneJudge
         return new SceneReading(readBackground, readShape, fraction, matches);
     }
 
-    /// <summary>Fraction of pixels darker than every palette colour (all channels below 80): the toon style's outline.</summary>
+    /// <summary>Fraction of outline-dark pixels: every channel below 110, which no palette colour is (the darkest, purple, reaches 190), so a blurred outline still counts.</summary>
     public static double DarkFraction(RgbImage image)
     {
         int dark = 0;
         for (int i = 0; i < image.Rgb.Length; i += 3)
-            if (image.Rgb[i] < 80 && image.Rgb[i + 1] < 80 && image.Rgb[i + 2] < 80) dark++;
+            if (image.Rgb[i] < 110 && image.Rgb[i + 1] < 110 && image.Rgb[i + 2] < 110) dark++;
         return dark / (image.Rgb.Length / 3.0);
     }
 
