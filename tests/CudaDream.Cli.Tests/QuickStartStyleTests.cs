@@ -36,7 +36,7 @@ public class QuickStartStyleTests(ITestOutputHelper output)
 
         double instance = Directory.GetFiles(Path.Combine(Examples, "pixar-style"), "*.png").Average(f => SceneJudge.DarkFraction(ImageLoader.Load(f)));
         var plain = Enumerable.Range(0, 6).Select(i => ShapeScenes.Draw(2024, i, 64).Caption).ToList();
-        var withToken = plain.Select(p => p + ", sks_pixarstyle style").ToList();
+        var withToken = plain.Select(p => "sks_pixarstyle style, " + p).ToList();
         var model = ModelFolder.Open(Fixtures.EmbeddedModel);
         double baseDark;
         using (var baseSampler = Sampler.Create(model, new SamplerOptions { Engine = SamplerEngine.CudaDream, KeepSessionsLoaded = true }))
