@@ -405,6 +405,244 @@ __global__ void attention_rows_backward_dkv(AttentionShape s, const T* __restric
         if (d < D) { dko[d] = from_f32<T>(dk_acc[d]); dvo[d] = from_f32<T>(dv_acc[d]); }
 }
 
+// ------------------------------------------------------------------ tensor cores (FlashAttention-2)
+// Storage types: a b16 element (half_t or bf16_t bits) packs two to a register, mma.m16n8k16 takes them.
+template <class T> struct MmaStorage;
+template <> struct MmaStorage<half_t>
+{
+    static CD_DEVICE u32 pack(float lo, float hi) { return pack_half2(lo, hi); }
+    static CD_DEVICE void mma(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { mma_m16n8k16_f16(d, a, b, c); }
+};
+template <> struct MmaStorage<bf16_t>
+{
+    static CD_DEVICE u32 pack(float lo, float hi) { return pack_bf162(lo, hi); }
+    static CD_DEVICE void mma(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { mma_m16n8k16_bf16(d, a, b, c); }
+};
+
+// Row pitch (b16 elements) of a staged tile. ldmatrix reads 8 rows of 16 bytes at once; they fall into distinct
+// banks when the pitch is an odd number of 16-byte pieces, so an even count of pieces gets one more.
+CD_DEVICE int mma_tile_pitch(int D) { return ((D / 8) & 1) ? D : D + 8; }
+
+// Stages rows [first, first + rows) of a strided (b, h) b16 matrix into smem[rows][pitch] with 16-byte cp.async
+// (D is a multiple of 8, rows start 16-byte aligned: the launcher checks); rows past `limit` become zeros so that a
+// masked key's V row contributes 0, never 0 times garbage.
+template <class T>
+CD_DEVICE void stage_b16_rows(u16* smem, const T* src, const i64 st[3], int b, int h, int first, int rows, int limit, int D, int pitch)
+{
+    const int pieces = D / 8;
+    for (int e = threadIdx.x; e < rows * pieces; e += blockDim.x)
+    {
+        const int r = e / pieces, c = e - r * pieces;
+        u16* dst = smem + r * pitch + c * 8;
+        if (first + r < limit) cp_async<16>(dst, src + row_offset(st, b, h, first + r) + c * 8);
+        else { uint4 z; z.x = z.y = z.z = z.w = 0u; *reinterpret_cast<uint4*>(dst) = z; }
+    }
+}
+
+// FlashAttention-2 forward (Dao 2023, Algorithm 1) on tensor cores. A block of 4 warps owns 64 query rows of one
+// (batch, head), 16 per warp; key/value tiles of KV_TILE rows are double-buffered through cp.async (tile j+1 lands
+// while tile j is multiplied). Per tile and warp: S = Q·Kᵀ by mma.m16n8k16 (Q fragments kept in registers for the
+// whole kernel, K fragments by ldmatrix), fp32 online softmax statistics in registers (row max m and the lane's part
+// of the row sum l, in the log2 domain so exp is one exp2), P rounded to the storage type in registers -- the S
+// accumulators of two 8-key n-tiles are exactly the A fragment of a 16-key k step -- and O += P·V by mma with V
+// fragments from ldmatrix.trans. DMAX bounds the head width D (D % 8 == 0, D <= DMAX) and sizes the register arrays;
+// a D that is not a multiple of 16 pads its last k step of Q·Kᵀ with zero registers (never memory).
+template <class T, int DMAX, int KV_TILE>
+__global__ void __launch_bounds__(128) attention_mma_forward(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k,
+                                                            const T* __restrict__ v, T* __restrict__ o, float* __restrict__ lse)
+{
+    constexpr int QK_STEPS = (DMAX + 15) / 16; // 16-wide k steps of Q·Kᵀ
+    constexpr int O_TILES = DMAX / 8;          // 8-wide n-tiles of O
+    constexpr int S_TILES = KV_TILE / 8;       // 8-key n-tiles of S
+    constexpr int PV_STEPS = KV_TILE / 16;     // 16-key k steps of P·V
+    const int D = s.head_dim, pitch = mma_tile_pitch(D);
+    const int qk_steps = (D + 15) / 16, o_tiles = D / 8;
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * 64;
+    const int w = warp_id(), lane = lane_id(), g = lane >> 2, t = lane & 3;
+    // ldmatrix address roles: this lane supplies row `ld_row` of matrix `ld_matrix` of an .x4 (and of an .x2: matrix & 1).
+    const int ld_matrix = lane >> 3, ld_row = lane & 7;
+
+    // Two buffers of a K tile then a V tile; buffer(i) by arithmetic, not a pointer array (which would live in local memory).
+    u16* const smem = dynamic_smem<u16>();
+    const int buffer_elems = 2 * KV_TILE * pitch;
+    u16* const qs = smem + buffer_elems; // Q waits in buffer 1 until its fragments are in registers
+
+    const int kv_end = s.causal ? min(s.kv_len, q0 + 64) : s.kv_len; // keys past the block's last row are all masked
+    const int tiles = (kv_end + KV_TILE - 1) / KV_TILE;
+    stage_b16_rows(qs, q, s.q_stride, b, h, q0, 64, s.q_len, D, pitch);
+    cp_async_commit();
+    stage_b16_rows(smem, k, s.k_stride, b, h, 0, KV_TILE, s.kv_len, D, pitch);
+    stage_b16_rows(smem + KV_TILE * pitch, v, s.v_stride, b, h, 0, KV_TILE, s.kv_len, D, pitch);
+    cp_async_commit();
+    cp_async_wait<1>(); // Q has landed, tile 0 may still be in flight
+    __syncthreads();
+
+    // Q fragments (A of Q·Kᵀ): matrices (rows 0-7, d 0-7), (rows 8-15, d 0-7), (rows 0-7, d 8-15), (rows 8-15, d 8-15).
+    u32 qf[QK_STEPS][4];
+#pragma unroll
+    for (int kk = 0; kk < QK_STEPS; kk++)
+    {
+        qf[kk][0] = qf[kk][1] = qf[kk][2] = qf[kk][3] = 0u;
+        if (kk >= qk_steps) continue;
+        const u16* rowp = qs + (w * 16 + (ld_matrix & 1) * 8 + ld_row) * pitch + kk * 16;
+        if (kk * 16 + 16 <= D) ldmatrix_x4(qf[kk], rowp + (ld_matrix >> 1) * 8);
+        else ldmatrix_x2(qf[kk], rowp); // the last 8 columns: a2 = a3 = 0 pad the k step
+    }
+    __syncthreads(); // every warp holds its Q: buffer 1 may be refilled
+
+    float acc[O_TILES][4];
+#pragma unroll
+    for (int n = 0; n < O_TILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float row_max[2] = {-CD_INFINITY, -CD_INFINITY}, row_sum[2] = {0.0f, 0.0f}; // rows g and g+8 of the warp
+    const float scale_log2 = s.scale * 1.4426950408889634f;
+    const int row_of[2] = {q0 + w * 16 + g, q0 + w * 16 + g + 8};
+
+    for (int it = 0; it < tiles; it++)
+    {
+        const int j0 = it * KV_TILE;
+        if (it + 1 < tiles)
+        {
+            u16* next = smem + ((it + 1) & 1) * buffer_elems;
+            stage_b16_rows(next, k, s.k_stride, b, h, j0 + KV_TILE, KV_TILE, s.kv_len, D, pitch);
+            stage_b16_rows(next + KV_TILE * pitch, v, s.v_stride, b, h, j0 + KV_TILE, KV_TILE, s.kv_len, D, pitch);
+            cp_async_commit();
+            cp_async_wait<1>();
+        }
+        else cp_async_wait<0>();
+        __syncthreads(); // tile `it` visible to every warp
+        const u16* ks = smem + (it & 1) * buffer_elems;
+        const u16* vs = ks + KV_TILE * pitch;
+        // Causal: a warp whose 16 rows all precede the tile's first key has nothing to add (warp-uniform branch).
+        if (!s.causal || j0 <= q0 + w * 16 + 15)
+        {
+            float sc[S_TILES][4];
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < QK_STEPS; kk++)
+            {
+                if (kk >= qk_steps) continue;
+                const bool full = kk * 16 + 16 <= D;
+#pragma unroll
+                for (int n = 0; n < S_TILES; n += 2)
+                {
+                    // K fragments (B of Q·Kᵀ, n = key): matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7),
+                    // (keys 8-15, d 8-15) = b0, b1 of n-tile n, then of n-tile n+1. A half step loads d 0-7 only, b1 = 0.
+                    u32 kf[4];
+                    float d[4];
+                    if (full)
+                    {
+                        ldmatrix_x4(kf, ks + (n * 8 + (ld_matrix >> 1) * 8 + ld_row) * pitch + kk * 16 + (ld_matrix & 1) * 8);
+                        const u32 b0[2] = {kf[0], kf[1]}, b1[2] = {kf[2], kf[3]};
+                        MmaStorage<T>::mma(d, qf[kk], b0, sc[n]);
+                        for (int r = 0; r < 4; r++) sc[n][r] = d[r];
+                        MmaStorage<T>::mma(d, qf[kk], b1, sc[n + 1]);
+                        for (int r = 0; r < 4; r++) sc[n + 1][r] = d[r];
+                    }
+                    else
+                    {
+                        ldmatrix_x2(kf, ks + (n * 8 + (ld_matrix & 1) * 8 + ld_row) * pitch + kk * 16);
+                        const u32 b0[2] = {kf[0], 0u}, b1[2] = {kf[1], 0u};
+                        MmaStorage<T>::mma(d, qf[kk], b0, sc[n]);
+                        for (int r = 0; r < 4; r++) sc[n][r] = d[r];
+                        MmaStorage<T>::mma(d, qf[kk], b1, sc[n + 1]);
+                        for (int r = 0; r < 4; r++) sc[n + 1][r] = d[r];
+                    }
+                }
+            }
+            // Scale into the log2 domain and mask (keys past kv_len, and past the row when causal): a flag test, -inf.
+            float tile_max[2] = {-CD_INFINITY, -CD_INFINITY};
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                {
+                    const int key = j0 + n * 8 + 2 * t + (r & 1);
+                    float x = sc[n][r] * scale_log2;
+                    if (key >= s.kv_len || (s.causal && key > row_of[r >> 1])) x = -CD_INFINITY;
+                    sc[n][r] = x;
+                    tile_max[r >> 1] = fmaxf(tile_max[r >> 1], x);
+                }
+            float correction[2], base[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+            {
+                // the 4 lanes of a quad (same g) hold the row between them
+                tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(CD_FULL_MASK, tile_max[i], 1));
+                tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(CD_FULL_MASK, tile_max[i], 2));
+                const float m_new = fmaxf(row_max[i], tile_max[i]);
+                base[i] = m_new == -CD_INFINITY ? 0.0f : m_new; // a row with no key yet: exp2(-inf - 0) = 0, never NaN
+                correction[i] = exp2f(row_max[i] - base[i]);
+                row_max[i] = m_new;
+                row_sum[i] *= correction[i];
+            }
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                {
+                    const float p = exp2f(sc[n][r] - base[r >> 1]);
+                    row_sum[r >> 1] += p; // fp32 P: the normaliser is not rounded to the storage type
+                    sc[n][r] = p;
+                }
+#pragma unroll
+            for (int n = 0; n < O_TILES; n++)
+#pragma unroll
+                for (int r = 0; r < 4; r++) acc[n][r] *= correction[r >> 1];
+            // O += P·V, 16 keys per k step.
+#pragma unroll
+            for (int kk = 0; kk < PV_STEPS; kk++)
+            {
+                const u32 pa[4] = {MmaStorage<T>::pack(sc[2 * kk][0], sc[2 * kk][1]), MmaStorage<T>::pack(sc[2 * kk][2], sc[2 * kk][3]),
+                                   MmaStorage<T>::pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), MmaStorage<T>::pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+                for (int n = 0; n < O_TILES; n += 2)
+                {
+                    if (n >= o_tiles) continue;
+                    // V fragments (B of P·V, k = key, n = d) by .trans: matrices (keys 0-7, d 0-7), (keys 8-15, d 0-7),
+                    // (keys 0-7, d 8-15), (keys 8-15, d 8-15) = b0, b1 of n-tile n, then of n-tile n+1.
+                    u32 vf[4];
+                    float d[4];
+                    const u16* rowp = vs + (kk * 16 + (ld_matrix & 1) * 8 + ld_row) * pitch + n * 8;
+                    if (n + 1 < o_tiles)
+                    {
+                        ldmatrix_x4_trans(vf, rowp + (ld_matrix >> 1) * 8);
+                        const u32 b0[2] = {vf[0], vf[1]}, b1[2] = {vf[2], vf[3]};
+                        MmaStorage<T>::mma(d, pa, b0, acc[n]);
+                        for (int r = 0; r < 4; r++) acc[n][r] = d[r];
+                        MmaStorage<T>::mma(d, pa, b1, acc[n + 1]);
+                        for (int r = 0; r < 4; r++) acc[n + 1][r] = d[r];
+                    }
+                    else
+                    {
+                        ldmatrix_x2_trans(vf, rowp);
+                        const u32 b0[2] = {vf[0], vf[1]};
+                        MmaStorage<T>::mma(d, pa, b0, acc[n]);
+                        for (int r = 0; r < 4; r++) acc[n][r] = d[r];
+                    }
+                }
+            }
+        }
+        __syncthreads(); // nobody reads buffer `it` any more: the next iteration refills it
+    }
+
+    const i64 stat = ((i64)b * s.heads + h) * s.q_len;
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+    {
+        row_sum[i] += __shfl_xor_sync(CD_FULL_MASK, row_sum[i], 1);
+        row_sum[i] += __shfl_xor_sync(CD_FULL_MASK, row_sum[i], 2);
+        const int row = row_of[i];
+        if (row >= s.q_len) continue;
+        const float inv = row_sum[i] > 0.0f ? 1.0f / row_sum[i] : 0.0f;
+        u32* out = reinterpret_cast<u32*>(o + row_offset(s.o_stride, b, h, row));
+#pragma unroll
+        for (int n = 0; n < O_TILES; n++)
+            if (n < o_tiles) out[n * 4 + t] = MmaStorage<T>::pack(acc[n][2 * i] * inv, acc[n][2 * i + 1] * inv);
+        if (t == 0) lse[stat + row] = row_sum[i] > 0.0f ? row_max[i] * 0.6931471805599453f + logf(row_sum[i]) : -3.402823466e38f;
+    }
+}
+
 CD_EXPORT(attention_forward_f32, attention_forward<float>)
 CD_EXPORT(attention_rows_forward_d16_f32, attention_rows_forward<float, 16>)
 CD_EXPORT(attention_rows_forward_d32_f32, attention_rows_forward<float, 32>)
@@ -438,3 +676,14 @@ CD_EXPORT(attention_backward_dq_bf16, attention_backward_dq<bf16_t>)
 CD_EXPORT(attention_backward_dq_f16, attention_backward_dq<half_t>)
 CD_EXPORT(attention_backward_dkv_bf16, attention_backward_dkv<bf16_t>)
 CD_EXPORT(attention_backward_dkv_f16, attention_backward_dkv<half_t>)
+// Register classes of the tensor-core forward (AttentionKernels.TensorCoreTiling picks one per head width):
+// d64 (D <= 64) and d80 (64 < D <= 80) stage 64-key tiles; d128 and d160 stage 32-key tiles, which keeps the double
+// buffer within 48 KiB of shared memory (4·tile·pitch·2 bytes) and leaves registers for the 16x160 fp32 accumulator.
+CD_EXPORT(attention_mma_forward_d64_bf16, attention_mma_forward<bf16_t, 64, 64>)
+CD_EXPORT(attention_mma_forward_d64_f16, attention_mma_forward<half_t, 64, 64>)
+CD_EXPORT(attention_mma_forward_d80_bf16, attention_mma_forward<bf16_t, 80, 64>)
+CD_EXPORT(attention_mma_forward_d80_f16, attention_mma_forward<half_t, 80, 64>)
+CD_EXPORT(attention_mma_forward_d128_bf16, attention_mma_forward<bf16_t, 128, 32>)
+CD_EXPORT(attention_mma_forward_d128_f16, attention_mma_forward<half_t, 128, 32>)
+CD_EXPORT(attention_mma_forward_d160_bf16, attention_mma_forward<bf16_t, 160, 32>)
+CD_EXPORT(attention_mma_forward_d160_f16, attention_mma_forward<half_t, 160, 32>)

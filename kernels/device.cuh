@@ -187,6 +187,7 @@ CD_DEVICE void mma_m16n8k16_bf16(float d[4], const u32 a[4], const u32 b[2], con
 // ------------------------------------------------------------------------------ shared helpers
 #define CD_WARP 32
 #define CD_FULL_MASK 0xffffffffu
+#define CD_INFINITY __int_as_float(0x7f800000) // no toolkit header, so no INFINITY macro under NVRTC
 
 CD_DEVICE i64 global_thread_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
 CD_DEVICE i64 global_thread_count() { return (i64)gridDim.x * blockDim.x; }
