@@ -448,7 +448,7 @@ CD_DEVICE void stage_b16_rows(u16* smem, const T* src, const i64 st[3], int b, i
 // fragments from ldmatrix.trans. DMAX bounds the head width D (D % 8 == 0, D <= DMAX) and sizes the register arrays;
 // a D that is not a multiple of 16 pads its last k step of Q·Kᵀ with zero registers (never memory).
 template <class T, int DMAX, int KV_TILE>
-__global__ void __launch_bounds__(128) attention_mma_forward(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k,
+__global__ void __launch_bounds__(128, 1) attention_mma_forward(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k,
                                                             const T* __restrict__ v, T* __restrict__ o, float* __restrict__ lse)
 {
     constexpr int QK_STEPS = (DMAX + 15) / 16; // 16-wide k steps of Q·Kᵀ
