@@ -10,8 +10,9 @@ namespace CudaDream.Engine.Tests.Emu;
 
 /// <summary>
 /// The FlashAttention-2 tensor-core kernels of kernels/attention.cu on the emulator against the CPU fp32 reference
-/// (AttentionReference on the inputs as stored, i.e. rounded to bf16/fp16): outputs within DESIGN.md's per-op bounds
-/// (bf16 2e-2·max|ref|, fp16 5e-3·max|ref|), the fp32 log-sum-exp within the fp32 bound 1e-4·max|ref|.
+/// (AttentionReference on the inputs as stored, i.e. rounded to bf16/fp16): forward outputs within DESIGN.md's per-op
+/// bounds (bf16 2e-2·max|ref|, fp16 5e-3·max|ref|), the fp32 log-sum-exp within the fp32 bound 1e-4·max|ref|; the
+/// backward (from the forward's stored o and lse) with gradient cosine ≥ 0.999 and within the same per-op bounds.
 /// </summary>
 public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
 {
@@ -33,7 +34,7 @@ public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
     {
         var t = type == "bf16" ? DType.BF16 : DType.F16;
         foreach (var (nk, causal) in new[] { (77, false), (81, false), (81, true) })
-            Check(tier, t, AttentionShape.Create(2, 81, nk, 2, headDim, causal), AttentionForwardKernel.TensorCore, auto: true);
+            Check(tier, t, AttentionShape.Create(2, 81, nk, 2, headDim, causal), AttentionKernelFamily.TensorCore, auto: true);
     }
 
     public static IEnumerable<object[]> OtherWidthCases() =>
@@ -43,18 +44,18 @@ public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
     [Theory, MemberData(nameof(OtherWidthCases))]
     public void Kernel_takes_every_multiple_of_8_up_to_160(int headDim)
     {
-        Check(800, DType.BF16, AttentionShape.Create(1, 70, 77, 2, headDim), AttentionForwardKernel.TensorCore, auto: false);
-        Check(800, DType.F16, AttentionShape.Create(1, 33, 33, 1, headDim, causal: true), AttentionForwardKernel.TensorCore, auto: false);
+        Check(800, DType.BF16, AttentionShape.Create(1, 70, 77, 2, headDim), AttentionKernelFamily.TensorCore, auto: false);
+        Check(800, DType.F16, AttentionShape.Create(1, 33, 33, 1, headDim, causal: true), AttentionKernelFamily.TensorCore, auto: false);
     }
 
     /// <summary>The test models' narrow heads and the VAE's 512-wide head keep the fp32-math kernels, and pass.</summary>
     [Theory]
-    [InlineData(4, AttentionForwardKernel.RowPerThread)]
-    [InlineData(8, AttentionForwardKernel.RowPerThread)]
-    [InlineData(32, AttentionForwardKernel.RowPerThread)]
-    [InlineData(44, AttentionForwardKernel.WarpPerRow)]
-    [InlineData(512, AttentionForwardKernel.WarpPerRow)]
-    public void Other_widths_keep_the_fp32_math_kernels(int headDim, AttentionForwardKernel expected)
+    [InlineData(4, AttentionKernelFamily.RowPerThread)]
+    [InlineData(8, AttentionKernelFamily.RowPerThread)]
+    [InlineData(32, AttentionKernelFamily.RowPerThread)]
+    [InlineData(44, AttentionKernelFamily.WarpPerRow)]
+    [InlineData(512, AttentionKernelFamily.WarpPerRow)]
+    public void Other_widths_keep_the_fp32_math_kernels(int headDim, AttentionKernelFamily expected)
     {
         Check(800, DType.BF16, AttentionShape.Create(1, 21, 19, 1, headDim), expected, auto: true);
     }
@@ -64,14 +65,14 @@ public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
     {
         var args = AttentionKernels.Bnhd(AttentionShape.Create(1, 64, 77, 8, 40));
         DevicePtr aligned = new(0x10000), odd = new(0x10008);
-        Assert.Equal(AttentionForwardKernel.TensorCore, AttentionKernels.ChooseForward(80, args, DType.BF16, aligned, aligned, aligned, aligned));
-        Assert.Equal(AttentionForwardKernel.TensorCore, AttentionKernels.ChooseForward(75, args, DType.F16, aligned, aligned, aligned, aligned));
-        Assert.Equal(AttentionForwardKernel.WarpPerRow, AttentionKernels.ChooseForward(75, args, DType.BF16, aligned, aligned, aligned, aligned)); // no bf16 mma on Turing
-        Assert.Equal(AttentionForwardKernel.WarpPerRow, AttentionKernels.ChooseForward(90, args, DType.F32, aligned, aligned, aligned, aligned));
-        Assert.Equal(AttentionForwardKernel.WarpPerRow, AttentionKernels.ChooseForward(80, args, DType.BF16, aligned, odd, aligned, aligned));
+        Assert.Equal(AttentionKernelFamily.TensorCore, AttentionKernels.ChooseForward(80, args, DType.BF16, aligned, aligned, aligned, aligned));
+        Assert.Equal(AttentionKernelFamily.TensorCore, AttentionKernels.ChooseForward(75, args, DType.F16, aligned, aligned, aligned, aligned));
+        Assert.Equal(AttentionKernelFamily.WarpPerRow, AttentionKernels.ChooseForward(75, args, DType.BF16, aligned, aligned, aligned, aligned)); // no bf16 mma on Turing
+        Assert.Equal(AttentionKernelFamily.WarpPerRow, AttentionKernels.ChooseForward(90, args, DType.F32, aligned, aligned, aligned, aligned));
+        Assert.Equal(AttentionKernelFamily.WarpPerRow, AttentionKernels.ChooseForward(80, args, DType.BF16, aligned, odd, aligned, aligned));
         var strided = args;
         unsafe { strided.KStride[2] = 8 * 40 + 4; } // rows no longer 16-byte aligned
-        Assert.Equal(AttentionForwardKernel.WarpPerRow, AttentionKernels.ChooseForward(80, strided, DType.BF16, aligned, aligned, aligned, aligned));
+        Assert.Equal(AttentionKernelFamily.WarpPerRow, AttentionKernels.ChooseForward(80, strided, DType.BF16, aligned, aligned, aligned, aligned));
         using var s = new EmuSession(750);
         var e = Assert.Throws<NotSupportedException>(() =>
             AttentionKernels.ForwardTensorCore(s.Device, args, aligned, aligned, aligned, aligned, aligned, DType.BF16));
@@ -82,25 +83,28 @@ public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
     [Fact, Trait("Category", "Slow")]
     public void Long_self_attention_matches_the_fp32_reference()
     {
-        Check(800, DType.BF16, AttentionShape.Create(1, 4096 + 17, 4096 + 17, 1, 64), AttentionForwardKernel.TensorCore, auto: true);
+        Check(800, DType.BF16, AttentionShape.Create(1, 4096 + 17, 4096 + 17, 1, 64), AttentionKernelFamily.TensorCore, auto: true);
     }
 
-    private void Check(int tier, DType t, AttentionShape shape, AttentionForwardKernel expected, bool auto)
+    private void Check(int tier, DType t, AttentionShape shape, AttentionKernelFamily expected, bool auto, bool backward = true)
     {
         Func<float, ushort> toBits = t == DType.BF16 ? BFloat16.FromSingle : v => BitConverter.HalfToUInt16Bits((Half)v);
         Func<ushort, float> toFloat = t == DType.BF16 ? BFloat16.ToSingle : h => (float)BitConverter.UInt16BitsToHalf(h);
         ushort nan = t == DType.BF16 ? (ushort)0x7fc0 : (ushort)0x7e00;
-        var q = EmuSession.Random((int)shape.QueryLengthTotal, 51, 2f).Select(toBits).ToArray();
-        var k = EmuSession.Random((int)shape.KeyLengthTotal, 52, 2f).Select(toBits).ToArray();
-        var v = EmuSession.Random((int)shape.ValueLengthTotal, 53).Select(toBits).ToArray();
+        ushort[] Stored(float[] x) => x.Select(toBits).ToArray();
+        float[] Value(ushort[] x) => x.Select(toFloat).ToArray();
+        var q = Stored(EmuSession.Random((int)shape.QueryLengthTotal, 51, 2f));
+        var k = Stored(EmuSession.Random((int)shape.KeyLengthTotal, 52, 2f));
+        var v = Stored(EmuSession.Random((int)shape.ValueLengthTotal, 53));
         var oRef = new float[shape.OutputLengthTotal];
         var lseRef = new float[shape.LseLength];
-        AttentionReference.Forward<float>(shape, q.Select(toFloat).ToArray(), k.Select(toFloat).ToArray(), v.Select(toFloat).ToArray(), oRef, lseRef);
+        AttentionReference.Forward<float>(shape, Value(q), Value(k), Value(v), oRef, lseRef);
 
         using var s = new EmuSession(tier);
         var args = AttentionKernels.Bnhd(shape);
         DevicePtr pq = s.Upload(q), pk = s.Upload(k), pv = s.Upload(v);
-        DevicePtr o = s.Upload(Enumerable.Repeat(nan, oRef.Length).ToArray()), lse = s.Output(lseRef.Length);
+        DevicePtr NaNs(long n) => s.Upload(Enumerable.Repeat(nan, checked((int)n)).ToArray());
+        DevicePtr o = NaNs(oRef.Length), lse = s.Output(lseRef.Length);
         string what = $"{t} sm_{tier / 10} d={shape.HeadDim} nq={shape.QueryLength} nk={shape.KeyLength} causal={shape.Causal}";
         if (auto)
         {
@@ -108,10 +112,37 @@ public class EmuAttentionTensorCoreTests(ITestOutputHelper output)
             AttentionKernels.Forward(s.Device, args, pq, pk, pv, o, lse, t);
         }
         else AttentionKernels.Forward(s.Device, args, pq, pk, pv, o, lse, t, expected);
-        var got = s.Download<ushort>(o, oRef.Length).Select(toFloat).ToArray();
-        double error = TensorAssert.RelativeMaxError(got, oRef), lseError = TensorAssert.RelativeMaxError(s.Download(lse, lseRef.Length), lseRef);
-        output.WriteLine($"{what} ({expected}): o error {error:E2} (bound {StorageBound(t):E0}), lse error {lseError:E2}");
+        var oStored = s.Download<ushort>(o, oRef.Length);
+        double error = TensorAssert.RelativeMaxError(Value(oStored), oRef), lseError = TensorAssert.RelativeMaxError(s.Download(lse, lseRef.Length), lseRef);
+        output.WriteLine($"{what} forward ({expected}): o error {error:E2} (bound {StorageBound(t):E0}), lse error {lseError:E2}");
         Assert.True(error <= StorageBound(t), $"{what}: o relative max error {error:E3} > {StorageBound(t):E1}");
         Assert.True(lseError <= Fp32Bound, $"{what}: lse relative max error {lseError:E3} > {Fp32Bound:E1}");
+        if (!backward) return;
+
+        // The backward from the forward's own stored o and lse, as a training step runs it; the reference from the same o.
+        var dout = Stored(EmuSession.Random((int)shape.OutputLengthTotal, 54));
+        float[] dqRef = new float[q.Length], dkRef = new float[k.Length], dvRef = new float[v.Length];
+        AttentionReference.Backward<float>(shape, Value(q), Value(k), Value(v), Value(oStored), s.Download(lse, lseRef.Length), Value(dout), dqRef, dkRef, dvRef);
+        DevicePtr pdo = s.Upload(dout), delta = s.Output(lseRef.Length), dq = NaNs(q.Length), dk = NaNs(k.Length), dv = NaNs(v.Length);
+        var family = auto ? AttentionKernels.ChooseBackward(s.Device.ComputeCapability, args, t, pq, pk, pv, o, pdo, dq, dk, dv)
+            : AttentionKernels.TensorCoreBackwardTiling(shape.HeadDim) != null ? expected : AttentionKernelFamily.WarpPerRow;
+        AttentionKernels.Backward(s.Device, args, pq, pk, pv, o, pdo, lse, delta, dq, dk, dv, t, family);
+        foreach (var (name, reference, p) in new[] { ("dq", dqRef, dq), ("dk", dkRef, dk), ("dv", dvRef, dv) })
+        {
+            var got = Value(s.Download<ushort>(p, reference.Length));
+            double cosine = Cosine(got, reference), max = TensorAssert.RelativeMaxError(got, reference);
+            output.WriteLine($"{what} backward ({family}): {name} cosine {cosine:F6}, relative max error {max:E2}");
+            // DESIGN.md: a gradient in bf16/fp16 points where the fp32 one does, cosine ≥ 0.999.
+            Assert.True(cosine >= 0.999, $"{what}: {name} cosine {cosine:F6} to the fp32 reference < 0.999 (relative max error {max:E2})");
+            // and elementwise within the per-op storage bound (measured ≤ 4.7e-3 bf16, ≤ 8e-4 fp16 at these shapes)
+            Assert.True(max <= StorageBound(t), $"{what}: {name} relative max error {max:E3} > {StorageBound(t):E1}");
+        }
+    }
+
+    private static double Cosine(float[] a, float[] b)
+    {
+        double dot = 0, aa = 0, bb = 0;
+        for (int i = 0; i < a.Length; i++) { dot += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+        return aa == 0 && bb == 0 ? 1 : dot / Math.Sqrt(aa * bb);
     }
 }

@@ -18,8 +18,8 @@ public unsafe struct AttentionArgs
     public fixed long OStride[3];
 }
 
-/// <summary>The kernel families of the attention forward.</summary>
-public enum AttentionForwardKernel
+/// <summary>The kernel families of the attention forward and backward.</summary>
+public enum AttentionKernelFamily
 {
     /// <summary>fp32 math, one thread per query row (heads ≤ 32 wide).</summary>
     RowPerThread,
@@ -79,20 +79,20 @@ public static class AttentionKernels
     /// </summary>
     public static void Forward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse, DType t = DType.F32, bool warpPerRow = false)
     {
-        var kernel = warpPerRow ? AttentionForwardKernel.WarpPerRow : ChooseForward(d.ComputeCapability, s, t, q, k, v, o);
+        var kernel = warpPerRow ? AttentionKernelFamily.WarpPerRow : ChooseForward(d.ComputeCapability, s, t, q, k, v, o);
         Forward(d, s, q, k, v, o, lse, t, kernel);
     }
 
     /// <summary><see cref="Forward(IKernelDevice, in AttentionArgs, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DType, bool)"/> by a chosen kernel family.</summary>
-    public static void Forward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse, DType t, AttentionForwardKernel kernel)
+    public static void Forward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse, DType t, AttentionKernelFamily kernel)
     {
-        if (kernel == AttentionForwardKernel.TensorCore)
+        if (kernel == AttentionKernelFamily.TensorCore)
         {
             ForwardTensorCore(d, s, q, k, v, o, lse, t);
             return;
         }
         int width = RowsWidth(s.HeadDim);
-        if (width > 0 && kernel == AttentionForwardKernel.RowPerThread)
+        if (width > 0 && kernel == AttentionKernelFamily.RowPerThread)
         {
             var rowsGrid = new Dim3((uint)((s.QueryLength + RowsBlock - 1) / RowsBlock), (uint)s.Heads, (uint)s.Batch);
             d.Launch(KernelName($"attention_rows_forward_d{width}", t), rowsGrid, new Dim3(RowsBlock), 2 * RowsTile * s.HeadDim * Staged,
@@ -167,12 +167,12 @@ public static class AttentionKernels
     }
 
     /// <summary>The forward kernel family <see cref="Forward(IKernelDevice, in AttentionArgs, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DType, bool)"/> runs for these arguments.</summary>
-    public static AttentionForwardKernel ChooseForward(int computeCapability, in AttentionArgs s, DType t, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o)
+    public static AttentionKernelFamily ChooseForward(int computeCapability, in AttentionArgs s, DType t, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o)
     {
         if (HasTensorCores(computeCapability, t) && s.HeadDim >= TensorCoreMinAutoWidth && TensorCoreTiling(s.HeadDim) != null
             && TensorCoreLayoutFits(s, q, k, v, o))
-            return AttentionForwardKernel.TensorCore;
-        return RowsWidth(s.HeadDim) > 0 ? AttentionForwardKernel.RowPerThread : AttentionForwardKernel.WarpPerRow;
+            return AttentionKernelFamily.TensorCore;
+        return RowsWidth(s.HeadDim) > 0 ? AttentionKernelFamily.RowPerThread : AttentionKernelFamily.WarpPerRow;
     }
 
     /// <summary>
@@ -194,14 +194,76 @@ public static class AttentionKernels
     }
 
     /// <summary>
+    /// Register class, key-tile rows of the dQ kernel and query-tile rows of the dK/dV kernel of the tensor-core backward for
+    /// head width D, or null where the backward keeps the fp32-math kernels. The backward is built for the d64 and d80
+    /// classes (D ≤ 80: SD 1.5's 40- and 80-wide heads, which carry almost all of its attention work — the 160-wide levels
+    /// attend over 16× fewer tokens): the dK/dV kernel holds K and V fragments and the dK and dV accumulators of its 16 keys
+    /// in registers, 2·D/2 + 2·D registers, which leaves room for S and dP tiles up to D = 80 but not at 128 or 160.
+    /// </summary>
+    public static (int RegisterWidth, int KeyTile, int QueryTile)? TensorCoreBackwardTiling(int headDim) =>
+        TensorCoreTiling(headDim) is { RegisterWidth: <= 80 } f ? (f.RegisterWidth, 64, f.RegisterWidth == 64 ? 64 : 32) : null;
+
+    /// <summary>The kernel family <see cref="Backward(IKernelDevice, in AttentionArgs, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DType, bool)"/> runs for these arguments.</summary>
+    public static AttentionKernelFamily ChooseBackward(int computeCapability, in AttentionArgs s, DType t, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o,
+        DevicePtr dout, DevicePtr dq, DevicePtr dk, DevicePtr dv)
+    {
+        if (HasTensorCores(computeCapability, t) && s.HeadDim >= TensorCoreMinAutoWidth && TensorCoreBackwardTiling(s.HeadDim) != null
+            && TensorCoreLayoutFits(s, q, k, v, o) && TensorCoreLayoutFits(s, dq, dk, dv, dout))
+            return AttentionKernelFamily.TensorCore;
+        return RowsWidth(s.HeadDim) > 0 ? AttentionKernelFamily.RowPerThread : AttentionKernelFamily.WarpPerRow;
+    }
+
+    /// <summary>
+    /// The FlashAttention-2 backward on tensor cores: delta = rowsum(dO∘O) (attention_backward_dot), then dQ
+    /// (attention_mma_backward_dq, blocks of 64 query rows) and dK, dV (attention_mma_backward_dkv, blocks of 64 keys).
+    /// Throws when the device, type, width or layout does not fit.
+    /// </summary>
+    public static void BackwardTensorCore(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr dout,
+        DevicePtr lse, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, DType t)
+    {
+        if (!HasTensorCores(d.ComputeCapability, t))
+            throw new NotSupportedException($"tensor-core attention needs bf16 on sm_80+ or fp16 on sm_75+ (got {t} on sm_{d.ComputeCapability})");
+        var tiling = TensorCoreBackwardTiling(s.HeadDim) ?? throw new NotSupportedException($"the tensor-core attention backward takes head widths that are multiples of 8 up to 80, not {s.HeadDim}");
+        if (!TensorCoreLayoutFits(s, q, k, v, o) || !TensorCoreLayoutFits(s, dq, dk, dv, dout))
+            throw new NotSupportedException("tensor-core attention needs 16-byte aligned tensors whose strides are multiples of 8 elements");
+        var (warps, _) = Tiling(s.HeadDim);
+        d.Launch(KernelName("attention_backward_dot", t), new Dim3((uint)((s.QueryLength + warps - 1) / warps), (uint)s.Heads, (uint)s.Batch),
+            new Dim3((uint)(32 * warps)), 0, new KernelArgs().Value(s).Ptr(o).Ptr(dout).Ptr(delta));
+        int pitch = TensorCorePitch(s.HeadDim);
+        int smemQ = 4 * tiling.KeyTile * pitch * sizeof(ushort);
+        int smemK = Math.Max(2 * (2 * tiling.QueryTile * pitch * sizeof(ushort) + 2 * tiling.QueryTile * sizeof(float)), 2 * 64 * pitch * sizeof(ushort));
+        CheckShared(Math.Max(smemQ, smemK), s.HeadDim);
+        var block = new Dim3(128);
+        d.Launch(KernelName($"attention_mma_backward_dq_d{tiling.RegisterWidth}", t),
+            new Dim3((uint)((s.QueryLength + TensorCoreQueryRows - 1) / TensorCoreQueryRows), (uint)s.Heads, (uint)s.Batch), block, smemQ,
+            new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dq));
+        d.Launch(KernelName($"attention_mma_backward_dkv_d{tiling.RegisterWidth}", t),
+            new Dim3((uint)((s.KeyLength + 63) / 64), (uint)s.Heads, (uint)s.Batch), block, smemK,
+            new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dk).Ptr(dv));
+    }
+
+    /// <summary>
     /// dq, dk, dv of the forward (FlashAttention-2 backward, no N×N buffer);
     /// <paramref name="delta"/> is a [B, H, Nq] fp32 scratch. dO/dQ/dK/dV share the strides of O/Q/K/V.
     /// </summary>
     public static void Backward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr dout,
         DevicePtr lse, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, DType t = DType.F32, bool warpPerRow = false)
     {
+        var kernel = warpPerRow ? AttentionKernelFamily.WarpPerRow : ChooseBackward(d.ComputeCapability, s, t, q, k, v, o, dout, dq, dk, dv);
+        Backward(d, s, q, k, v, o, dout, lse, delta, dq, dk, dv, t, kernel);
+    }
+
+    /// <summary>The backward by a chosen kernel family.</summary>
+    public static void Backward(IKernelDevice d, in AttentionArgs s, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr dout,
+        DevicePtr lse, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, DType t, AttentionKernelFamily kernel)
+    {
+        if (kernel == AttentionKernelFamily.TensorCore)
+        {
+            BackwardTensorCore(d, s, q, k, v, o, dout, lse, delta, dq, dk, dv, t);
+            return;
+        }
         int width = RowsWidth(s.HeadDim);
-        if (width > 0 && !warpPerRow)
+        if (width > 0 && kernel == AttentionKernelFamily.RowPerThread)
         {
             var rowsBlock = new Dim3(RowsBlock);
             var qRows = new Dim3((uint)((s.QueryLength + RowsBlock - 1) / RowsBlock), (uint)s.Heads, (uint)s.Batch);
