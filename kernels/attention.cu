@@ -28,6 +28,16 @@
 //   attention_rows_backward_dot_<t>(same arguments as attention_backward_dot)      grid (ceil(Nq/R), H, B)
 //   attention_rows_backward_dq_d<M>_<t>(same as attention_backward_dq)              grid (ceil(Nq/R), H, B), smem 2*T*D
 //   attention_rows_backward_dkv_d<M>_<t>(same as attention_backward_dkv)            grid (ceil(Nk/R), H, B), smem 2*T*D + 2*T
+//
+// Tensor cores (bf16 on sm_80+, fp16 on sm_75+; FlashAttention-2 with mma.sync.m16n8k16, fp32 accumulation and softmax
+// statistics): block 128 threads (4 warps x 16 rows), D % 8 == 0, D <= C for register class C (64, 80, 128, 160), tensors
+// 16-byte aligned with strides that are multiples of 8 elements. P = pitch(D) = D, or D + 8 when D/8 is even (b16 units).
+//   attention_mma_forward_d<C>_<t>(AttentionShape s, q, k, v, T* o, float* lse)
+//       grid (ceil(Nq/64), H, B), key tile KT = 64 (C <= 80) or 32, dynamic smem = 4*KT*P*2 bytes
+//   attention_mma_backward_dq_d<C>_<t>(same arguments as attention_backward_dq, no tile)      C = 64, 80
+//       grid (ceil(Nq/64), H, B), key tile 64, dynamic smem = 4*64*P*2 bytes; delta from attention_backward_dot first
+//   attention_mma_backward_dkv_d<C>_<t>(same arguments as attention_backward_dkv, no tile)    C = 64, 80
+//       grid (ceil(Nk/64), H, B), query tile QT = 64 (C = 64) or 32, dynamic smem = max(2*(2*QT*P*2 + 2*QT*4), 2*64*P*2) bytes
 #include "device.cuh"
 
 struct AttentionShape
