@@ -157,11 +157,15 @@ public static class AttentionOps
     }
 
     // ------------------------------------------------------------------ conformance
-    /// <summary>Narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels).</summary>
+    /// <summary>
+    /// Narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels in fp32; in bf16/fp16
+    /// the tensor-core kernels, whose tiles the last two fill partly: 77 keys in 64-key tiles, 81 rows in 64-row blocks).
+    /// </summary>
     private static readonly (string Name, int Batch, int Nq, int Nk, int Heads, int D, bool Causal)[] ConformanceShapes =
     [
         ("unet self d=4", 2, 40, 40, 8, 4, false), ("cross 77 keys d=8", 1, 24, 77, 2, 8, false), ("clip causal d=8", 1, 21, 21, 4, 8, true),
         ("single head d=32", 1, 70, 70, 1, 32, false), ("wide heads d=40", 1, 19, 23, 2, 40, false), ("wide causal d=64", 1, 17, 17, 2, 64, true),
+        ("cross 77 keys d=80", 2, 81, 77, 2, 80, false), ("ragged self d=160", 1, 81, 81, 2, 160, false),
     ];
 
     private static IEnumerable<ConformanceCase> Conformance()
