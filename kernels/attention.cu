@@ -34,10 +34,12 @@
 // 16-byte aligned with strides that are multiples of 8 elements. P = pitch(D) = D, or D + 8 when D/8 is even (b16 units).
 //   attention_mma_forward_d<C>_<t>(AttentionShape s, q, k, v, T* o, float* lse)
 //       grid (ceil(Nq/64), H, B), key tile KT = 64 (C <= 80) or 32, dynamic smem = 4*KT*P*2 bytes
-//   attention_mma_backward_dq_d<C>_<t>(same arguments as attention_backward_dq, no tile)      C = 64, 80
-//       grid (ceil(Nq/64), H, B), key tile 64, dynamic smem = 4*64*P*2 bytes; delta from attention_backward_dot first
+//   attention_mma_backward_dq_d<C>_<t>(same arguments as attention_backward_dq, no tile)
+//       grid (ceil(Nq/64), H, B), key tile KT as the forward's, dynamic smem = 4*KT*P*2 bytes; delta from attention_backward_dot first
 //   attention_mma_backward_dkv_d<C>_<t>(same arguments as attention_backward_dkv, no tile)    C = 64, 80
 //       grid (ceil(Nk/64), H, B), query tile QT = 64 (C = 64) or 32, dynamic smem = max(2*(2*QT*P*2 + 2*QT*4), 2*64*P*2) bytes
+//   attention_mma_backward_dkv_wide_d<C>_<t>(same arguments)                                   C = 128, 160
+//       grid (ceil(Nk/32), H, B), block 64 threads (2 warps), query tile 16, dynamic smem = 2*32*P*2 + 2*(2*16*P*2 + 2*16*4) bytes
 #include "device.cuh"
 
 struct AttentionShape
@@ -512,6 +514,43 @@ CD_DEVICE void mma_a_times_tile_t(float (&acc)[NT][4], const u32 (&a)[STEPS][4],
     }
 }
 
+// acc (16 x 8·NT) += A · Bᵀ like mma_a_times_tile_t, but A's 16 rows stay in shared memory and their fragments are loaded
+// per k step (for widths whose fragments would not fit in registers beside the accumulators).
+template <class T, int STEPS, int NT>
+CD_DEVICE void mma_rows_times_tile_t(float (&acc)[NT][4], const u16* a_rows, const u16* tile, int pitch, int D)
+{
+    const int lane = lane_id(), matrix = lane >> 3, row = lane & 7;
+#pragma unroll
+    for (int kk = 0; kk < STEPS; kk++)
+    {
+        if (kk * 16 >= D) continue;
+        const bool full = kk * 16 + 16 <= D;
+        u32 a[4] = {0u, 0u, 0u, 0u};
+        const u16* ap = a_rows + ((matrix & 1) * 8 + row) * pitch + kk * 16;
+        if (full) ldmatrix_x4(a, ap + (matrix >> 1) * 8);
+        else ldmatrix_x2(a, ap);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2)
+        {
+            u32 f[4];
+            if (full)
+            {
+                ldmatrix_x4(f, tile + (n * 8 + (matrix >> 1) * 8 + row) * pitch + kk * 16 + (matrix & 1) * 8);
+                const u32 b0[2] = {f[0], f[1]}, b1[2] = {f[2], f[3]};
+                MmaStorage<T>::mma(acc[n], a, b0, acc[n]);
+                MmaStorage<T>::mma(acc[n + 1], a, b1, acc[n + 1]);
+            }
+            else
+            {
+                ldmatrix_x2(f, tile + (n * 8 + (matrix & 1) * 8 + row) * pitch + kk * 16);
+                const u32 b0[2] = {f[0], 0u}, b1[2] = {f[1], 0u};
+                MmaStorage<T>::mma(acc[n], a, b0, acc[n]);
+                MmaStorage<T>::mma(acc[n + 1], a, b1, acc[n + 1]);
+            }
+        }
+    }
+}
+
 // acc (16 x D, fp32, n-tiles < o_tiles) += P · B, P (16 x 16·KSTEPS) given as fp32 accumulators and rounded to T here --
 // the accumulators of n-tiles 2kk and 2kk+1 are exactly the A fragment of k step kk -- and B the first 16·KSTEPS rows of
 // a staged tile (D wide): the tile's rows are the k dimension, so its fragments come through ldmatrix.trans, matrices
@@ -864,6 +903,86 @@ __global__ void __launch_bounds__(128, 1) attention_mma_backward_dkv(AttentionSh
     store_accumulator_rows<T>(dk_acc, dk, s.k_stride, b, h, k0 + w * 16, s.kv_len, o_tiles, scale);
 }
 
+// dK/dV for heads wider than 80: two K, V fragment sets and two 16 x D fp32 accumulators would not fit in registers, so
+// K and V stay in shared memory (their fragments are loaded per k step) and only the accumulators are registers. A block
+// of 2 warps owns 32 keys (K and V, 2·32 rows, plus double-buffered 16-query tiles of Q, dO, lse and delta stay within
+// 48 KiB at D = 160); per query tile the same products as attention_mma_backward_dkv.
+template <class T, int DMAX>
+__global__ void __launch_bounds__(64, 1) attention_mma_backward_dkv_wide(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k,
+                                                                        const T* __restrict__ v, const T* __restrict__ dout,
+                                                                        const float* __restrict__ lse, const float* __restrict__ delta,
+                                                                        T* __restrict__ dk, T* __restrict__ dv)
+{
+    constexpr int QK_STEPS = (DMAX + 15) / 16, O_TILES = DMAX / 8, Q_TILE = 16, S_TILES = Q_TILE / 8, KEYS = 32;
+    const int D = s.head_dim, pitch = mma_tile_pitch(D), o_tiles = D / 8;
+    const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * KEYS;
+    const int w = warp_id(), lane = lane_id(), g = lane >> 2, t = lane & 3;
+    u16* const smem = dynamic_smem<u16>();
+    const u16* const ks = smem;
+    const u16* const vs = smem + KEYS * pitch;
+    u16* const tiles_at = smem + 2 * KEYS * pitch;
+    const int buffer_elems = 2 * Q_TILE * pitch + 4 * Q_TILE; // Q, dO tiles, then lse and delta (fp32)
+
+    stage_b16_rows(smem, k, s.k_stride, b, h, k0, KEYS, s.kv_len, D, pitch);
+    stage_b16_rows(smem + KEYS * pitch, v, s.v_stride, b, h, k0, KEYS, s.kv_len, D, pitch);
+    cp_async_commit();
+    const int key_of[2] = {k0 + w * 16 + g, k0 + w * 16 + g + 8};
+    const int i_begin = s.causal ? k0 / Q_TILE * Q_TILE : 0;
+    const int tiles = (s.q_len - i_begin + Q_TILE - 1) / Q_TILE;
+    auto stage = [&](int it) {
+        u16* buf = tiles_at + (it & 1) * buffer_elems;
+        const int i0 = i_begin + it * Q_TILE;
+        float* stats = reinterpret_cast<float*>(buf + 2 * Q_TILE * pitch);
+        stage_b16_rows(buf, q, s.q_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
+        stage_b16_rows(buf + Q_TILE * pitch, dout, s.o_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
+        stage_row_stats(stats, lse, s, b, h, i0, Q_TILE);
+        stage_row_stats(stats + Q_TILE, delta, s, b, h, i0, Q_TILE);
+        cp_async_commit();
+    };
+    if (tiles > 0) stage(0);
+    float dk_acc[O_TILES][4], dv_acc[O_TILES][4];
+    zero_accumulators(dk_acc);
+    zero_accumulators(dv_acc);
+    const float scale_log2 = s.scale * CD_LOG2E;
+    for (int it = 0; it < tiles; it++)
+    {
+        const int i0 = i_begin + it * Q_TILE;
+        if (it + 1 < tiles) { stage(it + 1); cp_async_wait<1>(); } // K, V and tile `it` have landed
+        else cp_async_wait<0>();
+        __syncthreads();
+        const u16* qs = tiles_at + (it & 1) * buffer_elems;
+        const u16* dos = qs + Q_TILE * pitch;
+        const float* lse_s = reinterpret_cast<const float*>(qs + 2 * Q_TILE * pitch);
+        const float* delta_s = lse_s + Q_TILE;
+        if (!s.causal || k0 + w * 16 <= i0 + Q_TILE - 1)
+        {
+            float p[S_TILES][4], dp[S_TILES][4];
+            zero_accumulators(p);
+            zero_accumulators(dp);
+            mma_rows_times_tile_t<T, QK_STEPS>(p, ks + w * 16 * pitch, qs, pitch, D);   // Sᵀ = K·Qᵀ
+            mma_rows_times_tile_t<T, QK_STEPS>(dp, vs + w * 16 * pitch, dos, pitch, D); // dPᵀ = V·dOᵀ
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                {
+                    const int col = n * 8 + 2 * t + (r & 1), query = i0 + col;
+                    const bool masked = query >= s.q_len || (s.causal && key_of[r >> 1] > query);
+                    const float pr = masked ? 0.0f : exp2f(p[n][r] * scale_log2 - lse_s[col] * CD_LOG2E);
+                    p[n][r] = pr;
+                    dp[n][r] = pr * (dp[n][r] - delta_s[col]); // dSᵀ
+                }
+            mma_p_times_tile<T, 1>(dv_acc, p, dos, pitch, o_tiles); // dV += Pᵀ·dO
+            mma_p_times_tile<T, 1>(dk_acc, dp, qs, pitch, o_tiles); // dK += dSᵀ·Q
+        }
+        __syncthreads();
+    }
+    if (tiles == 0) cp_async_wait<0>(); // no query tile: K and V were never waited for
+    const float one[2] = {1.0f, 1.0f}, scale[2] = {s.scale, s.scale};
+    store_accumulator_rows<T>(dv_acc, dv, s.v_stride, b, h, k0 + w * 16, s.kv_len, o_tiles, one);
+    store_accumulator_rows<T>(dk_acc, dk, s.k_stride, b, h, k0 + w * 16, s.kv_len, o_tiles, scale);
+}
+
 CD_EXPORT(attention_forward_f32, attention_forward<float>)
 CD_EXPORT(attention_rows_forward_d16_f32, attention_rows_forward<float, 16>)
 CD_EXPORT(attention_rows_forward_d32_f32, attention_rows_forward<float, 32>)
@@ -908,9 +1027,9 @@ CD_EXPORT(attention_mma_forward_d128_bf16, attention_mma_forward<bf16_t, 128, 32
 CD_EXPORT(attention_mma_forward_d128_f16, attention_mma_forward<half_t, 128, 32>)
 CD_EXPORT(attention_mma_forward_d160_bf16, attention_mma_forward<bf16_t, 160, 32>)
 CD_EXPORT(attention_mma_forward_d160_f16, attention_mma_forward<half_t, 160, 32>)
-// The tensor-core backward for the d64 and d80 classes (AttentionKernels.TensorCoreBackwardTiling): dQ walks 64-key tiles
-// like the forward; dK/dV keeps K, V fragments and both accumulators in registers and walks 64-query tiles (d64) or
-// 32-query tiles (d80, whose 2x40 accumulator registers leave no room for a 64-wide S and dP).
+// The tensor-core backward (AttentionKernels.TensorCoreBackwardTiling). d64, d80: dQ walks 64-key tiles like the forward;
+// dK/dV keeps K, V fragments and both accumulators in registers and walks 64-query tiles (d64) or 32-query tiles (d80,
+// whose 2x40 accumulator registers leave no room for a 64-wide S and dP).
 CD_EXPORT(attention_mma_backward_dq_d64_bf16, attention_mma_backward_dq<bf16_t, 64, 64>)
 CD_EXPORT(attention_mma_backward_dq_d64_f16, attention_mma_backward_dq<half_t, 64, 64>)
 CD_EXPORT(attention_mma_backward_dq_d80_bf16, attention_mma_backward_dq<bf16_t, 80, 64>)
@@ -919,3 +1038,12 @@ CD_EXPORT(attention_mma_backward_dkv_d64_bf16, attention_mma_backward_dkv<bf16_t
 CD_EXPORT(attention_mma_backward_dkv_d64_f16, attention_mma_backward_dkv<half_t, 64, 64>)
 CD_EXPORT(attention_mma_backward_dkv_d80_bf16, attention_mma_backward_dkv<bf16_t, 80, 32>)
 CD_EXPORT(attention_mma_backward_dkv_d80_f16, attention_mma_backward_dkv<half_t, 80, 32>)
+// d128 and d160: dQ walks 32-key tiles like the forward; dK/dV keeps K and V in shared memory (attention_mma_backward_dkv_wide).
+CD_EXPORT(attention_mma_backward_dq_d128_bf16, attention_mma_backward_dq<bf16_t, 128, 32>)
+CD_EXPORT(attention_mma_backward_dq_d128_f16, attention_mma_backward_dq<half_t, 128, 32>)
+CD_EXPORT(attention_mma_backward_dq_d160_bf16, attention_mma_backward_dq<bf16_t, 160, 32>)
+CD_EXPORT(attention_mma_backward_dq_d160_f16, attention_mma_backward_dq<half_t, 160, 32>)
+CD_EXPORT(attention_mma_backward_dkv_wide_d128_bf16, attention_mma_backward_dkv_wide<bf16_t, 128>)
+CD_EXPORT(attention_mma_backward_dkv_wide_d128_f16, attention_mma_backward_dkv_wide<half_t, 128>)
+CD_EXPORT(attention_mma_backward_dkv_wide_d160_bf16, attention_mma_backward_dkv_wide<bf16_t, 160>)
+CD_EXPORT(attention_mma_backward_dkv_wide_d160_f16, attention_mma_backward_dkv_wide<half_t, 160>)

@@ -194,14 +194,39 @@ public static class AttentionKernels
     }
 
     /// <summary>
-    /// Register class, key-tile rows of the dQ kernel and query-tile rows of the dK/dV kernel of the tensor-core backward for
-    /// head width D, or null where the backward keeps the fp32-math kernels. The backward is built for the d64 and d80
-    /// classes (D ≤ 80: SD 1.5's 40- and 80-wide heads, which carry over 98 % of its attention work at 512 px — the 160-wide
-    /// levels attend over 4–16× fewer tokens): the dK/dV kernel holds K and V fragments and the dK and dV accumulators of its 16 keys
-    /// in registers, 2·D/2 + 2·D registers, which leaves room for S and dP tiles up to D = 80 but not at 128 or 160.
+    /// The tensor-core backward of one register class: the dQ kernel's key tile (like the forward's), and the dK/dV kernel,
+    /// its keys and threads per block and its query tile.
     /// </summary>
-    public static (int RegisterWidth, int KeyTile, int QueryTile)? TensorCoreBackwardTiling(int headDim) =>
-        TensorCoreTiling(headDim) is { RegisterWidth: <= 80 } f ? (f.RegisterWidth, 64, f.RegisterWidth == 64 ? 64 : 32) : null;
+    public sealed record TensorCoreBackwardPlan(int RegisterWidth, int DqKeyTile, string DkvKernel, int DkvKeys, int DkvThreads, int DkvQueryTile)
+    {
+        /// <summary>Dynamic shared memory of the dQ kernel: two buffers of a K and a V tile (Q and dO are staged there first).</summary>
+        public int DqSharedBytes(int headDim) => 4 * DqKeyTile * TensorCorePitch(headDim) * sizeof(ushort);
+
+        /// <summary>
+        /// Dynamic shared memory of the dK/dV kernel: two buffers of a Q and a dO tile with their lse and delta, and the block's
+        /// K and V rows (staged first into the buffers when the fragments go to registers, kept beside them in the wide kernel).
+        /// </summary>
+        public int DkvSharedBytes(int headDim)
+        {
+            int pitch = TensorCorePitch(headDim), keys = 2 * DkvKeys * pitch * sizeof(ushort);
+            int buffers = 2 * (2 * DkvQueryTile * pitch * sizeof(ushort) + 2 * DkvQueryTile * sizeof(float));
+            return DkvKernel.EndsWith("_wide", StringComparison.Ordinal) ? keys + buffers : Math.Max(keys, buffers);
+        }
+    }
+
+    /// <summary>
+    /// The tensor-core backward for head width D (any the forward takes), or null. Up to 80 wide the dK/dV kernel holds
+    /// its 16 keys' K and V fragments and both dK and dV accumulators in registers (2·D/2 + 2·D of them) and walks 64-query
+    /// (d64) or 32-query (d80) tiles with 4 warps over 64 keys. Wider, those would not fit: attention_mma_backward_dkv_wide
+    /// keeps K and V in shared memory (fragments per k step; 2 warps over 32 keys, 16-query tiles, within 48 KiB at 160)
+    /// and only the accumulators in registers. The dQ kernel walks the forward's key tiles (64 up to 80 wide, else 32).
+    /// </summary>
+    public static TensorCoreBackwardPlan? TensorCoreBackwardTiling(int headDim) => TensorCoreTiling(headDim) switch
+    {
+        null => null,
+        { RegisterWidth: <= 80 } f => new(f.RegisterWidth, 64, "attention_mma_backward_dkv", 64, 128, f.RegisterWidth == 64 ? 64 : 32),
+        var f => new(f.Value.RegisterWidth, 32, "attention_mma_backward_dkv_wide", 32, 64, 16),
+    };
 
     /// <summary>The kernel family <see cref="Backward(IKernelDevice, in AttentionArgs, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DType, bool)"/> runs for these arguments.</summary>
     public static AttentionKernelFamily ChooseBackward(int computeCapability, in AttentionArgs s, DType t, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o,
@@ -223,22 +248,19 @@ public static class AttentionKernels
     {
         if (!HasTensorCores(d.ComputeCapability, t))
             throw new NotSupportedException($"tensor-core attention needs bf16 on sm_80+ or fp16 on sm_75+ (got {t} on sm_{d.ComputeCapability})");
-        var tiling = TensorCoreBackwardTiling(s.HeadDim) ?? throw new NotSupportedException($"the tensor-core attention backward takes head widths that are multiples of 8 up to 80, not {s.HeadDim}");
+        var plan = TensorCoreBackwardTiling(s.HeadDim) ?? throw new NotSupportedException($"tensor-core attention takes head widths that are multiples of 8 up to {TensorCoreMaxWidth}, not {s.HeadDim}");
         if (!TensorCoreLayoutFits(s, q, k, v, o) || !TensorCoreLayoutFits(s, dq, dk, dv, dout))
             throw new NotSupportedException("tensor-core attention needs 16-byte aligned tensors whose strides are multiples of 8 elements");
         var (warps, _) = Tiling(s.HeadDim);
         d.Launch(KernelName("attention_backward_dot", t), new Dim3((uint)((s.QueryLength + warps - 1) / warps), (uint)s.Heads, (uint)s.Batch),
             new Dim3((uint)(32 * warps)), 0, new KernelArgs().Value(s).Ptr(o).Ptr(dout).Ptr(delta));
-        int pitch = TensorCorePitch(s.HeadDim);
-        int smemQ = 4 * tiling.KeyTile * pitch * sizeof(ushort);
-        int smemK = Math.Max(2 * (2 * tiling.QueryTile * pitch * sizeof(ushort) + 2 * tiling.QueryTile * sizeof(float)), 2 * 64 * pitch * sizeof(ushort));
+        int smemQ = plan.DqSharedBytes(s.HeadDim), smemK = plan.DkvSharedBytes(s.HeadDim);
         CheckShared(Math.Max(smemQ, smemK), s.HeadDim);
-        var block = new Dim3(128);
-        d.Launch(KernelName($"attention_mma_backward_dq_d{tiling.RegisterWidth}", t),
-            new Dim3((uint)((s.QueryLength + TensorCoreQueryRows - 1) / TensorCoreQueryRows), (uint)s.Heads, (uint)s.Batch), block, smemQ,
+        d.Launch(KernelName($"attention_mma_backward_dq_d{plan.RegisterWidth}", t),
+            new Dim3((uint)((s.QueryLength + TensorCoreQueryRows - 1) / TensorCoreQueryRows), (uint)s.Heads, (uint)s.Batch), new Dim3(128), smemQ,
             new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dq));
-        d.Launch(KernelName($"attention_mma_backward_dkv_d{tiling.RegisterWidth}", t),
-            new Dim3((uint)((s.KeyLength + 63) / 64), (uint)s.Heads, (uint)s.Batch), block, smemK,
+        d.Launch(KernelName($"{plan.DkvKernel}_d{plan.RegisterWidth}", t),
+            new Dim3((uint)((s.KeyLength + plan.DkvKeys - 1) / plan.DkvKeys), (uint)s.Heads, (uint)s.Batch), new Dim3((uint)plan.DkvThreads), smemK,
             new KernelArgs().Value(s).Ptr(q).Ptr(k).Ptr(v).Ptr(dout).Ptr(lse).Ptr(delta).Ptr(dk).Ptr(dv));
     }
 

@@ -17,7 +17,7 @@ namespace CudaDream.Engine.Ops;
 /// <item>CPU: <see cref="AttentionReference"/> (the oracle, float and double), <see cref="AttentionFast"/>
 /// (FlashAttention-2 tiles on <see cref="AttentionTileGemm"/>), <see cref="AttentionNarrow"/> (heads ≤ 8 wide).</item>
 /// <item>devices: <see cref="AttentionKernels"/>, the launchers of kernels/attention.cu: fp32-math kernels for every storage
-/// type and width (the reference path), and FlashAttention-2 on tensor cores for bf16/fp16 at widths 40–160 (backward up to 80).</item>
+/// type and width (the reference path), and FlashAttention-2 on tensor cores for bf16/fp16 at widths 40–160, forward and backward.</item>
 /// <item>the conformance cases that check the device kernels against the CPU.</item>
 /// </list>
 /// </summary>
