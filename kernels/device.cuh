@@ -96,7 +96,54 @@ CD_DEVICE u32 to_tf32(float x)
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
     return r;
 }
+// PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type" (layouts at mma_m16n8k16_f16 below).
+CD_DEVICE void mma_m16n8k16_f16_native(float d[4], const u32 a[4], const u32 b[2], const float c[4])
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+CD_DEVICE void mma_m16n8k16_bf16_native(float d[4], const u32 a[4], const u32 b[2], const float c[4])
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
 #endif
+
+// ldmatrix (sm_75+), PTX ISA "Warp-level matrix load instruction: ldmatrix": see ldmatrix_x4 below for the layout.
+// Every lane passes the address of the row it supplies; the instruction takes a shared-space address.
+CD_DEVICE void ldmatrix_x1(u32 r[1], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(smem_address(row)));
+}
+CD_DEVICE void ldmatrix_x2(u32 r[2], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_address(row)));
+}
+CD_DEVICE void ldmatrix_x4(u32 r[4], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_address(row)));
+}
+CD_DEVICE void ldmatrix_x1_trans(u32 r[1], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(smem_address(row)));
+}
+CD_DEVICE void ldmatrix_x2_trans(u32 r[2], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_address(row)));
+}
+CD_DEVICE void ldmatrix_x4_trans(u32 r[4], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_address(row)));
+}
+
+// Stops the kernel: a path that must never run on this architecture (the launcher does not pick it).
+CD_DEVICE void cd_unreachable_on_this_arch(const char*) { asm volatile("trap;"); }
 
 #else
 // ------------------------------------------------------------------------------ emulator side
@@ -104,9 +151,43 @@ CD_DEVICE u32 to_tf32(float x)
 #define CD_DEVICE inline
 #endif
 
+// ------------------------------------------------------------------------------ mma.m16n8k16
+// PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type", f16/bf16, groupID g = lane>>2, tig t = lane&3:
+//   A (16x16, row) 4 regs (2 elements each, the lower column in the low half): a0 row g cols 2t,2t+1; a1 row g+8 cols 2t,2t+1;
+//     a2 row g cols 2t+8,2t+9; a3 row g+8 cols 2t+8,2t+9.
+//   B (16x8, col) 2 regs: b0 rows(k) 2t,2t+1 of column(n) g; b1 rows 2t+8,2t+9 of column g.
+//   C/D 4 f32 as m16n8k8: reg r at row g+8(r>>1), column 2t+(r&1).
+// So a k16 product is exactly two k8 products, (a0,a1,b0) then (a2,a3,b1): that is how sm_75, which has
+// m16n8k8 but no m16n8k16 for f16, runs it. bf16 mma needs sm_80: below it the launcher never picks a bf16 mma kernel.
+CD_DEVICE void mma_m16n8k16_f16(float d[4], const u32 a[4], const u32 b[2], const float c[4])
+{
+#if __CUDA_ARCH__ >= 800
+    mma_m16n8k16_f16_native(d, a, b, c);
+#else
+    float lower_k[4];
+    const u32 a_lo[2] = {a[0], a[1]}, a_hi[2] = {a[2], a[3]}, b_lo[1] = {b[0]}, b_hi[1] = {b[1]};
+    mma_m16n8k8_f16(lower_k, a_lo, b_lo, c);
+    mma_m16n8k8_f16(d, a_hi, b_hi, lower_k);
+#endif
+}
+CD_DEVICE void mma_m16n8k16_bf16(float d[4], const u32 a[4], const u32 b[2], const float c[4])
+{
+#if __CUDA_ARCH__ >= 800
+    mma_m16n8k16_bf16_native(d, a, b, c);
+#else
+    cd_unreachable_on_this_arch("mma.sync with bf16 operands needs sm_80");
+    for (int r = 0; r < 4; r++) d[r] = c[r];
+#endif
+}
+// ldmatrix.m8n8 .x1/.x2/.x4 (.b16): lanes 8i..8i+7 give the addresses of rows 0..7 of matrix i (16 bytes each,
+// 16-byte aligned, shared memory; .x1 reads lanes 0-7, .x2 lanes 0-15). Lane l receives register i of matrix i:
+// without .trans row l>>2, columns 2(l&3), 2(l&3)+1 (the lower column in the low half) -- an A or B fragment of
+// mma.m16n8k8/k16; with .trans the transpose: rows 2(l&3), 2(l&3)+1 of column l>>2.
+
 // ------------------------------------------------------------------------------ shared helpers
 #define CD_WARP 32
 #define CD_FULL_MASK 0xffffffffu
+#define CD_INFINITY __int_as_float(0x7f800000) // no toolkit header, so no INFINITY macro under NVRTC
 
 CD_DEVICE i64 global_thread_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
 CD_DEVICE i64 global_thread_count() { return (i64)gridDim.x * blockDim.x; }

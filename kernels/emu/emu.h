@@ -180,12 +180,28 @@ float bf16_bits_to_float(u16 h);
 // Gathers every lane's fragments, forms the 16x8x8 product in fp32 and hands each lane its part of
 // D. elem: 0 f16, 1 bf16, 2 tf32.
 void mma_m16n8k8(int elem, float d[4], const u32* a, int na, const u32* b, int nb, const float c[4]);
+// mma.m16n8k16 (f16 elem 0, bf16 elem 1) with the fragment layouts of device.cuh.
+void mma_m16n8k16(int elem, float d[4], const u32 a[4], const u32 b[2], const float c[4]);
+// ldmatrix.m8n8.x<count>[.trans].b16: each lane that supplies a row (lanes < 8*count) reads its 16 bytes when it
+// arrives (so a write to the rows not yet ordered before the collective shows), the rows are exchanged and each
+// lane takes its registers by the PTX layout. A row address must be 16-byte aligned and inside the block's shared memory.
+void ldmatrix(int count, bool trans, u32* r, const void* row);
 } // namespace emu
+
+inline void ldmatrix_x1(u32 r[1], const void* row) { emu::ldmatrix(1, false, r, row); }
+inline void ldmatrix_x2(u32 r[2], const void* row) { emu::ldmatrix(2, false, r, row); }
+inline void ldmatrix_x4(u32 r[4], const void* row) { emu::ldmatrix(4, false, r, row); }
+inline void ldmatrix_x1_trans(u32 r[1], const void* row) { emu::ldmatrix(1, true, r, row); }
+inline void ldmatrix_x2_trans(u32 r[2], const void* row) { emu::ldmatrix(2, true, r, row); }
+inline void ldmatrix_x4_trans(u32 r[4], const void* row) { emu::ldmatrix(4, true, r, row); }
+inline void cd_unreachable_on_this_arch(const char* why) { emu::fail("%s (emulated sm_%d)", why, __CUDA_ARCH__ / 10); }
 
 inline void mma_m16n8k8_f16(float d[4], const u32 a[2], const u32 b[1], const float c[4]) { emu::mma_m16n8k8(0, d, a, 2, b, 1, c); }
 #if __CUDA_ARCH__ >= 800
 inline void mma_m16n8k8_bf16(float d[4], const u32 a[2], const u32 b[1], const float c[4]) { emu::mma_m16n8k8(1, d, a, 2, b, 1, c); }
 inline void mma_m16n8k8_tf32(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { emu::mma_m16n8k8(2, d, a, 4, b, 2, c); }
+inline void mma_m16n8k16_f16_native(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { emu::mma_m16n8k16(0, d, a, b, c); }
+inline void mma_m16n8k16_bf16_native(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { emu::mma_m16n8k16(1, d, a, b, c); }
 // cvt.rna.tf32.f32: round to nearest, ties away from zero, keep 10 mantissa bits.
 inline u32 to_tf32(float x)
 {

@@ -116,6 +116,7 @@ struct Block
     u8* static_smem = nullptr;
     size_t static_filled = 0;     // static shared bytes already filled with garbage in this block
     u8* dynamic_smem = nullptr;
+    size_t dynamic_bytes = 0;
     void (*thread_main)(void*) = nullptr;
     void* ctx = nullptr;
     Rng rng{1};
@@ -356,6 +357,82 @@ void mma_m16n8k8(int elem, float d[4], const u32* a, int na, const u32* b, int n
     }
 }
 
+static float fragment_half(int elem, u32 reg, int high)
+{
+    const u16 h = (u16)(high ? reg >> 16 : reg & 0xffff);
+    return elem == 0 ? f16_bits_to_float(h) : bf16_bits_to_float(h);
+}
+
+void mma_m16n8k16(int elem, float d[4], const u32 a[4], const u32 b[2], const float c[4])
+{
+    struct Frag { u32 a[4]; u32 b[2]; } mine;
+    static_assert(sizeof(Frag) <= kExchangeStride, "fragment larger than an exchange slot");
+    std::memcpy(mine.a, a, sizeof mine.a);
+    std::memcpy(mine.b, b, sizeof mine.b);
+    const u8* view = warp_exchange(0xffffffffu, &mine, sizeof mine);
+    auto frag = [view](int l) -> const Frag& { return *reinterpret_cast<const Frag*>(view + l * kExchangeStride); };
+    // This lane's outputs need rows g and g+8 of A and columns 2t, 2t+1 of B, gathered from the lanes that hold them:
+    // row g (and g+8) of A sits in lanes 4g..4g+3 (a0/a2, and a1/a3), column n of B in lanes 4n..4n+3.
+    const int lane = current->lane, g = lane >> 2, t = lane & 3;
+    float A[2][16], B[2][16];
+    for (int holder = 0; holder < 4; holder++)
+    {
+        const Frag& fa = frag(4 * g + holder);
+        for (int half = 0; half < 2; half++)
+        {
+            A[0][2 * holder + half] = fragment_half(elem, fa.a[0], half);
+            A[1][2 * holder + half] = fragment_half(elem, fa.a[1], half);
+            A[0][8 + 2 * holder + half] = fragment_half(elem, fa.a[2], half);
+            A[1][8 + 2 * holder + half] = fragment_half(elem, fa.a[3], half);
+        }
+        for (int col = 0; col < 2; col++)
+        {
+            const Frag& fb = frag(4 * (2 * t + col) + holder);
+            for (int half = 0; half < 2; half++)
+            {
+                B[col][2 * holder + half] = fragment_half(elem, fb.b[0], half);
+                B[col][8 + 2 * holder + half] = fragment_half(elem, fb.b[1], half);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++)
+    {
+        float acc = c[r];
+        for (int k = 0; k < 16; k++) acc = fmaf(A[r >> 1][k], B[r & 1][k], acc);
+        d[r] = acc;
+    }
+}
+
+static bool in_block_shared(const void* p, size_t n)
+{
+    const Block& b = *current->block;
+    const u8* q = static_cast<const u8*>(p);
+    return (q >= b.static_smem && q + n <= b.static_smem + kStaticSharedBytes) ||
+           (q >= b.dynamic_smem && q + n <= b.dynamic_smem + b.dynamic_bytes);
+}
+
+void ldmatrix(int count, bool trans, u32* r, const void* row)
+{
+    struct Row { u16 e[8]; } mine{};
+    const int lane = current->lane;
+    if (lane < 8 * count)
+    {   // this lane supplies row (lane & 7) of matrix (lane >> 3)
+        if ((uintptr_t)row & 15) fail("ldmatrix row address %p (lane %d) is not 16-byte aligned", row, lane);
+        if (!in_block_shared(row, 16)) fail("ldmatrix row address %p (lane %d) is not in the block's shared memory", row, lane);
+        std::memcpy(mine.e, row, 16);
+    }
+    const u8* view = warp_exchange(0xffffffffu, &mine, sizeof mine);
+    auto at = [view](int matrix, int row_in_matrix) -> const Row& { return *reinterpret_cast<const Row*>(view + (8 * matrix + row_in_matrix) * kExchangeStride); };
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < count; i++)
+    {
+        u32 lo, hi;
+        if (!trans) { lo = at(i, g).e[2 * t]; hi = at(i, g).e[2 * t + 1]; }
+        else { lo = at(i, 2 * t).e[g]; hi = at(i, 2 * t + 1).e[g]; }
+        r[i] = lo | (hi << 16);
+    }
+}
+
 // ------------------------------------------------------------------------------- scheduling
 static void fiber_entry(Fiber* f)
 {
@@ -436,6 +513,7 @@ static int run_block(Block& b, const LaunchConfig& cfg, u32 bx, u32 by, u32 bz)
     b.static_smem = tr.shared_region;
     u32 dyn = (cfg.dynamic_shared_bytes + 15) & ~15u;
     b.dynamic_smem = tr.shared_region + arena + ps + (arena - dyn);
+    b.dynamic_bytes = dyn;
     b.static_filled = 0; // filled on first declaration (static_shared_bytes)
     fill_garbage(b.dynamic_smem, dyn, b.rng);
     b.alive = (int)nthreads;

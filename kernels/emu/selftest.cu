@@ -129,3 +129,73 @@ __global__ void selftest_mma_gemm(const float* __restrict__ A, const float* __re
 CD_EXPORT(selftest_mma_gemm_f16, selftest_mma_gemm<MMA_F16>)
 CD_EXPORT(selftest_mma_gemm_bf16, selftest_mma_gemm<MMA_BF16>)
 CD_EXPORT(selftest_mma_gemm_tf32, selftest_mma_gemm<MMA_TF32>)
+
+// ---- ldmatrix and mma.sync.m16n8k16 (kernels/device.cuh), checked by EmuKernelTests ------------------------------
+// selftest_ldmatrix: one warp; `rows` is 32 rows of 8 b16 values. Lane l supplies the address of row l (row l&7 of
+// matrix l>>3) from shared memory with a 32-byte row pitch (rows not adjacent), runs ldmatrix .x<count> (.trans when
+// `trans`) and writes its registers to out[4*l + i] (registers it did not receive keep 0xffffffff).
+__global__ void selftest_ldmatrix(const u16* __restrict__ rows, u32* __restrict__ out, int count, int trans)
+{
+    CD_SHARED(u16, s, 32 * 16);
+    const int lane = lane_id();
+    for (int c = 0; c < 8; c++) s[lane * 16 + c] = rows[lane * 8 + c];
+    __syncthreads();
+    u32 r[4] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    const u16* mine = &s[lane * 16];
+    if (count == 1) { if (trans) ldmatrix_x1_trans(r, mine); else ldmatrix_x1(r, mine); }
+    else if (count == 2) { if (trans) ldmatrix_x2_trans(r, mine); else ldmatrix_x2(r, mine); }
+    else { if (trans) ldmatrix_x4_trans(r, mine); else ldmatrix_x4(r, mine); }
+    for (int i = 0; i < 4; i++) out[lane * 4 + i] = r[i];
+}
+
+// selftest_mma16_gemm_<f16|bf16>: C[M,N] (fp32) = A[M,K]·B[K,N], A and B row-major b16 bit patterns. One warp per
+// 16x16 tile of C (grid (N/16, M/16), block 32); per 16-wide k step the A and B tiles go to shared memory, A
+// fragments come from ldmatrix.x4 and B fragments (B is k-major, a "col" operand wants n-major) from ldmatrix.x4.trans,
+// then two mma.m16n8k16. `planted_bug` plants a layout mistake the comparison must catch: 1 swaps the A registers a1
+// and a2 (row g+8 vs column 2t+8), 2 loads B without .trans (a transposed fragment).
+template <int E>
+__global__ void selftest_mma16_gemm(const u16* __restrict__ A, const u16* __restrict__ B, float* __restrict__ C, int M, int N, int K, int planted_bug)
+{
+    const int Pitch = 24; // b16 per shared row: 48 bytes keeps every row 16-byte aligned
+    CD_SHARED(u16, as, 16 * Pitch);
+    CD_SHARED(u16, bs, 16 * Pitch);
+    const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.y * 16, col0 = blockIdx.x * 16;
+    const int matrix = lane >> 3, row_in_matrix = lane & 7;
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    for (int k0 = 0; k0 < K; k0 += 16)
+    {
+        for (int e = lane; e < 256; e += 32)
+        {
+            const int r = e >> 4, c = e & 15;
+            as[r * Pitch + c] = A[(i64)(row0 + r) * K + k0 + c];
+            bs[r * Pitch + c] = B[(i64)(k0 + r) * N + col0 + c];
+        }
+        __syncthreads();
+        // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3.
+        u32 a[4];
+        ldmatrix_x4(a, &as[((matrix & 1) * 8 + row_in_matrix) * Pitch + (matrix >> 1) * 8]);
+        if (planted_bug == 1) { const u32 x = a[1]; a[1] = a[2]; a[2] = x; }
+        // B: matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) = b0, b1 of n-tile 0, then of n-tile 1.
+        u32 b[4];
+        const u16* brow = &bs[((matrix & 1) * 8 + row_in_matrix) * Pitch + (matrix >> 1) * 8];
+        if (planted_bug == 2) ldmatrix_x4(b, brow);
+        else ldmatrix_x4_trans(b, brow);
+        for (int n = 0; n < 2; n++)
+        {
+            const u32 bn[2] = {b[2 * n], b[2 * n + 1]};
+            float d[4];
+            if (E == MMA_BF16) mma_m16n8k16_bf16(d, a, bn, acc[n]);
+            else mma_m16n8k16_f16(d, a, bn, acc[n]);
+            for (int r = 0; r < 4; r++) acc[n][r] = d[r];
+        }
+        __syncthreads();
+    }
+    for (int n = 0; n < 2; n++)
+        for (int r = 0; r < 4; r++)
+            C[(i64)(row0 + g + 8 * (r >> 1)) * N + col0 + 8 * n + 2 * t + (r & 1)] = acc[n][r];
+}
+
+CD_EXPORT(selftest_ldmatrix, selftest_ldmatrix)
+CD_EXPORT(selftest_mma16_gemm_f16, selftest_mma16_gemm<MMA_F16>)
+CD_EXPORT(selftest_mma16_gemm_bf16, selftest_mma16_gemm<MMA_BF16>)

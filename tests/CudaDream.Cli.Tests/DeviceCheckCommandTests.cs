@@ -21,6 +21,10 @@ public class DeviceCheckCommandTests
         Assert.True(kernels.GetArrayLength() > 100);
         Assert.All(kernels.EnumerateArray(), k => Assert.True(k.GetProperty("passed").GetBoolean(), k.GetProperty("case").GetString()));
         Assert.Equal("emu sm_80", doc.RootElement.GetProperty("device").GetString());
+        // sm_80 has bf16 and fp16 tensor cores: the attention cases run again in both (the FlashAttention-2 mma kernels)
+        var families = kernels.EnumerateArray().Select(k => k.GetProperty("family").GetString()).ToList();
+        Assert.Equal(families.Count(f => f == "attention"), families.Count(f => f == "attention bf16"));
+        Assert.Equal(families.Count(f => f == "attention"), families.Count(f => f == "attention f16"));
         var text = File.ReadAllText(Path.Combine(dir.FullName, "report.txt"));
         Assert.Contains("not GPU results", text);
         Assert.Contains("PASSED", text);

@@ -102,6 +102,16 @@ public sealed class DeviceCheckCommand : ICommand
             results.Add(r);
             if (!r.Passed) Console.WriteLine($"  FAIL kernel case '{c.Name}': {r.Failure ?? $"error {r.WorstError:G3} > {c.Tolerance:G2}"}");
         }
+        // The attention cases again in bf16 and fp16 where the device has those tensor cores: the FlashAttention-2 mma
+        // kernels run only with reduced-precision storage (DESIGN.md's bounds; gradients by cosine).
+        foreach (var t in new[] { DType.BF16, DType.F16 }.Where(t => AttentionKernels.HasTensorCores(device.ComputeCapability, t)))
+            foreach (var c in ConformanceCases.All.Where(c => c.Family == "attention"))
+            {
+                var r = ConformanceRunner.Run(c, device, t);
+                r = r with { Case = $"{c.Name} in {t.ToString().ToLowerInvariant()}", Family = $"attention {t.ToString().ToLowerInvariant()}" };
+                results.Add(r);
+                if (!r.Passed) Console.WriteLine($"  FAIL kernel case '{r.Case}': {r.Failure ?? $"error {r.WorstError:G3} > {r.Tolerance:G2}"}");
+            }
         Console.WriteLine($"kernels: {results.Count(r => r.Passed)}/{results.Count} conformance cases pass");
         return results;
     }
@@ -232,7 +242,7 @@ public sealed class DeviceCheckCommand : ICommand
         s.AppendLine();
         s.AppendLine($"kernels: {r.Kernels.Count(k => k.Passed)}/{r.Kernels.Count} conformance cases pass (device vs CPU reference)");
         foreach (var family in r.Kernels.GroupBy(k => k.Family).OrderBy(g => g.Key))
-            s.AppendLine($"  {family.Key,-12} {family.Count(k => k.Passed),3}/{family.Count(),-3} worst error {family.Select(k => k.WorstError).DefaultIfEmpty(0).Max():G3}");
+            s.AppendLine($"  {family.Key,-15} {family.Count(k => k.Passed),3}/{family.Count(),-3} worst error {family.Select(k => k.WorstError).DefaultIfEmpty(0).Max():G3}");
         foreach (var k in r.Kernels.Where(k => !k.Passed))
             s.AppendLine($"  FAIL {k.Case}: {k.Failure ?? string.Join(", ", k.Outputs.Where(o => !o.Passed).Select(o => $"{o.Name} error {o.Error:G3} ({o.Mismatches} elements)"))}");
         s.AppendLine();

@@ -72,7 +72,7 @@ public sealed class KernelsBuildCommand : ICommand
                 {
                     Console.WriteLine($"{arch} {file.Name}: {c.Image.Length} bytes {(c.IsPtx ? "PTX" : "CUBIN")}, {c.Seconds:F2} s{(c.FromCache ? " (cached)" : "")}");
                     foreach (var u in c.Usage.OrderBy(u => u.Alias, StringComparer.Ordinal))
-                        Console.WriteLine($"    {u.Alias,-34} {u.Registers,3} registers {u.SharedBytes,6} B smem {u.StackBytes,5} B stack {u.SpillStoreBytes,4} B spill stores {u.SpillLoadBytes,4} B spill loads {u.MmaInstructions,4} mma");
+                        Console.WriteLine($"    {u.Alias,-34} {u.Registers,3} registers {u.SharedBytes,6} B smem {u.StackBytes,5} B stack {u.SpillStoreBytes,4} B spill stores {u.SpillLoadBytes,4} B spill loads {u.MmaInstructions,4} mma {u.LdmatrixInstructions,4} ldmatrix");
                 }
                 report.Add(new { arch, file = file.Name, bytes = c.Image.Length, ptx = c.IsPtx, seconds = c.Seconds, cached = c.FromCache, kernels = c.Usage });
             }

@@ -43,10 +43,13 @@ public class TensorCoreLaunchTests(ITestOutputHelper output)
         return device.Launches;
     }
 
+    /// <summary>The bf16 step's launches, planned once for the tests that read them.</summary>
+    private static readonly Lazy<List<RecordedLaunch>> Bf16Step = new(() => Sd15TrainingStep(batch: 2, DType.BF16));
+
     [Fact]
     public void Every_gemm_of_a_bf16_sd15_training_step_runs_on_tensor_cores()
     {
-        var launches = Sd15TrainingStep(batch: 2, DType.BF16);
+        var launches = Bf16Step.Value;
         var gemms = launches.Where(l => l.IsGemm).Select(l => l.Gemm!.Value).ToList();
         double flops = gemms.Sum(x => 2.0 * x.M * x.N * x.K * x.Batch);
         output.WriteLine($"{launches.Count} launches, {gemms.Count} GEMMs ({flops / 1e12:F2} TFLOP), {launches.Count(l => l.Kernel.StartsWith("im2col", StringComparison.Ordinal))} im2col");
@@ -60,6 +63,30 @@ public class TensorCoreLaunchTests(ITestOutputHelper output)
         Assert.NotEmpty(conv);
         var fp32Kernels = launches.Where(l => !l.IsGemm && l.Kernel.EndsWith("_f32", StringComparison.Ordinal) && l.Kernel.StartsWith("im2col", StringComparison.Ordinal)).ToList();
         Assert.Empty(fp32Kernels);
+    }
+
+    /// <summary>
+    /// [G2] SD 1.5's 32 attentions (heads 40, 80 and 160 wide; self-attention over 4096…64 tokens, cross-attention over 77)
+    /// run the FlashAttention-2 tensor-core kernels forward and backward, none of the fp32-math attention kernels.
+    /// </summary>
+    [Fact]
+    public void Every_attention_of_a_bf16_sd15_training_step_takes_the_tensor_core_kernels()
+    {
+        var launches = Bf16Step.Value.Where(l => l.Kernel.StartsWith("attention_", StringComparison.Ordinal)).ToList();
+        foreach (var group in launches.GroupBy(l => l.Kernel).OrderBy(x => x.Key))
+            output.WriteLine($"  {group.Key}: {group.Count()}");
+        int Count(string kernel) => launches.Count(l => l.Kernel == kernel);
+        Assert.Equal(10, Count("attention_mma_forward_d64_bf16"));  // 40-wide heads
+        Assert.Equal(10, Count("attention_mma_forward_d80_bf16"));  // 80-wide
+        Assert.Equal(12, Count("attention_mma_forward_d160_bf16")); // 160-wide
+        Assert.Equal(10, Count("attention_mma_backward_dq_d64_bf16"));
+        Assert.Equal(10, Count("attention_mma_backward_dq_d80_bf16"));
+        Assert.Equal(12, Count("attention_mma_backward_dq_d160_bf16"));
+        Assert.Equal(10, Count("attention_mma_backward_dkv_d64_bf16"));
+        Assert.Equal(10, Count("attention_mma_backward_dkv_d80_bf16"));
+        Assert.Equal(12, Count("attention_mma_backward_dkv_wide_d160_bf16"));
+        Assert.Equal(32, Count("attention_backward_dot_bf16")); // delta = rowsum(dO∘O), memory-bound
+        Assert.Equal(32 * 4, launches.Count);
     }
 
     [Fact]

@@ -82,6 +82,52 @@ public class CudaBackendTests
         Assert.Equal(0, counts["_Z5plainPf"]);
         Assert.Equal(2, counts["_Z5tiledPf"]);
         Assert.Equal(1, counts["_Z6hopperPf"]);
+        var use = KernelCompiler.TensorCoreUse(ptx);
+        Assert.Equal(2, use["_Z5tiledPf"].Mma["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"]);
+        Assert.Equal(1, use["_Z5tiledPf"].Ldmatrix["ldmatrix.sync.aligned.m8n8.x4.shared.b16"]);
+        Assert.Equal(0, use["_Z5plainPf"].LdmatrixCount);
+        Assert.Equal(1, use["_Z6hopperPf"].Mma["wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"]);
+    }
+
+    /// <summary>
+    /// [G2] The tensor-core attention kernels as NVRTC compiles them to PTX: for sm_80 every one holds mma.sync.m16n8k16 with
+    /// operands of its storage type only, and ldmatrix (plain and .trans); for sm_75 the fp16 ones run m16n8k8 (Turing has no
+    /// m16n8k16 for f16) and the bf16 ones, which the launcher never picks there, no mma. The fp32-math kernels that serve
+    /// bf16 storage otherwise hold none. (Only these kernels are instantiated, to keep the two compiles short.)
+    /// </summary>
+    [FactWhen(Requirement.Nvrtc)]
+    public void Tensor_core_attention_kernels_hold_mma_of_their_storage_type_and_ldmatrix()
+    {
+        using var cache = TestSupport.Fixtures.TempDir();
+        var file = KernelSources.KernelFiles.First(f => f.Name == "attention.cu");
+        var mmaKernels = file.Exports.Where(e => e.Alias.StartsWith("attention_mma_", StringComparison.Ordinal)).ToList();
+        Assert.Equal(24, mmaKernels.Count); // forward, backward dq and dk/dv for d64/d80/d128/d160, in bf16 and f16
+        var fp32Math = file.Exports.Where(e => e.Alias is "attention_forward_bf16" or "attention_backward_dq_bf16" or "attention_backward_dkv_bf16").ToList();
+        foreach (var (arch, exports) in new[] { ("compute_80", mmaKernels.Concat(fp32Math).ToList()), ("compute_75", mmaKernels.Where(e => e.Alias.Contains("_d64_")).ToList()) })
+        {
+            var compiled = KernelCompiler.Compile(file with { Exports = exports }, arch, cache.FullName);
+            var use = KernelCompiler.TensorCoreUse(System.Text.Encoding.UTF8.GetString(compiled.Image));
+            foreach (var alias in exports.Select(e => e.Alias))
+            {
+                var u = use[compiled.LoweredNames[alias]];
+                if (!alias.StartsWith("attention_mma_", StringComparison.Ordinal))
+                {
+                    Assert.True(u.MmaCount == 0 && u.LdmatrixCount == 0, $"{arch} {alias}: the fp32-math kernel holds tensor-core instructions");
+                    continue;
+                }
+                string type = alias.EndsWith("_bf16", StringComparison.Ordinal) ? "bf16" : "f16";
+                Assert.Contains(u.Ldmatrix.Keys, op => op.Contains(".trans", StringComparison.Ordinal));
+                Assert.Contains(u.Ldmatrix.Keys, op => !op.Contains(".trans", StringComparison.Ordinal));
+                if (arch == "compute_75" && type == "bf16")
+                {
+                    Assert.Equal(0, u.MmaCount);
+                    continue;
+                }
+                string shape = arch == "compute_80" ? "m16n8k16" : "m16n8k8";
+                Assert.True(u.MmaCount > 0, $"{arch} {alias}: no mma.sync");
+                Assert.All(u.Mma.Keys, op => Assert.Equal($"mma.sync.aligned.{shape}.row.col.f32.{type}.{type}.f32", op));
+            }
+        }
     }
 
     /// <summary>With NVRTC present (CI unpacks Debian's), a real compile and a compile error that names file and line.</summary>

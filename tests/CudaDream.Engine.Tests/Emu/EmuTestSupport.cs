@@ -41,6 +41,15 @@ internal sealed class EmuSession : IDisposable
         return r;
     }
 
+    /// <summary>n elements of raw device memory as <typeparamref name="T"/> (bf16/fp16 bit patterns, integers).</summary>
+    public T[] Download<T>(DevicePtr p, long n) where T : unmanaged
+    {
+        var r = new T[n];
+        Device.Synchronize();
+        Device.CopyToHost(MemoryMarshal.AsBytes(r.AsSpan()), p);
+        return r;
+    }
+
     public static float[] Random(int n, int seed, float scale = 1f)
     {
         var rng = new Random(seed);

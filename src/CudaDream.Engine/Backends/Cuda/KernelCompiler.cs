@@ -8,8 +8,19 @@ namespace CudaDream.Engine.Backends.Cuda;
 
 /// <summary>Registers, shared memory and spills of one kernel, as ptxas reports them.</summary>
 /// <param name="MmaInstructions">Tensor-core instructions (mma.sync, wgmma) in the kernel's PTX.</param>
+/// <param name="LdmatrixInstructions">ldmatrix (warp-wide fragment loads from shared memory) in the kernel's PTX.</param>
 public sealed record KernelResourceUsage(string Alias, string LoweredName, int Registers, int SharedBytes, int StackBytes, int SpillStoreBytes, int SpillLoadBytes,
-    int MmaInstructions = 0);
+    int MmaInstructions = 0, int LdmatrixInstructions = 0);
+
+/// <summary>
+/// The tensor-core instructions of one kernel entry of a PTX module, counted by opcode
+/// ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16").
+/// </summary>
+public sealed record PtxTensorCoreUse(IReadOnlyDictionary<string, int> Mma, IReadOnlyDictionary<string, int> Ldmatrix)
+{
+    public int MmaCount => Mma.Values.Sum();
+    public int LdmatrixCount => Ldmatrix.Values.Sum();
+}
 
 /// <summary>One compiled kernels/*.cu: a CUBIN (or PTX for an architecture newer than NVRTC knows) and its kernels.</summary>
 public sealed record CompiledKernelFile(string File, string Target, bool IsPtx, byte[] Image,
@@ -46,7 +57,7 @@ public static partial class KernelCompiler
         var (major, minor) = NvrtcApi.GetVersion();
         var options = new List<string> { $"-arch={arch}", "-std=c++14", "-default-device", "-lineinfo" };
         if (!ptx) options.Add("--ptxas-options=-v");
-        var key = KernelSources.Hash(KernelSources.Headers.Append(new(file.Name, file.Text)), string.Join(" ", options), $"nvrtc {major}.{minor} report 2");
+        var key = KernelSources.Hash(KernelSources.Headers.Append(new(file.Name, file.Text)), string.Join(" ", options), $"nvrtc {major}.{minor} report 3");
         var dir = Path.Combine(cacheDir ?? KernelSources.DefaultCacheDir(), "nvrtc");
         var cached = TryReadCache(dir, key, file.Name, arch, ptx);
         if (cached != null) return cached with { Seconds = sw.Elapsed.TotalSeconds };
@@ -60,28 +71,44 @@ public static partial class KernelCompiler
         var lowered = file.Exports.ToDictionary(e => e.Alias, e => program.LoweredName(e.NameExpression));
         var image = ptx ? program.Ptx() : program.Cubin();
         var text = System.Text.Encoding.UTF8.GetString(ptx ? image : program.Ptx());
-        var mma = CountMma(text);
-        var usage = ParseUsage(log, lowered).Select(u => u with { MmaInstructions = mma.GetValueOrDefault(u.LoweredName) }).ToList();
-        if (ptx) usage = lowered.Select(kv => new KernelResourceUsage(kv.Key, kv.Value, 0, 0, 0, 0, 0, mma.GetValueOrDefault(kv.Value))).ToList();
+        var tensorCores = TensorCoreUse(text);
+        int Mma(string entry) => tensorCores.TryGetValue(entry, out var u) ? u.MmaCount : 0;
+        int Ldmatrix(string entry) => tensorCores.TryGetValue(entry, out var u) ? u.LdmatrixCount : 0;
+        var usage = ParseUsage(log, lowered).Select(u => u with { MmaInstructions = Mma(u.LoweredName), LdmatrixInstructions = Ldmatrix(u.LoweredName) }).ToList();
+        if (ptx) usage = lowered.Select(kv => new KernelResourceUsage(kv.Key, kv.Value, 0, 0, 0, 0, 0, Mma(kv.Value), Ldmatrix(kv.Value))).ToList();
         var result = new CompiledKernelFile(file.Name, arch, ptx, image, lowered, usage, false, sw.Elapsed.TotalSeconds);
         WriteCache(dir, key, result);
         return result;
     }
 
-    /// <summary>Tensor-core instructions per kernel entry of a PTX module: mma.sync (Ampere and later) and wgmma (Hopper).</summary>
-    public static Dictionary<string, int> CountMma(string ptx)
+    /// <summary>Tensor-core instructions per kernel entry of a PTX module: mma.sync (Turing and later) and wgmma (Hopper).</summary>
+    public static Dictionary<string, int> CountMma(string ptx) => TensorCoreUse(ptx).ToDictionary(kv => kv.Key, kv => kv.Value.MmaCount, StringComparer.Ordinal);
+
+    /// <summary>mma.sync/wgmma and ldmatrix instructions per kernel entry of a PTX module, by opcode (comments are no instructions).</summary>
+    public static Dictionary<string, PtxTensorCoreUse> TensorCoreUse(string ptx)
     {
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        string? entry = null;
+        var result = new Dictionary<string, PtxTensorCoreUse>(StringComparer.Ordinal);
+        Dictionary<string, int>? mma = null, ldmatrix = null;
         foreach (var raw in ptx.Split('\n'))
         {
             var line = raw.Trim();
             var m = PtxEntry().Match(line);
-            if (m.Success) { entry = m.Groups[1].Value; counts[entry] = 0; continue; }
-            if (entry != null && (line.StartsWith("mma.sync", StringComparison.Ordinal) || line.StartsWith("wgmma.mma_async", StringComparison.Ordinal)))
-                counts[entry]++;
+            if (m.Success)
+            {
+                mma = new(StringComparer.Ordinal);
+                ldmatrix = new(StringComparer.Ordinal);
+                result[m.Groups[1].Value] = new PtxTensorCoreUse(mma, ldmatrix);
+                continue;
+            }
+            if (mma == null || ldmatrix == null) continue;
+            var target = line.StartsWith("mma.sync", StringComparison.Ordinal) || line.StartsWith("wgmma.mma_async", StringComparison.Ordinal) ? mma
+                : line.StartsWith("ldmatrix", StringComparison.Ordinal) ? ldmatrix : null;
+            if (target == null) continue;
+            int end = line.IndexOfAny([' ', '\t']);
+            var opcode = end < 0 ? line : line[..end];
+            target[opcode] = target.GetValueOrDefault(opcode) + 1;
         }
-        return counts;
+        return result;
     }
 
     [System.Text.RegularExpressions.GeneratedRegex(@"^(?:\.(?:visible|weak)\s+)?\.entry\s+([A-Za-z0-9_$]+)")]

@@ -16,7 +16,8 @@ namespace CudaDream.Engine.Ops;
 /// head; and <c>AttentionGrad(q, k, v, o, lse, dO)</c> → dq, dk, dv. Shape rules, multiply-adds, gradient rule.</item>
 /// <item>CPU: <see cref="AttentionReference"/> (the oracle, float and double), <see cref="AttentionFast"/>
 /// (FlashAttention-2 tiles on <see cref="AttentionTileGemm"/>), <see cref="AttentionNarrow"/> (heads ≤ 8 wide).</item>
-/// <item>devices: <see cref="AttentionKernels"/>, the launchers of kernels/attention.cu.</item>
+/// <item>devices: <see cref="AttentionKernels"/>, the launchers of kernels/attention.cu: fp32-math kernels for every storage
+/// type and width (the reference path), and FlashAttention-2 on tensor cores for bf16/fp16 at widths 40–160, forward and backward.</item>
 /// <item>the conformance cases that check the device kernels against the CPU.</item>
 /// </list>
 /// </summary>
@@ -156,11 +157,15 @@ public static class AttentionOps
     }
 
     // ------------------------------------------------------------------ conformance
-    /// <summary>Narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels).</summary>
+    /// <summary>
+    /// Narrow heads (row-per-thread kernels, 16 and 32 wide), causal CLIP, and wide heads (warp kernels in fp32; in bf16/fp16
+    /// the tensor-core kernels, whose tiles the last two fill partly: 77 keys in 64-key tiles, 81 rows in 64-row blocks).
+    /// </summary>
     private static readonly (string Name, int Batch, int Nq, int Nk, int Heads, int D, bool Causal)[] ConformanceShapes =
     [
         ("unet self d=4", 2, 40, 40, 8, 4, false), ("cross 77 keys d=8", 1, 24, 77, 2, 8, false), ("clip causal d=8", 1, 21, 21, 4, 8, true),
         ("single head d=32", 1, 70, 70, 1, 32, false), ("wide heads d=40", 1, 19, 23, 2, 40, false), ("wide causal d=64", 1, 17, 17, 2, 64, true),
+        ("cross 77 keys d=80", 2, 81, 77, 2, 80, false), ("ragged self d=160", 1, 81, 81, 2, 160, false),
     ];
 
     private static IEnumerable<ConformanceCase> Conformance()
