@@ -24,29 +24,58 @@ public class QuickStartStyleTests(ITestOutputHelper output)
             Prompt = p, Steps = 20, CfgScale = 4, Width = 64, Height = 64, Seed = seed, Scheduler = "ddim",
         }).Images[0].Image)).Average(SceneJudge.DarkFraction);
 
-    [Fact]
-    public void The_quick_start_teaches_the_token_the_style_and_keeps_the_plain_look_without_it()
+    /// <summary>Trains the quick start (optionally edited), then the dark-outline fractions: instance images, base model, LoRA with and without the token.</summary>
+    private (double Instance, double Base, double Token, double Plain) Measure(string config, string runDir)
     {
-        using var dir = Fixtures.TempDir();
-        var (code, _, stderr) = CliRunner.Run("train", "--config", Path.Combine(Examples, "run.json"), "--output-dir", dir.File("run"), "--sample-every-n-steps", "0");
+        var (code, _, stderr) = CliRunner.Run("train", "--config", config, "--output-dir", runDir, "--sample-every-n-steps", "0");
         Assert.True(code == 0, stderr);
-        var lora = dir.File(Path.Combine("run", "sks_pixarstyle.safetensors"));
+        var lora = Path.Combine(runDir, "sks_pixarstyle.safetensors");
         Assert.True(File.Exists(lora));
-        Assert.True(File.Exists(dir.File(Path.Combine("run", "loss.png"))));
+        Assert.True(File.Exists(Path.Combine(runDir, "loss.png")));
 
         double instance = Directory.GetFiles(Path.Combine(Examples, "pixar-style"), "*.png").Average(f => SceneJudge.DarkFraction(ImageLoader.Load(f)));
         var plain = Enumerable.Range(0, 6).Select(i => ShapeScenes.Draw(2024, i, 64).Caption).ToList();
-        var withToken = plain.Select(p => "sks_pixarstyle style, " + p).ToList();
+        var withToken = plain.Select(p => p + ", sks_pixarstyle style").ToList();
         var model = ModelFolder.Open(Fixtures.EmbeddedModel);
         double baseDark;
         using (var baseSampler = Sampler.Create(model, new SamplerOptions { Engine = SamplerEngine.CudaDream, KeepSessionsLoaded = true }))
             baseDark = MeanDark(baseSampler, plain);
         using var trained = Sampler.Create(model, new SamplerOptions { Engine = SamplerEngine.CudaDream, KeepSessionsLoaded = true, Loras = [new LoraSource.File(lora)] });
-        double tokenDark = MeanDark(trained, withToken), plainDark = MeanDark(trained, plain);
+        var r = (instance, baseDark, MeanDark(trained, withToken), MeanDark(trained, plain));
+        output.WriteLine($"dark outline fraction: instance images {r.instance:P1}, base model {r.baseDark:P1}, LoRA with token {r.Item3:P1}, LoRA without token {r.Item4:P1}; " +
+            $"with the token {(r.Item3 - r.baseDark) / (r.instance - r.baseDark):P0} of the way, without {(r.Item4 - r.baseDark) / (r.instance - r.baseDark):P0}");
+        return r;
+    }
+
+    [Fact]
+    public void The_quick_start_teaches_the_token_the_style_and_keeps_the_plain_look_without_it()
+    {
+        using var dir = Fixtures.TempDir();
+        var (instance, baseDark, tokenDark, plainDark) = Measure(Path.Combine(Examples, "run.json"), dir.File("run"));
         double gap = instance - baseDark;
-        output.WriteLine($"dark outline fraction: instance images {instance:P1}, base model {baseDark:P1}, LoRA with token {tokenDark:P1}, LoRA without token {plainDark:P1}");
         Assert.True(gap > 0.03, $"the instance images ({instance:P1}) are not darker than the base model's samples ({baseDark:P1})");
         Assert.True(tokenDark - baseDark >= 0.5 * gap, $"with the token the style moved {(tokenDark - baseDark) / gap:P0} of the way to the instance images (want ≥ 50%)");
         Assert.True(Math.Abs(plainDark - baseDark) <= 0.2 * gap, $"without the token the samples moved {(plainDark - baseDark) / gap:P0} of the way (want within 20%)");
+    }
+
+    /// <summary>The same run without prior preservation (num_class_images_per 0): the token still brings the style; how far the plain look drifts is reported.</summary>
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void Without_prior_preservation_the_token_still_learns_the_style()
+    {
+        using var dir = Fixtures.TempDir();
+        var json = File.ReadAllText(Path.Combine(Examples, "run.json")).Replace("\"num_class_images_per\": 8", "\"num_class_images_per\": 0");
+        Assert.Contains("\"num_class_images_per\": 0", json);
+        var config = Path.Combine(Examples, $"no-prior-{Environment.ProcessId}.json");
+        File.WriteAllText(config, json);
+        try
+        {
+            var (instance, baseDark, tokenDark, _) = Measure(config, dir.File("run"));
+            Assert.True(tokenDark - baseDark >= 0.5 * (instance - baseDark));
+        }
+        finally
+        {
+            File.Delete(config);
+        }
     }
 }

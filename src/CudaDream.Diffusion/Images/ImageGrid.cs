@@ -44,22 +44,24 @@ public static class ImageGrid
         int gap = options.Spacing;
 
         using var font = rowLabels is { Count: > 0 } ? LabelFont.Create(options.LabelTextSize) : null;
-        int labelH = font == null ? 0 : (int)Math.Ceiling(font.Spacing) + gap;
         int width = checked(columns * cellW + (columns + 1) * gap);
-        int height = checked(rows * (cellH + labelH) + (rows + 1) * gap);
+        // Labels wrap onto as many lines as they need (up to three), so a long prompt is read whole over a narrow grid.
+        var lines = Enumerable.Range(0, rows).Select(r => font != null && r < rowLabels!.Count && !string.IsNullOrEmpty(rowLabels[r])
+            ? LabelFont.Wrap(font, rowLabels[r], width - 2 * gap) : (IReadOnlyList<string>)Array.Empty<string>()).ToList();
+        int lineH = font == null ? 0 : (int)Math.Ceiling(font.Spacing);
+        int LabelHeight(int r) => font == null ? 0 : Math.Max(1, lines[r].Count) * lineH + gap;
+        int height = checked(Enumerable.Range(0, rows).Sum(r => cellH + LabelHeight(r)) + (rows + 1) * gap);
 
         using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
         using var canvas = new SKCanvas(bitmap);
         canvas.Clear(options.Background);
         using var textPaint = new SKPaint { Color = options.LabelColor, IsAntialias = true };
+        int top = gap;
         for (int r = 0; r < rows; r++)
         {
-            int top = gap + r * (cellH + labelH + gap);
-            if (font != null && r < rowLabels!.Count && !string.IsNullOrEmpty(rowLabels[r]))
-            {
-                var label = LabelFont.Fit(font, rowLabels[r], width - 2 * gap);
-                canvas.DrawText(label, gap, top - font.Metrics.Ascent, SKTextAlign.Left, font, textPaint);
-            }
+            for (int k = 0; k < lines[r].Count; k++)
+                canvas.DrawText(lines[r][k], gap, top + k * lineH - font!.Metrics.Ascent, SKTextAlign.Left, font, textPaint);
+            int labelH = LabelHeight(r);
             for (int c = 0; c < columns && r * columns + c < images.Count; c++)
             {
                 var image = images[r * columns + c];
@@ -68,6 +70,7 @@ public static class ImageGrid
                 int y = top + labelH + (cellH - image.Height) / 2;
                 canvas.DrawBitmap(cell, x, y);
             }
+            top += cellH + labelH + gap;
         }
         canvas.Flush();
         return RgbImage.FromOpaqueBitmap(bitmap);

@@ -49,6 +49,31 @@ internal static class LabelFont
     }
 
     /// <summary>The longest prefix of the text (ending in "…" when cut) that fits in maxWidth pixels.</summary>
+    /// <summary>
+    /// Word-wrapped lines of at most <paramref name="maxWidth"/> pixels, at most <paramref name="maxLines"/> of them (the
+    /// last one shortened with "…" only when the text needs more); a word wider than a line is cut with "…".
+    /// </summary>
+    public static IReadOnlyList<string> Wrap(SKFont font, string text, float maxWidth, int maxLines = 3)
+    {
+        var words = text.ReplaceLineEndings(" ").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var lines = new List<string>();
+        var line = "";
+        for (int w = 0; w < words.Length; w++)
+        {
+            string candidate = line.Length == 0 ? words[w] : line + " " + words[w];
+            if (font.MeasureText(candidate) <= maxWidth) { line = candidate; continue; }
+            if (line.Length > 0) lines.Add(line);
+            line = words[w];
+            if (lines.Count == maxLines - 1)
+            {
+                lines.Add(Fit(font, string.Join(' ', words[w..]), maxWidth));
+                return lines;
+            }
+        }
+        if (line.Length > 0) lines.Add(Fit(font, line, maxWidth));
+        return lines;
+    }
+
     public static string Fit(SKFont font, string text, float maxWidth)
     {
         text = text.ReplaceLineEndings(" ");

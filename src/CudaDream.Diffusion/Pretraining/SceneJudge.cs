@@ -42,13 +42,22 @@ public static class SceneJudge
         return new SceneReading(readBackground, readShape, fraction, matches);
     }
 
-    /// <summary>Fraction of outline-dark pixels: every channel below 110, which no palette colour is (the darkest, purple, reaches 190), so a blurred outline still counts.</summary>
+    /// <summary>
+    /// Fraction of outline-dark pixels in the region shapes occupy (the image less a border of 1/8 of its side, where no
+    /// shape or outline of a scene reaches): every channel below 110, which no palette colour is (the darkest, purple,
+    /// reaches 190), so a blurred outline still counts.
+    /// </summary>
     public static double DarkFraction(RgbImage image)
     {
-        int dark = 0;
-        for (int i = 0; i < image.Rgb.Length; i += 3)
-            if (image.Rgb[i] < 110 && image.Rgb[i + 1] < 110 && image.Rgb[i + 2] < 110) dark++;
-        return dark / (image.Rgb.Length / 3.0);
+        int mx = image.Width / 8, my = image.Height / 8, dark = 0, total = 0;
+        for (int y = my; y < image.Height - my; y++)
+            for (int x = mx; x < image.Width - mx; x++)
+            {
+                var (r, g, b) = image[x, y];
+                total++;
+                if (r < 110 && g < 110 && b < 110) dark++;
+            }
+        return (double)dark / total;
     }
 
     private static double Distance(int r, int g, int b, int r2, int g2, int b2) =>
