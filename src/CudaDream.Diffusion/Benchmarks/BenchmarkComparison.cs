@@ -68,7 +68,7 @@ public static class BenchmarkComparison
         Add(new ComparisonRow(forward, OrtName, ortSeconds, f.GflopsPerSecond * f.MedianSeconds / ortSeconds, PeakRss(), ortProvider));
         Add(new ComparisonRow(train, OrtName, null, null, null, "ONNX Runtime's inference package has no training"));
 
-        foreach (var r in Torch(o, model, torchBench, threads, f, forward, train)) Add(r);
+        foreach (var r in Torch(o, model, torchBench, threads, f, t, forward, train)) Add(r);
 
         if (o.What.Contains("sample"))
         {
@@ -87,8 +87,8 @@ public static class BenchmarkComparison
             [OrtName] = OrtVersion(),
             [".NET"] = Environment.Version.ToString(),
         };
-        var torchLibrary = withRatios.FirstOrDefault(r => r.Library.StartsWith(TorchName, StringComparison.Ordinal) && r.MedianSeconds != null)?.Library;
-        if (torchLibrary != null) versions[TorchName] = torchLibrary;
+        var torchNote = withRatios.FirstOrDefault(r => r.Library == TorchName && r.MedianSeconds != null)?.Note;
+        if (torchNote != null) versions[TorchName] = torchNote.Split(';')[0];
         return new ComparisonReport(Benchmark.Machine(), threads, versions, withRatios);
     }
 
@@ -123,7 +123,7 @@ public static class BenchmarkComparison
     }
 
     /// <summary>The PyTorch rows: cudadream-torchbench as a child process (its own proof, timings and peak RSS in a JSON file).</summary>
-    private static IEnumerable<ComparisonRow> Torch(BenchmarkOptions o, ModelFolder m, string? torchBench, int threads, BenchmarkResult ourForward, string forward, string train)
+    private static IEnumerable<ComparisonRow> Torch(BenchmarkOptions o, ModelFolder m, string? torchBench, int threads, BenchmarkResult ourForward, BenchmarkResult ourTrain, string forward, string train)
     {
         if (torchBench == null || !File.Exists(torchBench))
         {
@@ -156,12 +156,12 @@ public static class BenchmarkComparison
                 ? $"matched PyTorch's reference output (max error {v.GetProperty("max_abs_error").GetDouble():G2} of max {v.GetProperty("max_abs_reference").GetDouble():G3})"
                 : "not checked against a reference (no refs/unet.safetensors in the folder)";
             var results = root.GetProperty("results").EnumerateArray().ToDictionary(x => x.GetProperty("name").GetString() ?? "", x => x.GetProperty("median_seconds").GetDouble());
-            string name = $"{TorchName} ({library})";
+            string name = TorchName;
             var rows = new List<ComparisonRow>();
             if (results.TryGetValue("unet forward", out double tf))
-                rows.Add(new ComparisonRow(forward, name, tf, ourForward.GflopsPerSecond * ourForward.MedianSeconds / tf, rss, verified));
+                rows.Add(new ComparisonRow(forward, name, tf, ourForward.GflopsPerSecond * ourForward.MedianSeconds / tf, rss, $"{library}; {verified}"));
             if (results.TryGetValue("lora train step", out double tt))
-                rows.Add(new ComparisonRow(train, name, tt, null, rss, "rank-4 attention LoRA, forward + MSE + backward"));
+                rows.Add(new ComparisonRow(train, name, tt, ourTrain.GflopsPerSecond * ourTrain.MedianSeconds / tt, rss, $"{library}; rank-4 attention LoRA, forward + MSE + backward"));
             return rows;
         }
         finally
@@ -196,14 +196,14 @@ public static class BenchmarkComparison
     }
 
     public static string FormatRow(ComparisonRow r) =>
-        $"{r.Measurement,-30} {r.Library,-34} " +
+        $"{r.Measurement,-30} {r.Library,-14} " +
         (r.MedianSeconds is double s ? $"{s * 1000,10:F1} ms" : $"{"–",13}") +
         (r.RatioToCudaDream is double x ? $" {x,6:F2}×" : $" {"",7}") +
         (r.GflopsPerSecond is double g ? $" {g,8:F1} GFLOP/s" : new string(' ', 17)) +
         (r.PeakRssBytes is long b ? $" {b / (1024.0 * 1024),8:F0} MiB" : new string(' ', 13)) + $"  {r.Note}";
 
     public static string Header =>
-        $"{"measurement",-30} {"library",-34} {"median",13} {"ratio",7} {"rate",17} {"peak RSS",13}  note (peak RSS: the process's high-water mark while that library ran)";
+        $"{"measurement",-30} {"library",-14} {"median",13} {"ratio",7} {"rate",17} {"peak RSS",13}  note (peak RSS: the process's high-water mark while that library ran)";
 
     /// <summary>compare.json and compare.png (median times per measurement, one bar per library) into a folder, each written atomically.</summary>
     public static void Write(ComparisonReport report, string folder)
