@@ -11,7 +11,6 @@ using CudaDream.Engine.Graph;
 using CudaDream.Engine.Tensors;
 using Microsoft.ML.OnnxRuntime;
 using ScottPlot;
-using SkiaSharp;
 using Tensor = CudaDream.Engine.Tensors.Tensor;
 
 namespace CudaDream.Diffusion.Benchmarks;
@@ -246,14 +245,6 @@ public static class BenchmarkComparison
             plot.ShowLegend(Alignment.UpperLeft);
             plot.Axes.Margins(bottom: 0, top: 0.35); // headroom above the bars for the legend
         }
-        var png = plot.GetImageBytes(width, height, ImageFormat.Png);
-        using var bitmap = SKBitmap.Decode(png) ?? throw new InvalidOperationException("the chart did not render");
-        using var opaque = new SKBitmap(new SKImageInfo(bitmap.Width, bitmap.Height, SKColorType.Rgba8888, SKAlphaType.Premul));
-        using (var canvas = new SKCanvas(opaque))
-        {
-            canvas.Clear(SKColors.White);
-            canvas.DrawBitmap(bitmap, 0, 0);
-        }
-        return RgbImage.FromOpaqueBitmap(opaque);
+        return LossCurvePlot.ToImage(plot, width, height);
     }
 }

@@ -82,7 +82,13 @@ public static class LossCurvePlot
         }
         if (trainPoints.Count + evalPoints.Count + validationPoints.Count > 0) plot.ShowLegend(Alignment.UpperRight);
 
-        var png = plot.GetImageBytes(options.Width, options.Height, ImageFormat.Png);
+        return ToImage(plot, options.Width, options.Height);
+    }
+
+    /// <summary>A ScottPlot plot rendered at width×height on white (its PNG has transparency; ours are opaque RGB).</summary>
+    internal static RgbImage ToImage(Plot plot, int width, int height)
+    {
+        var png = plot.GetImageBytes(width, height, ImageFormat.Png);
         using var bitmap = SKBitmap.Decode(png) ?? throw new InvalidOperationException("the plot did not render");
         using var opaque = new SKBitmap(new SKImageInfo(bitmap.Width, bitmap.Height, SKColorType.Rgba8888, SKAlphaType.Premul));
         using (var canvas = new SKCanvas(opaque))

@@ -117,7 +117,8 @@ public class KohyaFeatureTests(ITestOutputHelper output)
                 Prompt = concept.SaveSamplePrompt, Steps = concept.SaveInferSteps, CfgScale = concept.SaveGuidanceScale, Scheduler = options.SampleScheduler,
                 Seed = concept.SampleSeed, Width = 64, Height = 64, BatchSize = 1,
             }).Images[0].Image;
-            return ImageGrid.Compose(new[] { image }, 1, new[] { concept.SaveSamplePrompt });
+            // Grid cells are enlarged to sample_cell_size (128 px by default): 64 px samples by 2.
+            return ImageGrid.Compose(new[] { ImageGrid.Enlarge(image, 2) }, 1, new[] { concept.SaveSamplePrompt });
         }
         double Difference(RgbImage a) => a.Rgb.Zip(grid.Rgb, (x, y) => Math.Abs(x - y)).Max();
         Assert.Equal((grid.Width, grid.Height), (Cell(result.LoraPath!).Width, Cell(result.LoraPath!).Height));
