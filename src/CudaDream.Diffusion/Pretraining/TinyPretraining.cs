@@ -183,7 +183,7 @@ public static class TinyPretraining
         foreach (var (weight, name, transposed) in layers)
         {
             var t = weight.Constant!.Clone();
-            trained[name] = transposed ? Transpose2D(t) : t;
+            trained[name] = transposed ? Sampling.SamplerLoras.Transpose2D(t) : t;
         }
         // Trained on the posterior mean: the log-variance half of quant_conv is set to a near-deterministic posterior
         // (logvar −20, std 4.5e-5), so a sampled latent is the mean the decoder learned to read.
@@ -199,16 +199,6 @@ public static class TinyPretraining
         trained["quant_conv.weight"] = Tensor.FromArray(qw, trained["quant_conv.weight"].Shape);
         trained["quant_conv.bias"] = Tensor.FromArray(qb, trained["quant_conv.bias"].Shape);
         return trained;
-    }
-
-    private static Tensor Transpose2D(Tensor t)
-    {
-        int rows = t.Shape[0], cols = t.Shape[1];
-        var src = t.ToFloat32Array();
-        var dst = new float[src.Length];
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) dst[j * rows + i] = src[i * cols + j];
-        return Tensor.FromArray(dst, cols, rows);
     }
 
     /// <summary>1 / std of the trained encoder's posterior means over 256 flat scenes: latents of unit variance, as SD's 0.18215 was chosen.</summary>

@@ -495,7 +495,7 @@ internal sealed class TrainingNetworks : IDisposable
             {
                 var t = Current(p.Value, ema);
                 // Torch exports keep Linear weights as Wᵀ; the state dict holds W [out, in].
-                if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Transpose2D(t);
+                if (_layerNames.TryGetValue(p.Value, out var n) && n.EndsWith("#transposed", StringComparison.Ordinal)) t = Sampling.SamplerLoras.Transpose2D(t);
                 weights[p.Name] = t;
             }
             file = basePath + ".weights.safetensors";
@@ -506,16 +506,6 @@ internal sealed class TrainingNetworks : IDisposable
 
     /// <summary>The UNet weights of selected-layer fine-tuning (a text-encoder LoRA may train beside them).</summary>
     private IEnumerable<Trainable> TunedLayers => _params.Where(p => p.Group == "unet" && _o.TrainLayers.Count > 0);
-
-    private static Tensor Transpose2D(Tensor t)
-    {
-        int r = t.Shape[0], c = t.Shape[1];
-        var s = t.ReadOnlySpan<float>();
-        var d = new float[r * c];
-        for (int i = 0; i < r; i++)
-            for (int j = 0; j < c; j++) d[j * r + i] = s[i * c + j];
-        return Tensor.FromArray(d, c, r);
-    }
 
     public void Dispose()
     {
