@@ -517,7 +517,7 @@ public sealed class DreamBoothTrainer
     private string ConfigHash()
     {
         var o = _o with { OutputDir = "", Name = "", Resume = false, Overwrite = false, SampleEveryNSteps = 0, SaveEveryNSteps = 0, CheckpointEveryNSteps = 0, CheckpointsToKeep = 1, EvalEveryNSteps = 0, Backend = "auto", SampleEngine = "auto", MaxTrainSteps = 0,
-            ValidationEveryNSteps = 0, LogWith = "none", LoggingDir = "", EmaSaveRaw = false };
+            ValidationEveryNSteps = 0, LogWith = "none", LoggingDir = "", EmaSaveRaw = false, SampleBaseRows = false, SampleCellSize = 128 };
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(o))))[..16];
     }
 
