@@ -189,10 +189,17 @@ public static class BenchmarkComparison
         {
             var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
             if (line == null) return null;
-            return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+            return KibibyteLine(line);
         }
         catch (IOException) { return null; }
     }
+
+    /// <summary>
+    /// Bytes of a /proc/self/status line such as "VmHWM:\t  1234 kB": a tab, then spaces that shrink as the number grows
+    /// (none at all for 8 digits), so the line is split on both.
+    /// </summary>
+    internal static long KibibyteLine(string line) =>
+        long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
 
     public static string FormatRow(ComparisonRow r) =>
         $"{r.Measurement,-30} {r.Library,-14} " +
