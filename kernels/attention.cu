@@ -462,6 +462,20 @@ CD_DEVICE void stage_row_stats(float* smem, const float* src, const AttentionSha
     }
 }
 
+// One query tile of the dK/dV backward into a staging buffer, as one cp.async group: Q and dO rows (bf16/fp16, row
+// pitch `pitch`), then lse and delta of those rows (fp32) behind them.
+template <class T>
+CD_DEVICE void stage_query_tile(u16* buf, const T* q, const T* dout, const float* lse, const float* delta, const AttentionShape& s,
+                                int b, int h, int i0, int q_tile, int D, int pitch)
+{
+    float* stats = reinterpret_cast<float*>(buf + 2 * q_tile * pitch);
+    stage_b16_rows(buf, q, s.q_stride, b, h, i0, q_tile, s.q_len, D, pitch);
+    stage_b16_rows(buf + q_tile * pitch, dout, s.o_stride, b, h, i0, q_tile, s.q_len, D, pitch);
+    stage_row_stats(stats, lse, s, b, h, i0, q_tile);
+    stage_row_stats(stats + q_tile, delta, s, b, h, i0, q_tile);
+    cp_async_commit();
+}
+
 // A fragments of mma.m16n8k16 for 16 rows of a staged tile (row-major, D wide): per 16-column k step one ldmatrix.x4 of
 // the matrices (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15) = a0..a3.
 // A last half step (D % 16 == 8) loads columns 0-7 only: a2 = a3 = 0 pad the k step in registers, never in memory.
@@ -850,14 +864,7 @@ __global__ void __launch_bounds__(128, 1) attention_mma_backward_dkv(AttentionSh
     const int i_begin = s.causal ? k0 / Q_TILE * Q_TILE : 0; // queries before the block's first key see none of it
     const int tiles = (s.q_len - i_begin + Q_TILE - 1) / Q_TILE;
     auto stage = [&](int it) {
-        u16* buf = smem + (it & 1) * buffer_elems;
-        const int i0 = i_begin + it * Q_TILE;
-        float* stats = reinterpret_cast<float*>(buf + 2 * Q_TILE * pitch);
-        stage_b16_rows(buf, q, s.q_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
-        stage_b16_rows(buf + Q_TILE * pitch, dout, s.o_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
-        stage_row_stats(stats, lse, s, b, h, i0, Q_TILE);
-        stage_row_stats(stats + Q_TILE, delta, s, b, h, i0, Q_TILE);
-        cp_async_commit();
+        stage_query_tile(smem + (it & 1) * buffer_elems, q, dout, lse, delta, s, b, h, i_begin + it * Q_TILE, Q_TILE, D, pitch);
     };
     if (tiles > 0) stage(0);
     float dk_acc[O_TILES][4], dv_acc[O_TILES][4];
@@ -930,14 +937,7 @@ __global__ void __launch_bounds__(64, 1) attention_mma_backward_dkv_wide(Attenti
     const int i_begin = s.causal ? k0 / Q_TILE * Q_TILE : 0;
     const int tiles = (s.q_len - i_begin + Q_TILE - 1) / Q_TILE;
     auto stage = [&](int it) {
-        u16* buf = tiles_at + (it & 1) * buffer_elems;
-        const int i0 = i_begin + it * Q_TILE;
-        float* stats = reinterpret_cast<float*>(buf + 2 * Q_TILE * pitch);
-        stage_b16_rows(buf, q, s.q_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
-        stage_b16_rows(buf + Q_TILE * pitch, dout, s.o_stride, b, h, i0, Q_TILE, s.q_len, D, pitch);
-        stage_row_stats(stats, lse, s, b, h, i0, Q_TILE);
-        stage_row_stats(stats + Q_TILE, delta, s, b, h, i0, Q_TILE);
-        cp_async_commit();
+        stage_query_tile(tiles_at + (it & 1) * buffer_elems, q, dout, lse, delta, s, b, h, i_begin + it * Q_TILE, Q_TILE, D, pitch);
     };
     if (tiles > 0) stage(0);
     float dk_acc[O_TILES][4], dv_acc[O_TILES][4];
