@@ -64,6 +64,8 @@ public sealed class GraphSession : IDisposable
 
     public string BackendName => _executor.BackendName;
     public bool Profile { get => _executor.Profile; set => _executor.Profile = value; }
+    /// <summary>The backend's executor of this session's plan (its profile, its plan).</summary>
+    public IPlanExecutor Executor => _executor;
     public IReadOnlyDictionary<string, double> OpSeconds => _executor.OpSeconds;
 
     /// <summary>Runs the graph; the result holds the graph outputs and the extra outputs, by name.</summary>
@@ -107,7 +109,12 @@ public static class GraphPasses
 
     public static SpecializeReport Prepare(ComputeGraph g, IReadOnlyDictionary<string, int[]> inputShapes, bool fuse)
     {
-        if (Precision.HasHalfTypes(g)) Precision.UpcastToFloat32(g);
+        if (Precision.HasHalfTypes(g))
+        {
+            Precision.UpcastToFloat32(g);
+            // The half-precision file pages were read once to widen them: keep only the fp32 copies resident.
+            foreach (var model in g.Owners.OfType<Formats.OnnxModel>()) model.ReleaseResidentPages();
+        }
         var report = Specializer.Specialize(g, inputShapes, CpuEvaluator.Instance);
         Simplifier.Run(g);
         if (fuse) Fuser.Run(g);

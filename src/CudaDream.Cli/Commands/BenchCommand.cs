@@ -49,6 +49,9 @@ public sealed class BenchCommand : ICommand
     [Option("out", HelpText = "Folder for --compare's compare.json and compare.png (default: artifacts/bench).")]
     public string? Out { get; set; }
 
+    [Option("profile", HelpText = "After the timed runs, one more forward and training step timing every op type (CPU; a device synchronises after each op): where the time goes.")]
+    public bool Profile { get; set; }
+
     [Option("json", HelpText = "Print JSON.")]
     public bool Json { get; set; }
 
@@ -71,7 +74,7 @@ public sealed class BenchCommand : ICommand
         var options = new BenchmarkOptions
         {
             Model = model, Batch = batches[0], Width = w, Height = h, Repeats = Repeats, SampleSteps = Steps,
-            SampleEngine = EngineSelection.Parse(Engine), What = what, Backend = backend, Updates = Updates,
+            SampleEngine = EngineSelection.Parse(Engine), What = what, Backend = backend, Updates = Updates, Profile = Profile,
             MixedPrecision = dtype == CudaDream.Engine.Tensors.DType.F32 ? "no" : ParseDType.Name(dtype),
         };
         if (!Json) Console.WriteLine($"machine: {Benchmark.Machine()}");

@@ -33,6 +33,14 @@ public sealed record BenchmarkOptions
     public string MixedPrecision { get; init; } = "no";
     /// <summary>Timed training updates on a kernel device (after one warm-up update that captures the graph).</summary>
     public int Updates { get; init; } = 5;
+    /// <summary>After the timed runs, one more run of the forward and the step that times every op type (<see cref="OpTime"/>).</summary>
+    public bool Profile { get; init; }
+}
+
+/// <summary>One op type's share of a profiled run: seconds, and the multiply-adds its nodes do (0 for memory-bound ops).</summary>
+public sealed record OpTime(string Op, double Seconds, long MultiplyAdds)
+{
+    public double? GflopsPerSecond => MultiplyAdds > 0 && Seconds > 0 ? 2.0 * MultiplyAdds / Seconds / 1e9 : null;
 }
 
 /// <summary>
@@ -63,6 +71,8 @@ public sealed record BenchmarkResult(string Name, double MedianSeconds, double? 
 {
     /// <summary>A device training update's counters (null elsewhere).</summary>
     public DeviceUpdateCounters? Device { get; init; }
+    /// <summary>Seconds per op type of one profiled run, slowest first (with <see cref="BenchmarkOptions.Profile"/>; null elsewhere).</summary>
+    public IReadOnlyList<OpTime>? Profile { get; init; }
 }
 
 /// <param name="Backend">Where the training update ran, in words (a GPU's name, or that emu is no GPU measurement).</param>
@@ -95,7 +105,29 @@ public static class Benchmark
 
     public static string Format(BenchmarkResult r) =>
         $"{r.Name,-40} {r.MedianSeconds * 1000,10:F1} ms" + (r.GflopsPerSecond is double g ? $" {g,8:F1} GFLOP/s" : new string(' ', 17)) +
-        (r.PlannedBytes is long b ? $" {b / (1024.0 * 1024),9:F1} MiB" : new string(' ', 14)) + $"  {r.Detail}";
+        (r.PlannedBytes is long b ? $" {b / (1024.0 * 1024),9:F1} MiB" : new string(' ', 14)) + $"  {r.Detail}" +
+        (r.Profile is { } p ? string.Concat(FormatProfile(p).Select(l => "\n  " + l)) : "");
+
+    /// <summary>The profile as lines: op, seconds, share of the run, rate; the ops under 1 % folded into one line.</summary>
+    public static IEnumerable<string> FormatProfile(IReadOnlyList<OpTime> profile)
+    {
+        double total = profile.Sum(t => t.Seconds);
+        if (total <= 0) yield break;
+        var rest = profile.Where(t => t.Seconds < 0.01 * total).ToList();
+        foreach (var t in profile.Except(rest))
+            yield return $"{t.Op,-24} {t.Seconds * 1000,10:F1} ms {100 * t.Seconds / total,5:F1} %" + (t.GflopsPerSecond is double g ? $" {g,8:F1} GFLOP/s" : "");
+        if (rest.Count > 0) yield return $"{$"{rest.Count} more op types",-24} {rest.Sum(t => t.Seconds) * 1000,10:F1} ms {100 * rest.Sum(t => t.Seconds) / total,5:F1} %";
+    }
+
+    /// <summary>One more run with per-op timing; multiply-adds summed per op type from the plan's own nodes.</summary>
+    internal static IReadOnlyList<OpTime> ProfileRun(IPlanExecutor executor, Action run)
+    {
+        executor.Profile = true;
+        try { run(); }
+        finally { executor.Profile = false; }
+        var macs = executor.Plan.Steps.GroupBy(n => n.Op).ToDictionary(g => g.Key, g => g.Sum(OpRegistry.MultiplyAdds));
+        return executor.OpSeconds.Select(kv => new OpTime(kv.Key, kv.Value, macs.GetValueOrDefault(kv.Key))).OrderByDescending(t => t.Seconds).ToList();
+    }
 
     /// <summary>CPU model, cores, OS and runtime; the GPU line says what was found.</summary>
     public static string Machine()
@@ -170,7 +202,8 @@ public static class Benchmark
         var inputs = RandomInputs(shapes);
         double t = Median(o.Repeats, () => s.Run(inputs));
         return new BenchmarkResult($"unet forward b{o.Batch} {o.Width}x{o.Height} {ParseDType.Name(compute)} ({s.BackendName})", t, flops / t / 1e9, s.Plan.ArenaBytes,
-            $"{flops / 1e9:F2} GFLOP per forward (inputs uploaded and the output read back in each timed run)");
+            $"{flops / 1e9:F2} GFLOP per forward (inputs uploaded and the output read back in each timed run)")
+        { Profile = o.Profile ? ProfileRun(s.Executor, () => s.Run(inputs)) : null };
     }
 
     internal static BenchmarkResult TrainStep(BenchmarkOptions o, ModelFolder m, bool checkpointing)
@@ -188,7 +221,8 @@ public static class Benchmark
         inputs[TrainingGraph.TargetInput] = Tensor.FromArray(Random((int)Shapes.Numel(shapes["sample"]), 20), shapes["sample"]);
         double t = Median(o.Repeats, () => session.Run(inputs));
         return new BenchmarkResult($"lora train step b{o.Batch} {o.Width}x{o.Height}{(checkpointing ? " ckpt" : "")}", t, flops / t / 1e9, session.Plan.ArenaBytes,
-            $"rank-4 attention LoRA, {flops / 1e9:F2} GFLOP per step ({(double)flops / forwardFlops:F2}× the forward)");
+            $"rank-4 attention LoRA, {flops / 1e9:F2} GFLOP per step ({(double)flops / forwardFlops:F2}× the forward)")
+        { Profile = o.Profile ? ProfileRun(session.Executor, () => session.Run(inputs)) : null };
     }
 
     /// <summary>

@@ -55,14 +55,18 @@ public static class BenchmarkComparison
         string size = $"b{o.Batch} {o.Width}x{o.Height}";
         string forward = $"unet forward {size}", train = $"lora train step {size}", sample = $"sample {o.Width}x{o.Height} {o.SampleSteps} steps";
 
+        // Each measurement's own peak: what the one before left is collected first (a session's fp32 weights are managed
+        // arrays; without a full collection they would still be resident while the next session loads its copy).
         ResetPeakRss();
         var f = Benchmark.Forward(o, model);
+        long? ourForwardRss = PeakRss();
+        CollectAndResetPeakRss();
         var t = Benchmark.TrainStep(o, model, checkpointing: false);
-        long? ours = PeakRss();
-        Add(new ComparisonRow(forward, CudaDreamName, f.MedianSeconds, f.GflopsPerSecond, ours, f.Name));
-        Add(new ComparisonRow(train, CudaDreamName, t.MedianSeconds, t.GflopsPerSecond, ours, t.Detail));
+        long? ourTrainRss = PeakRss();
+        Add(new ComparisonRow(forward, CudaDreamName, f.MedianSeconds, f.GflopsPerSecond, ourForwardRss, f.Name));
+        Add(new ComparisonRow(train, CudaDreamName, t.MedianSeconds, t.GflopsPerSecond, ourTrainRss, t.Detail));
 
-        ResetPeakRss();
+        CollectAndResetPeakRss();
         var (ortSeconds, ortProvider) = OrtForward(o, model, threads);
         Add(new ComparisonRow(forward, OrtName, ortSeconds, f.GflopsPerSecond * f.MedianSeconds / ortSeconds, PeakRss(), ortProvider));
         Add(new ComparisonRow(train, OrtName, null, null, null, "ONNX Runtime's inference package has no training"));
@@ -71,10 +75,10 @@ public static class BenchmarkComparison
 
         if (o.What.Contains("sample"))
         {
-            ResetPeakRss();
+            CollectAndResetPeakRss();
             var ourSample = Benchmark.Sample(o with { SampleEngine = SamplerEngine.CudaDream }, model);
             Add(new ComparisonRow(sample, CudaDreamName, ourSample.MedianSeconds, null, PeakRss(), ourSample.Detail));
-            ResetPeakRss();
+            CollectAndResetPeakRss();
             var ortSample = Benchmark.Sample(o with { SampleEngine = SamplerEngine.Ort }, model);
             Add(new ComparisonRow(sample, OrtName, ortSample.MedianSeconds, null, PeakRss(), ortSample.Detail));
         }
@@ -175,6 +179,15 @@ public static class BenchmarkComparison
         catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or TypeInitializationException) { return "not loadable"; }
     }
 
+    /// <summary>A full, compacting collection that returns freed memory to the OS, then <see cref="ResetPeakRss"/>.</summary>
+    private static void CollectAndResetPeakRss()
+    {
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        ResetPeakRss();
+    }
+
     /// <summary>Linux: clears the process's peak RSS (VmHWM), so the next reading covers only what ran since.</summary>
     private static void ResetPeakRss()
     {
@@ -209,7 +222,7 @@ public static class BenchmarkComparison
         (r.PeakRssBytes is long b ? $" {b / (1024.0 * 1024),8:F0} MiB" : new string(' ', 13)) + $"  {r.Note}";
 
     public static string Header =>
-        $"{"measurement",-30} {"library",-14} {"median",13} {"ratio",7} {"rate",17} {"peak RSS",13}  note (peak RSS: the process's high-water mark while that library ran)";
+        $"{"measurement",-30} {"library",-14} {"median",13} {"ratio",7} {"rate",17} {"peak RSS",13}  note (peak RSS: the process's high-water mark while that measurement ran)";
 
     /// <summary>compare.json and compare.png (median times per measurement, one bar per library) into a folder, each written atomically.</summary>
     public static void Write(ComparisonReport report, string folder)

@@ -12,7 +12,7 @@ namespace CudaDream.Engine.Formats;
 /// <c>*.onnx_data</c>) is viewed through one read-only memory map per file. Every size and offset is
 /// checked; an external location that leaves the model's folder is refused.
 /// </summary>
-public sealed class OnnxModel : IDisposable
+public sealed partial class OnnxModel : IDisposable
 {
     /// <summary>Protobuf's own limit; larger models must use external data.</summary>
     public const long MaxModelBytes = int.MaxValue;
@@ -203,6 +203,17 @@ public sealed class OnnxModel : IDisposable
         _mapped.Clear();
     }
 
+    /// <summary>
+    /// Drops the pages of the external weight files from this process's resident set (Linux: madvise DONTNEED; a no-op
+    /// elsewhere). Call it when the weights were copied out (a half-precision model widened to fp32 on load): the read-only
+    /// file pages would otherwise stay resident beside their copies until the model is closed. Safe while tensors still view
+    /// the map: a page touched again is read back from the page cache.
+    /// </summary>
+    public void ReleaseResidentPages()
+    {
+        foreach (var m in _mapped.Values) m.ReleaseResidentPages();
+    }
+
     /// <summary>A read-only memory map of a whole file; slices are tensors' storage.</summary>
     private sealed unsafe class MappedFile : IDisposable
     {
@@ -225,6 +236,14 @@ public sealed class OnnxModel : IDisposable
         public Memory<byte> Slice(long offset, int length) =>
             length == 0 ? Memory<byte>.Empty : new UnmanagedMemory(_base + offset, length, this).Memory;
 
+        public void ReleaseResidentPages()
+        {
+            if (_view == null || !OperatingSystem.IsLinux()) return;
+            // The mapping starts on a page boundary (_base - PointerOffset); madvise wants that start and the mapped length.
+            byte* start = _base - _view.PointerOffset;
+            _ = Madvise(start, (nuint)(Length + _view.PointerOffset), MadviseDontNeed);
+        }
+
         public void Dispose()
         {
             if (_view != null)
@@ -241,4 +260,12 @@ public sealed class OnnxModel : IDisposable
 public sealed class ExternalDataMissingException : CudaDreamException
 {
     public ExternalDataMissingException(string path, string problem) : base($"{path}: {problem}") { }
+}
+
+public sealed partial class OnnxModel
+{
+    private const int MadviseDontNeed = 4; // MADV_DONTNEED (Linux)
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static unsafe partial int Madvise(byte* address, nuint length, int advice);
 }

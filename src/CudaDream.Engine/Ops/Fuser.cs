@@ -479,7 +479,13 @@ public static class Fuser
 
     // ---- helpers ------------------------------------------------------------------------------
 
-    private static bool Near(double? v, double expected) => v is double d && Math.Abs(d - expected) <= 1e-5 * Math.Max(1, Math.Abs(expected));
+    /// <summary>
+    /// A pattern's constant, recognised within half precision's rounding (2⁻¹⁰ relative): a model stored in fp16 holds √2 as
+    /// 1.4140625, and its GELUs must fuse as the fp32 export's do (the fused op then computes the exact function).
+    /// </summary>
+    private static bool Near(double? v, double expected) => v is double d && Math.Abs(d - expected) <= HalfRounding * Math.Max(1, Math.Abs(expected));
+
+    private const double HalfRounding = 1.0 / 1024;
 
     /// <summary>The operand of a binary node that is not <paramref name="v"/> (null when v is not an operand).</summary>
     private static Value? OtherOperand(Node n, Value v) =>

@@ -63,11 +63,23 @@ public sealed class Tensor
     public float[] ToFloat32Array()
     {
         var r = new float[Numel];
+        CopyToFloat32(r);
+        return r;
+    }
+
+    /// <summary>
+    /// Writes the values as float32 into <paramref name="destination"/> (exactly <see cref="Numel"/> long): the widening of
+    /// a half-precision model on load writes each weight once, without a temporary array of its size.
+    /// </summary>
+    public void CopyToFloat32(Span<float> destination)
+    {
+        if (destination.Length != Numel) throw new ArgumentException($"destination holds {destination.Length} floats, the tensor {Numel}");
+        var r = destination;
         switch (DType)
         {
             case DType.F32: ReadOnlySpan<float>().CopyTo(r); break;
             case DType.F64: { var s = ReadOnlySpan<double>(); for (int i = 0; i < r.Length; i++) r[i] = (float)s[i]; break; }
-            case DType.F16: { var s = ReadOnlySpan<Half>(); for (int i = 0; i < r.Length; i++) r[i] = (float)s[i]; break; }
+            case DType.F16: System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(ReadOnlySpan<Half>(), r); break;
             case DType.BF16: { var s = ReadOnlySpan<ushort>(); for (int i = 0; i < r.Length; i++) r[i] = BFloat16.ToSingle(s[i]); break; }
             case DType.I64: { var s = ReadOnlySpan<long>(); for (int i = 0; i < r.Length; i++) r[i] = s[i]; break; }
             case DType.I32: { var s = ReadOnlySpan<int>(); for (int i = 0; i < r.Length; i++) r[i] = s[i]; break; }
@@ -76,7 +88,6 @@ public sealed class Tensor
             case DType.U8 or DType.Bool: { var s = Data.Span; for (int i = 0; i < r.Length; i++) r[i] = s[i]; break; }
             default: throw new NotSupportedException(DType.ToString());
         }
-        return r;
     }
 
     /// <summary>Values as float64, converting from any element type.</summary>
@@ -113,7 +124,7 @@ public sealed class Tensor
         var t = Zeros(target, Shape);
         switch (target)
         {
-            case DType.F32: ToFloat32Array().CopyTo(t.Span<float>()); break;
+            case DType.F32: CopyToFloat32(t.Span<float>()); break;
             case DType.F64: ToFloat64Array().CopyTo(t.Span<double>()); break;
             case DType.F16: { var f = ToFloat32Array(); var d = t.Span<Half>(); for (int i = 0; i < f.Length; i++) d[i] = (Half)f[i]; break; }
             case DType.BF16: { var f = ToFloat32Array(); var d = t.Span<ushort>(); for (int i = 0; i < f.Length; i++) d[i] = BFloat16.FromSingle(f[i]); break; }

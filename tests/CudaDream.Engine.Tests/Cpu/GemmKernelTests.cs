@@ -136,6 +136,54 @@ public class GemmKernelTests(ITestOutputHelper output)
         Assert.Throws<ArgumentOutOfRangeException>(() => GemmFast.Gemm(false, false, 2, 3, 4, 1f, a, 3, b, 3, 0f, c, 3));
     }
 
+    /// <summary>
+    /// The skinny AᵀB path (a LoRA factor's weight gradient: rank 4 on one side, thousands of tokens deep): either side
+    /// narrow, leading dimensions wider than the matrices, alpha and beta (0 over NaN), depths that end mid-chunk; and
+    /// the same bits on 1 thread as on 4 (fixed chunks, summed in order).
+    /// </summary>
+    [Theory]
+    [InlineData(320, 4, 4096)]
+    [InlineData(4, 320, 4096)]
+    [InlineData(1280, 8, 700)]
+    [InlineData(8, 1280, 513)]
+    [InlineData(17, 3, 64)]
+    [InlineData(1, 100, 1030)]
+    public unsafe void Skinny_path_matches_reference_and_ignores_the_thread_count(int m, int n, int k)
+    {
+        Assert.True(GemmSkinny.Suits(true, false, m, n, k));
+        foreach (float alpha in new[] { 1f, -0.75f })
+        foreach (float beta in new[] { 0f, 1f, 0.5f })
+        {
+            int lda = m + 5, ldb = n + 2, ldc = n + 3;
+            var a = RandomFloats(10 + m, k * lda);
+            var b = RandomFloats(20 + n, k * ldb);
+            var c0 = RandomFloats(30 + k, m * ldc);
+            if (beta == 0f) Array.Fill(c0, float.NaN);
+            var expected = (float[])c0.Clone();
+            var actual = (float[])c0.Clone();
+            GemmReference.Gemm(true, false, m, n, k, alpha, a, lda, b, ldb, beta, expected, ldc);
+            GemmFast.Gemm(true, false, m, n, k, alpha, a, lda, b, ldb, beta, actual, ldc);
+            for (int i = 0; i < m; i++) // the gap between rows (ldc > n) is not C's: it must be untouched
+                for (int j = n; j < ldc; j++)
+                {
+                    Assert.Equal(BitConverter.SingleToInt32Bits(c0[i * ldc + j]), BitConverter.SingleToInt32Bits(actual[i * ldc + j]));
+                    expected[i * ldc + j] = actual[i * ldc + j] = 0f;
+                }
+            AssertClose(expected, actual, 1e-5, $"skinny gemm {m}x{n}x{k} alpha={alpha} beta={beta}");
+
+            var one = (float[])c0.Clone();
+            var four = (float[])c0.Clone();
+            fixed (float* pa = a, pb = b, p1 = one, p4 = four)
+            {
+                GemmSkinny.Run(m, n, k, alpha, pa, lda, pb, ldb, beta, p1, ldc, 1);
+                GemmSkinny.Run(m, n, k, alpha, pa, lda, pb, ldb, beta, p4, ldc, 4);
+            }
+            Assert.Equal(one.Select(BitConverter.SingleToInt32Bits), four.Select(BitConverter.SingleToInt32Bits));
+        }
+        Assert.False(GemmSkinny.Suits(false, false, m, n, k));
+        Assert.False(GemmSkinny.Suits(true, true, m, n, k));
+    }
+
     [Fact]
     [Trait("Category", "Slow")]
     public void Benchmark_fast_gemm_512()

@@ -15,7 +15,8 @@ namespace CudaDream.Engine.Ops;
 /// accumulators with AVX-512, 6×16 in 12 ymm with AVX2/FMA, 6×16 in 24 128-bit registers on ARM64 AdvSimd (which has 32
 /// of them; x64 SSE-only machines spill a few), scalar otherwise — all on the same packed panels. Blocks of C are
 /// independent, so (row block × column chunk) tasks run in parallel on
-/// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. When op(B) fits in L2, <see cref="GemmUnpacked"/> multiplies without packing.
+/// <see cref="CpuKernelOptions.MaxDegreeOfParallelism"/> threads. When op(B) fits in L2, <see cref="GemmUnpacked"/> multiplies without packing; a skinny AᵀB (a LoRA factor's weight
+/// gradient) goes to <see cref="GemmSkinny"/>.
 /// </summary>
 public static unsafe class GemmFast
 {
@@ -67,6 +68,11 @@ public static unsafe class GemmFast
         float beta, float* c, int ldc, int degree)
     {
         if (m == 0 || n == 0) return;
+        if (alpha != 0f && GemmSkinny.Suits(transA, transB, m, n, k))
+        {
+            GemmSkinny.Run(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, (long)m * n * k < ParallelThreshold ? 1 : degree);
+            return;
+        }
         if (alpha != 0f && k != 0 && GemmUnpacked.Suits(n, k))
         {
             GemmUnpacked.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, degree);
