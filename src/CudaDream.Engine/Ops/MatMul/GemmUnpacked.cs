@@ -21,11 +21,14 @@ internal static unsafe class GemmUnpacked
     private const int Rows = 6;
 
     /// <summary>
-    /// Largest op(B), in floats after padding, taken here (512 KiB). Measured on one thread (Zen 4, 1 MiB L2): at
-    /// 4096×320×320 this path runs at 92 GFLOP/s against the packed path's 61; past about 1 MiB of B it falls behind
-    /// (512³: 70 against 93; 320×4096×2880: 12 against 76).
+    /// Largest op(B), in floats after padding, taken here. With AVX2 512 KiB: measured on one thread (Zen 4, 1 MiB L2), at
+    /// 4096×320×320 this path ran at 92 GFLOP/s against the 6×16 packed path's 61; past about 1 MiB of B it falls behind
+    /// (512³: 70 against 93; 320×4096×2880: 12 against 76). With AVX-512 the packed path multiplies in 512-bit vectors
+    /// and this one stays at 256: 128 KiB, which keeps the tiny UNet's small products here (its forward and step times
+    /// were the same within the VM's noise) and sends SD 1.5's 320-wide attention projections and 8×8-plane convolutions
+    /// to the packed path (SD 1.5 forward at 512 px, 2 threads: 7.8–8.1 s against 8.0–8.9 s).
     /// </summary>
-    private const long MaxB = 1 << 17;
+    private static readonly long MaxB = CpuSimd.Width == SimdWidth.V512 ? 1 << 15 : 1 << 17;
 
     /// <summary>
     /// Multiply-adds below this are not worth waking a second thread for (~15 µs of work). Tiny UNet step on 2 threads:
