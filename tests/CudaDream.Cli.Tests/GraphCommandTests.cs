@@ -178,6 +178,39 @@ public class BenchCommandTests
         Assert.True(results[2].GetProperty("planned_bytes").GetInt64() < results[1].GetProperty("planned_bytes").GetInt64());
     }
 
+    /// <summary>
+    /// --profile attributes the run to op types: each op type once, slowest first, the backward's only in the step, and the
+    /// GFLOP/s of an op type its own multiply-adds over its own time.
+    /// </summary>
+    [Fact]
+    public void BenchProfileTimesEveryOpTypeWithItsOwnRate()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", Fixtures.SdTiny(), "--what", "forward,train", "--repeats", "1", "--size", "64", "--profile", "--json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(3, results.Count);
+        foreach (var r in results)
+        {
+            var ops = r.GetProperty("profile").EnumerateArray().ToList();
+            var names = ops.Select(o => o.GetProperty("op").GetString()).ToList();
+            Assert.Contains("Conv", names);
+            Assert.Contains("Attention", names);
+            Assert.Equal(names.Distinct().Count(), names.Count);
+            var seconds = ops.Select(o => o.GetProperty("seconds").GetDouble()).ToList();
+            Assert.Equal(seconds.OrderByDescending(x => x), seconds); // slowest first
+            foreach (var o in ops.Where(o => o.GetProperty("multiply_adds").GetInt64() > 0))
+                Assert.Equal(2.0 * o.GetProperty("multiply_adds").GetInt64() / o.GetProperty("seconds").GetDouble() / 1e9, o.GetProperty("gflops_per_second").GetDouble(), 6);
+        }
+        // The step's profile holds the backward's op types, the forward's does not.
+        Assert.DoesNotContain(results[0].GetProperty("profile").EnumerateArray(), o => o.GetProperty("op").GetString() == "ConvGradInput");
+        Assert.Contains(results[1].GetProperty("profile").EnumerateArray(), o => o.GetProperty("op").GetString() == "ConvGradInput");
+        // Without --profile there is none.
+        var (_, plain, _) = CliRunner.Run("bench", "--model", Fixtures.SdTiny(), "--what", "forward", "--repeats", "1", "--size", "64", "--json");
+        using var plainDoc = JsonDocument.Parse(plain);
+        Assert.Equal(JsonValueKind.Null, plainDoc.RootElement.GetProperty("results")[0].GetProperty("profile").ValueKind);
+    }
+
     [Fact]
     public void BenchRefusesAnUnknownMeasurement()
     {
