@@ -17,6 +17,20 @@ public sealed partial class ChildCli : IDisposable
 
     public const int SigInt = 2, SigKill = 9, SigTerm = 15;
 
+    /// <summary>
+    /// True when this process ignores SIGINT (Linux: bit 2 of SigIgn in /proc/self/status), as it does when the test run
+    /// was started as a background job without job control: its children inherit the ignored disposition.
+    /// </summary>
+    public static bool InheritsIgnoredSigInt
+    {
+        get
+        {
+            if (!OperatingSystem.IsLinux()) return false;
+            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+            return line != null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (SigInt - 1))) != 0;
+        }
+    }
+
     public ChildCli(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };

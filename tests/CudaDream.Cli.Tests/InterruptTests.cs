@@ -25,6 +25,17 @@ public sealed class InterruptTests(ITestOutputHelper output) : IDisposable
             "--batch-count", "50", "--width", "64", "--height", "64", "--cfg", "1", "--engine", "cudadream", "--seed", "1", "--out", outDir]);
         Assert.True(child.WaitUntil(() => child.Stderr.Contains("engine:"), TimeSpan.FromMinutes(2)), child.Stderr);
         Thread.Sleep(500);
+        if (signal == ChildCli.SigInt && ChildCli.InheritsIgnoredSigInt)
+        {
+            // Started without job control (a background job of a non-interactive shell, nohup): SIGINT is ignored on entry
+            // and the child inherits that. The runtime keeps it ignored, as Unix tools do, so the run must go on; then
+            // SIGTERM, which nothing ignores, has to stop it the same way.
+            child.Signal(signal);
+            Thread.Sleep(3000);
+            Assert.False(child.HasExited, "an inherited SIG_IGN for SIGINT was not respected");
+            Assert.DoesNotContain("stopping", child.Stderr);
+            signal = ChildCli.SigTerm;
+        }
         child.Signal(signal);
         int code = child.WaitForExit(TimeSpan.FromSeconds(60));
         output.WriteLine(child.Stderr);
